@@ -1,0 +1,170 @@
+"""The ``realname`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from app.logging import configure_logging
+from app.settings import Settings, SettingsError, get_settings
+
+logger = logging.getLogger("app.cli")
+
+
+def _run_db(settings: Settings, work: Callable[[Any], Awaitable[Any]]) -> Any:
+    """Run ``work(session)`` in one committed transaction."""
+    from app.db import session_scope
+    from app.runtime import build_runtime
+
+    async def _main() -> Any:
+        runtime = build_runtime(settings)
+        try:
+            async with session_scope(runtime.sessions) as session:
+                return await work(session)
+        finally:
+            await runtime.close()
+
+    return asyncio.run(_main())
+
+
+def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    import uvicorn
+
+    from app import migrate
+
+    if settings.env == "dev":
+        migrate.upgrade(settings)
+    uvicorn.run(
+        "app.main:create_app",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        log_config=None,
+        proxy_headers=True,
+        access_log=False,
+    )
+    return 0
+
+
+def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
+    from app import migrate
+
+    migrate.upgrade(settings, args.revision)
+    print(json.dumps({"migrated_to": args.revision}))
+    return 0
+
+
+def cmd_clients_create(args: argparse.Namespace, settings: Settings) -> int:
+    from app.services import clients
+
+    async def work(session: Any) -> dict[str, str]:
+        client, api_key = await clients.create_client(
+            session, settings.master_key, name=args.name, mode=args.mode, default_level=args.level
+        )
+        return {
+            "client_id": client.id,
+            "name": client.name,
+            "mode": client.mode,
+            "api_key": api_key,
+        }
+
+    print(json.dumps(_run_db(settings, work)))
+    return 0
+
+
+def cmd_policies_publish(args: argparse.Namespace, settings: Settings) -> int:
+    from app.services import policies
+
+    body = Path(args.file).read_text("utf-8")
+
+    async def work(session: Any) -> dict[str, str]:
+        policy = await policies.publish(session, args.version, body)
+        return {"version": policy.version, "sha256": policy.sha256}
+
+    try:
+        print(json.dumps(_run_db(settings, work)))
+    except ValueError as exc:
+        print(str(exc), file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_audit_verify(args: argparse.Namespace, settings: Settings) -> int:
+    from app.services import audit
+
+    report = _run_db(settings, audit.verify_chain)
+    print(
+        json.dumps(
+            {
+                "ok": report.ok,
+                "checked": report.checked,
+                "first_broken_seq": report.first_broken_seq,
+                "problem": report.problem,
+            }
+        )
+    )
+    return 0 if report.ok else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="realname", description="Real-name identity verification service"
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the HTTP API (migrates the database itself in dev)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
+    serve.set_defaults(func=cmd_serve)
+
+    mig = sub.add_parser("migrate", help="bring the database schema up to date")
+    mig.add_argument("--revision", default="head")
+    mig.set_defaults(func=cmd_migrate)
+
+    clients = sub.add_parser("clients", help="manage API clients").add_subparsers(
+        dest="sub", required=True
+    )
+    create = clients.add_parser("create", help="create a client and print its API key once (JSON)")
+    create.add_argument("--name", required=True)
+    create.add_argument("--mode", choices=["test", "live"], required=True)
+    create.add_argument(
+        "--level", choices=["L1", "L2", "L3"], default="L2", help="default (minimum) level"
+    )
+    create.set_defaults(func=cmd_clients_create)
+
+    pol = sub.add_parser("policies", help="collection rules").add_subparsers(
+        dest="sub", required=True
+    )
+    publish = pol.add_parser("publish", help="publish a new collection-rules version")
+    publish.add_argument("--version", required=True)
+    publish.add_argument("--file", required=True)
+    publish.set_defaults(func=cmd_policies_publish)
+
+    aud = sub.add_parser("audit", help="the audit trail").add_subparsers(dest="sub", required=True)
+    verify = aud.add_parser("verify", help="check the hash chain; non-zero exit on a break")
+    verify.set_defaults(func=cmd_audit_verify)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = get_settings()
+    except (SettingsError, ValueError) as exc:
+        print(f"realname: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(settings.log_level, json_lines=settings.log_json)
+    result: int = args.func(args, settings)
+    return result
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

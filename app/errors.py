@@ -1,0 +1,170 @@
+"""One exception base for every client-facing error, rendered as RFC 9457 problem+json.
+
+Every error carries a stable ``code`` that integrators can branch on; the table of codes lives in
+``ERROR_CODES`` and in the README. Error bodies never echo request values: they name the field
+and the rule, never what was sent.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+logger = logging.getLogger(__name__)
+
+PROBLEM_JSON = "application/problem+json"
+TYPE_BASE = "/problems/"
+
+#: code -> (HTTP status, title). The stable vocabulary of the API.
+ERROR_CODES: dict[str, tuple[int, str]] = {
+    "invalid_request": (422, "The request is not valid"),
+    "malformed_json": (400, "The request body is not valid JSON"),
+    "unknown_field": (422, "The request has a field this endpoint does not take"),
+    "invalid_real_name": (422, "The real name is not valid"),
+    "invalid_id_number": (422, "The resident ID number is not valid"),
+    "invalid_phone": (422, "The phone number is not a mainland China mobile number"),
+    "invalid_external_user_id": (422, "The external user id is not valid"),
+    "unsupported_id_type": (422, "This identity document type is not supported"),
+    "consent_required": (422, "Consent to a published collection-rules version is required"),
+    "level_too_low": (422, "The level is below the client's policy"),
+    "unauthorized": (401, "A valid API key is required"),
+    "forbidden": (403, "This key may not do that"),
+    "not_found": (404, "Not found"),
+    "method_not_allowed": (405, "Method not allowed"),
+    "unsupported_media_type": (415, "The request body must be application/json"),
+    "payload_too_large": (413, "The request body is too large"),
+    "idempotency_conflict": (422, "The Idempotency-Key was used with a different request"),
+    "idempotency_in_progress": (409, "A request with this Idempotency-Key is still in progress"),
+    "invalid_idempotency_key": (400, "The Idempotency-Key header is not valid"),
+    "identity_in_use": (409, "This person is already registered to another user of this client"),
+    "rate_limited": (429, "Too many requests"),
+    "code_incorrect": (422, "The code is not correct"),
+    "code_expired": (422, "The code has expired"),
+    "attempts_exhausted": (422, "No attempts are left for this verification"),
+    "invalid_code_format": (422, "The code must be six ASCII digits"),
+    "verification_not_awaiting_code": (409, "The verification is not waiting for a code"),
+    "verification_not_verified": (409, "The verification is not verified"),
+    "sandbox_only": (403, "This endpoint is only available to test-mode keys"),
+    "service_unavailable": (503, "The service is temporarily unavailable"),
+    "internal_error": (500, "Internal error"),
+}
+
+
+class ProblemError(Exception):
+    """An error the client caused or can act on. Rendered as problem+json."""
+
+    def __init__(
+        self,
+        code: str,
+        detail: str | None = None,
+        *,
+        status: int | None = None,
+        headers: dict[str, str] | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> None:
+        default_status, title = ERROR_CODES[code]
+        self.code = code
+        self.status = status or default_status
+        self.title = title
+        self.detail = detail or title
+        self.headers = headers or {}
+        self.extra = extra or {}
+        super().__init__(f"{code}: {self.detail}")
+
+
+def problem_response(
+    code: str,
+    detail: str | None = None,
+    *,
+    status: int | None = None,
+    headers: dict[str, str] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> JSONResponse:
+    default_status, title = ERROR_CODES[code]
+    body: dict[str, Any] = {
+        "type": TYPE_BASE + code,
+        "title": title,
+        "status": status or default_status,
+        "detail": detail or title,
+        "code": code,
+        **(extra or {}),
+    }
+    return JSONResponse(body, status_code=body["status"], headers=headers, media_type=PROBLEM_JSON)
+
+
+#: Body fields whose validation failures get their own code.
+FIELD_CODES = {
+    "real_name": "invalid_real_name",
+    "id_number": "invalid_id_number",
+    "phone": "invalid_phone",
+    "consent": "consent_required",
+    "external_user_id": "invalid_external_user_id",
+    "id_type": "unsupported_id_type",
+}
+
+
+def _pointer(loc: tuple[int | str, ...]) -> str:
+    parts = [str(p) for p in loc[1:]] if loc and loc[0] == "body" else [str(p) for p in loc]
+    return "/" + "/".join(parts)
+
+
+def validation_problem(exc: RequestValidationError) -> JSONResponse:
+    """Map pydantic errors to stable codes without echoing any input value."""
+    errors = []
+    for err in exc.errors():
+        loc = tuple(err.get("loc", ()))
+        kind = err.get("type", "")
+        field = str(loc[1]) if len(loc) > 1 and loc[0] == "body" else None
+        if kind == "json_invalid":
+            code = "malformed_json"
+        elif kind == "extra_forbidden":
+            code = "unknown_field"
+        elif field in FIELD_CODES:
+            code = FIELD_CODES[field]
+        else:
+            code = "invalid_request"
+        # pydantic's "msg" describes the rule (never the value); "input" and "ctx" are dropped.
+        errors.append({"pointer": _pointer(loc), "code": code, "detail": str(err.get("msg", ""))})
+    first = errors[0]["code"] if errors else "invalid_request"
+    detail = "; ".join(f"{e['pointer']}: {e['detail']}" for e in errors) or None
+    return problem_response(first, detail, extra={"errors": errors})
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ProblemError)
+    async def _problem(_: Request, exc: ProblemError) -> JSONResponse:
+        return problem_response(
+            exc.code, exc.detail, status=exc.status, headers=exc.headers, extra=exc.extra
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        return validation_problem(exc)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {
+            401: "unauthorized",
+            403: "forbidden",
+            404: "not_found",
+            405: "method_not_allowed",
+            413: "payload_too_large",
+            415: "unsupported_media_type",
+        }.get(exc.status_code)
+        if code is None:
+            code = "invalid_request" if exc.status_code < 500 else "internal_error"
+        return problem_response(code, status=exc.status_code, headers=dict(exc.headers or {}))
+
+
+def is_database_outage(exc: BaseException) -> bool:
+    """True for errors that mean the database cannot be reached (answered with 503, not 500)."""
+    from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+
+    if isinstance(exc, OperationalError | InterfaceError | ConnectionError | TimeoutError):
+        return True
+    return isinstance(exc, DBAPIError) and bool(exc.connection_invalidated)

@@ -1,0 +1,44 @@
+"""The FastAPI application factory."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from app.errors import install_error_handlers
+from app.middleware import ServiceMiddleware
+from app.routers import health, policies, verifications
+from app.runtime import Runtime, build_runtime
+from app.settings import Settings, get_settings
+
+
+def create_app(settings: Settings | None = None, *, runtime: Runtime | None = None) -> FastAPI:
+    """Build the app. Pass ``runtime`` to share one (tests); otherwise it is built at start-up."""
+    settings = runtime.settings if runtime is not None else (settings or get_settings())
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        owned = runtime is None
+        app.state.runtime = runtime or build_runtime(settings)
+        try:
+            yield
+        finally:
+            if owned:
+                await app.state.runtime.close()
+
+    app = FastAPI(
+        title="realname",
+        summary="Real-name identity verification (PRC Cybersecurity Law Art. 24)",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    if runtime is not None:
+        app.state.runtime = runtime
+    install_error_handlers(app)
+    app.add_middleware(ServiceMiddleware, max_body_bytes=settings.max_body_bytes)
+    app.include_router(health.router)
+    app.include_router(policies.router)
+    app.include_router(verifications.router)
+    return app

@@ -1,0 +1,109 @@
+"""Pure ASGI middleware: request ids, body size and content-type rules, access log, last-resort
+error answer. Kept at the ASGI level so that it also guards requests no route matched."""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.errors import is_database_outage, problem_response
+from app.logging import request_id_var
+
+logger = logging.getLogger("app.access")
+
+_SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+_BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+class ServiceMiddleware:
+    def __init__(
+        self, app: ASGIApp, *, max_body_bytes: int, json_prefixes: tuple[str, ...] = ("/v1/",)
+    ) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+        self.json_prefixes = json_prefixes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        incoming = headers.get("x-request-id", "")
+        request_id = incoming if _SAFE_REQUEST_ID.match(incoming) else uuid.uuid4().hex
+        token = request_id_var.set(request_id)
+        started = time.perf_counter()
+        status_holder: dict[str, Any] = {"status": None}
+
+        async def send_wrapper(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status_holder["status"] = message["status"]
+                message.setdefault("headers", [])
+                message["headers"] = [*message["headers"], (b"x-request-id", request_id.encode())]
+            await send(message)
+
+        try:
+            early = self._refuse_early(scope, headers)
+            if early is not None:
+                await early(scope, receive, send_wrapper)
+                return
+            await self.app(scope, self._limited(receive), send_wrapper)
+        except _BodyTooLarge:
+            if status_holder["status"] is None:
+                await problem_response("payload_too_large")(scope, receive, send_wrapper)
+        except Exception as exc:
+            if status_holder["status"] is not None:
+                raise
+            if is_database_outage(exc):
+                logger.error("database unavailable", extra={"error_type": type(exc).__name__})
+                response = problem_response("service_unavailable", headers={"Retry-After": "1"})
+            else:
+                # The type only: exception text can carry request values.
+                logger.error("unhandled error", extra={"error_type": type(exc).__name__})
+                response = problem_response("internal_error")
+            await response(scope, receive, send_wrapper)
+        finally:
+            logger.info(
+                "request",
+                extra={
+                    "method": scope["method"],
+                    "path": scope.get("route_path") or scope["path"],
+                    "status": status_holder["status"],
+                    "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+                },
+            )
+            request_id_var.reset(token)
+
+    def _refuse_early(self, scope: Scope, headers: dict[str, str]) -> ASGIApp | None:
+        length = headers.get("content-length")
+        if length is not None and (not length.isdigit() or int(length) > self.max_body_bytes):
+            return problem_response("payload_too_large")
+        if scope["method"] in _BODY_METHODS and scope["path"].startswith(self.json_prefixes):
+            ctype = headers.get("content-type", "").split(";", 1)[0].strip().lower()
+            has_body = (length is not None and length != "0") or "transfer-encoding" in headers
+            if has_body and not (ctype == "application/json" or ctype.endswith("+json")):
+                return problem_response("unsupported_media_type")
+        return None
+
+    def _limited(self, receive: Receive) -> Receive:
+        seen = 0
+        limit = self.max_body_bytes
+
+        async def wrapped() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > limit:
+                    raise _BodyTooLarge
+            return message
+
+        return wrapped

@@ -1,0 +1,27 @@
+"""Tables, one per module. Importing this package registers them all on ``SQLModel.metadata``."""
+
+from app.models.api_key import ApiKey
+from app.models.audit_event import AuditEvent
+from app.models.audit_head import AuditHead
+from app.models.check import Check
+from app.models.client import Client
+from app.models.client_identity import ClientIdentity
+from app.models.idempotency_key import IdempotencyKey
+from app.models.identity import Identity
+from app.models.policy import Policy
+from app.models.verification import LIVE_STATUSES, Status, Verification
+
+__all__ = [
+    "LIVE_STATUSES",
+    "ApiKey",
+    "AuditEvent",
+    "AuditHead",
+    "Check",
+    "Client",
+    "ClientIdentity",
+    "IdempotencyKey",
+    "Identity",
+    "Policy",
+    "Status",
+    "Verification",
+]

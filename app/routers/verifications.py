@@ -1,0 +1,95 @@
+"""Integrator API: verifications. Thin: parse, call a service, shape the answer."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header
+from fastapi.responses import JSONResponse
+
+from app.deps import CurrentClient, RuntimeDep, SessionDep
+from app.errors import ERROR_CODES
+from app.schemas.verification import VerificationCreate, VerificationOut
+from app.services import idempotency, verifications
+
+router = APIRouter(prefix="/v1/verifications", tags=["verifications"])
+
+
+def _problems(*codes: str) -> dict[int | str, dict[str, Any]]:
+    out: dict[int | str, dict[str, Any]] = {}
+    for code in codes:
+        status, _ = ERROR_CODES[code]
+        entry = out.setdefault(
+            status, {"description": "", "content": {"application/problem+json": {}}}
+        )
+        entry["description"] = ", ".join(filter(None, [entry["description"], f"`{code}`"]))
+    return out
+
+
+@router.post(
+    "",
+    status_code=201,
+    response_model=VerificationOut,
+    summary="Start verifying an end user's real-name identity",
+    responses=_problems(
+        "invalid_real_name",
+        "unauthorized",
+        "identity_in_use",
+        "idempotency_conflict",
+        "rate_limited",
+        "payload_too_large",
+        "unsupported_media_type",
+        "malformed_json",
+    ),
+)
+async def create_verification(
+    body: VerificationCreate,
+    client: CurrentClient,
+    session: SessionDep,
+    runtime: RuntimeDep,
+    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
+) -> Any:
+    canonical = verifications.canonicalise(body)
+    ttl = timedelta(seconds=runtime.settings.idempotency_ttl_seconds)
+    claim = None
+    if idempotency_key is not None:
+        key = idempotency.check_key(idempotency_key)
+        request_hash = idempotency.fingerprint(
+            runtime.master_key,
+            "POST",
+            "/v1/verifications",
+            verifications.fingerprint_body(body, canonical),
+        )
+        stored = await idempotency.lookup(session, client.id, key, request_hash, ttl)
+        if stored is not None:
+            return JSONResponse(
+                stored.body, status_code=stored.status_code, headers={"Idempotent-Replayed": "true"}
+            )
+    prepared = await verifications.prepare(runtime, canonical)
+    if idempotency_key is not None:
+        claim, stored = await idempotency.claim(session, client.id, key, request_hash, ttl)
+        if stored is not None:
+            return JSONResponse(
+                stored.body, status_code=stored.status_code, headers={"Idempotent-Replayed": "true"}
+            )
+    verification = await verifications.create(session, runtime, client, body, canonical, prepared)
+    out = verifications.to_out(
+        verification, await verifications.checks_of(session, verification.id)
+    )
+    if claim is not None:
+        await idempotency.complete(session, claim, 201, out.model_dump(mode="json"))
+    return out
+
+
+@router.get(
+    "/{verification_id}",
+    response_model=VerificationOut,
+    summary="Read a verification",
+    responses=_problems("unauthorized", "not_found"),
+)
+async def get_verification(verification_id: str, client: CurrentClient, session: SessionDep) -> Any:
+    verification = await verifications.get_for_client(session, client, verification_id)
+    return verifications.to_out(
+        verification, await verifications.checks_of(session, verification.id)
+    )

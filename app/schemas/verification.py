@@ -1,0 +1,63 @@
+"""Request and response bodies of the verification endpoints (never tables)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Consent(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    policy_version: str = Field(
+        min_length=1, max_length=40, description="A published collection-rules version"
+    )
+
+
+class VerificationCreate(BaseModel):
+    """Art. 24 identity fields of one end user, with consent to the published collection rules."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    external_user_id: str = Field(
+        min_length=1, max_length=200, description="Your id for the end user"
+    )
+    real_name: str = Field(max_length=256)
+    id_number: str = Field(max_length=64)
+    phone: str = Field(max_length=64)
+    consent: Consent
+    id_type: Literal["cn_resident_id"] = "cn_resident_id"
+    level: Literal["L1", "L2", "L3"] | None = None
+
+
+class CheckOut(BaseModel):
+    type: str
+    status: str
+    reason: str | None = None
+
+
+class Masked(BaseModel):
+    real_name: str | None
+    id_number: str | None
+    phone: str | None
+
+
+class NextAction(BaseModel):
+    type: Literal["submit_sms_code"]
+    expires_at: datetime
+
+
+class VerificationOut(BaseModel):
+    id: str
+    external_user_id: str
+    status: str
+    status_reason: str | None = None
+    level: str
+    checks: list[CheckOut]
+    masked: Masked
+    next_action: NextAction | None = None
+    policy_version: str
+    created_at: datetime
+    updated_at: datetime

@@ -1,0 +1,1 @@
+"""SMS sender plug-ins, kept apart from verifiers."""

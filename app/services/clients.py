@@ -1,0 +1,70 @@
+"""Clients and their API keys."""
+
+from __future__ import annotations
+
+from sqlmodel import col, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.crypto import API_KEY_PREFIXES, generate_api_key, hash_api_key
+from app.models import ApiKey, Client
+from app.services import audit
+
+MODES = tuple(API_KEY_PREFIXES)
+
+
+async def create_client(
+    session: AsyncSession, master_key: bytes, *, name: str, mode: str, default_level: str = "L2"
+) -> tuple[Client, str]:
+    """Create a client with one API key. The key is returned once and stored only as a hash."""
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}")
+    client = Client(name=name, mode=mode, default_level=default_level)
+    session.add(client)
+    await session.flush()
+    api_key = await issue_key(session, master_key, client)
+    await audit.record(
+        session,
+        action="client.created",
+        subject_type="client",
+        subject_id=client.id,
+        actor_type="system",
+        actor_id=None,
+        data={"mode": mode},
+    )
+    return client, api_key
+
+
+async def issue_key(session: AsyncSession, master_key: bytes, client: Client) -> str:
+    api_key = generate_api_key(client.mode)
+    session.add(
+        ApiKey(
+            client_id=client.id,
+            prefix=api_key[: len(API_KEY_PREFIXES[client.mode]) + 4],
+            key_hash=hash_api_key(master_key, api_key),
+        )
+    )
+    await session.flush()
+    return api_key
+
+
+async def authenticate(session: AsyncSession, master_key: bytes, api_key: str) -> Client | None:
+    """The active client owning ``api_key``, or None. One indexed lookup by keyed hash."""
+    if not api_key.startswith(tuple(API_KEY_PREFIXES.values())) or len(api_key) > 128:
+        return None
+    row = (
+        await session.execute(
+            select(Client, ApiKey.revoked_at)
+            .join(ApiKey, col(ApiKey.client_id) == col(Client.id))
+            .where(ApiKey.key_hash == hash_api_key(master_key, api_key))
+        )
+    ).first()
+    if row is None:
+        return None
+    client: Client = row[0]
+    revoked_at = row[1]
+    if revoked_at is not None or client.disabled:
+        return None
+    # A key's prefix must agree with its client's mode: test keys only ever reach sandboxes.
+    if not api_key.startswith(API_KEY_PREFIXES[client.mode]):
+        return None
+    return client

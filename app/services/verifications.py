@@ -1,0 +1,350 @@
+"""Verification intake and reads.
+
+Personal data enters here already canonicalised (``canonicalise``) and leaves as blind indexes,
+an argon2id hash, masked values and a transient sealed copy for the checks. Nothing here commits.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlmodel import col, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.crypto import seal
+from app.errors import ProblemError
+from app.identity import (
+    IdNumber,
+    InvalidField,
+    hash_identity_input,
+    mask_id_number,
+    mask_name,
+    mask_phone,
+    parse_id_number,
+    parse_name,
+    parse_phone,
+)
+from app.models import LIVE_STATUSES, Check, Client, ClientIdentity, Identity, Status, Verification
+from app.models._types import utcnow
+from app.runtime import Runtime
+from app.schemas.verification import (
+    CheckOut,
+    Masked,
+    NextAction,
+    VerificationCreate,
+    VerificationOut,
+)
+from app.services import audit, policies
+
+LEVELS = ("L1", "L2", "L3")
+#: Checks each level requires, in the order they run.
+LEVEL_CHECKS: dict[str, tuple[str, ...]] = {
+    "L1": ("id_registry",),
+    "L2": ("id_registry", "sms_otp"),
+    "L3": ("id_registry", "sms_otp", "carrier_3e"),
+}
+SUBJECT_SEAL = "subject-seal/v1"
+
+
+@dataclass(frozen=True, slots=True)
+class Canonical:
+    """The canonical identity fields of a request; in memory only. ``repr`` is redacted."""
+
+    real_name: str
+    id_number: IdNumber
+    phone: str
+
+    def __repr__(self) -> str:
+        return "Canonical(<redacted>)"
+
+    def as_json(self) -> str:
+        return json.dumps([self.real_name, self.id_number.value, self.phone], ensure_ascii=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """Everything derived from the identity that may be stored. Contains no plaintext."""
+
+    id_number_bidx: str
+    name_bidx: str
+    phone_bidx: str
+    bidx_version: int
+    identity_hash: str
+    masked_name: str
+    masked_id_number: str
+    masked_phone: str
+
+
+def canonicalise(body: VerificationCreate) -> Canonical:
+    """Canonicalise and validate every identity field, reporting all bad fields at once."""
+    errors: list[InvalidField] = []
+    results: dict[str, object] = {}
+    for field, parse, raw in (
+        ("real_name", parse_name, body.real_name),
+        ("id_number", parse_id_number, body.id_number),
+        ("phone", parse_phone, body.phone),
+    ):
+        try:
+            results[field] = parse(raw)
+        except InvalidField as exc:
+            errors.append(exc)
+    if errors:
+        raise ProblemError(
+            errors[0].code,
+            "; ".join(f"/{e.field}: {e.detail}" for e in errors),
+            extra={
+                "errors": [
+                    {"pointer": f"/{e.field}", "code": e.code, "detail": e.detail} for e in errors
+                ]
+            },
+        )
+    id_number = results["id_number"]
+    assert isinstance(id_number, IdNumber)
+    return Canonical(str(results["real_name"]), id_number, str(results["phone"]))
+
+
+def fingerprint_body(body: VerificationCreate, canonical: Canonical) -> dict[str, object]:
+    """What makes two requests 'the same' for Idempotency-Key purposes: canonical values."""
+    return {
+        "external_user_id": body.external_user_id,
+        "identity": canonical.as_json(),
+        "policy_version": body.consent.policy_version,
+        "id_type": body.id_type,
+        "level": body.level,
+    }
+
+
+async def prepare(runtime: Runtime, canonical: Canonical) -> Prepared:
+    """Derive the storable forms. The argon2id hash runs off the event loop, bounded."""
+    blind = runtime.blind
+    identity_hash = await runtime.identity_hasher.hash(
+        hash_identity_input(canonical.real_name, canonical.id_number.value, canonical.phone)
+    )
+    return Prepared(
+        id_number_bidx=blind.compute("id_number", canonical.id_number.value),
+        name_bidx=blind.compute("real_name", canonical.real_name),
+        phone_bidx=blind.compute("phone", canonical.phone),
+        bidx_version=blind.current_version,
+        identity_hash=identity_hash,
+        masked_name=mask_name(canonical.real_name),
+        masked_id_number=mask_id_number(canonical.id_number.value),
+        masked_phone=mask_phone(canonical.phone),
+    )
+
+
+def resolve_level(client: Client, requested: str | None) -> str:
+    level = requested or client.default_level
+    if LEVELS.index(level) < LEVELS.index(client.default_level):
+        raise ProblemError(
+            "level_too_low",
+            f"This client requires at least {client.default_level}; {level} was asked for",
+        )
+    return level
+
+
+async def _identity_for(
+    session: AsyncSession, runtime: Runtime, canonical: Canonical, prepared: Prepared
+) -> Identity:
+    """Find the person by blind index under any key version, or create them (race-safe)."""
+    for version, digest in runtime.blind.candidates("id_number", canonical.id_number.value):
+        found = (
+            await session.execute(
+                select(Identity).where(
+                    Identity.bidx_version == version, Identity.id_number_bidx == digest
+                )
+            )
+        ).scalar_one_or_none()
+        if found is not None:
+            return found
+    identity = Identity(
+        id_number_bidx=prepared.id_number_bidx,
+        bidx_version=prepared.bidx_version,
+        adult_on=canonical.id_number.adult_on,
+    )
+    from sqlalchemy.exc import IntegrityError
+
+    try:
+        async with session.begin_nested():
+            session.add(identity)
+            await session.flush()
+    except IntegrityError:
+        # Registered concurrently by another request: use theirs.
+        return (
+            await session.execute(
+                select(Identity).where(
+                    Identity.bidx_version == prepared.bidx_version,
+                    Identity.id_number_bidx == prepared.id_number_bidx,
+                )
+            )
+        ).scalar_one()
+    return identity
+
+
+async def _bind(
+    session: AsyncSession, client: Client, identity: Identity, external_user_id: str
+) -> None:
+    """One person, one user per client: refuse while another user of the client holds them."""
+    binding = (
+        await session.execute(
+            select(ClientIdentity)
+            .where(ClientIdentity.client_id == client.id, ClientIdentity.identity_id == identity.id)
+            .with_for_update()
+        )
+    ).scalar_one_or_none()
+    if binding is None:
+        from sqlalchemy.exc import IntegrityError
+
+        try:
+            async with session.begin_nested():
+                session.add(
+                    ClientIdentity(
+                        client_id=client.id,
+                        identity_id=identity.id,
+                        external_user_id=external_user_id,
+                    )
+                )
+                await session.flush()
+            return
+        except IntegrityError:
+            binding = (
+                await session.execute(
+                    select(ClientIdentity)
+                    .where(
+                        ClientIdentity.client_id == client.id,
+                        ClientIdentity.identity_id == identity.id,
+                    )
+                    .with_for_update()
+                )
+            ).scalar_one()
+    if binding.external_user_id == external_user_id:
+        return
+    holder_live = (
+        await session.execute(
+            select(Verification.id)
+            .where(
+                Verification.client_id == client.id,
+                Verification.external_user_id == binding.external_user_id,
+                Verification.identity_id == identity.id,
+                col(Verification.status).in_([s.value for s in LIVE_STATUSES]),
+            )
+            .limit(1)
+        )
+    ).first()
+    if holder_live is not None:
+        raise ProblemError(
+            "identity_in_use", "This person is already registered to another user of this client"
+        )
+    binding.external_user_id = external_user_id
+    await session.flush()
+
+
+async def create(
+    session: AsyncSession,
+    runtime: Runtime,
+    client: Client,
+    body: VerificationCreate,
+    canonical: Canonical,
+    prepared: Prepared,
+) -> Verification:
+    """Create a ``pending`` verification with its checks, audit event and sealed subject."""
+    level = resolve_level(client, body.level)
+    policy = await policies.get(session, body.consent.policy_version)
+    if policy is None:
+        raise ProblemError(
+            "consent_required",
+            "consent.policy_version must name a published collection-rules version",
+        )
+    identity = await _identity_for(session, runtime, canonical, prepared)
+    await _bind(session, client, identity, body.external_user_id)
+    now = utcnow()
+    verification = Verification(
+        client_id=client.id,
+        external_user_id=body.external_user_id,
+        identity_id=identity.id,
+        status=Status.PENDING,
+        level=level,
+        id_type=body.id_type,
+        bidx_version=prepared.bidx_version,
+        name_bidx=prepared.name_bidx,
+        phone_bidx=prepared.phone_bidx,
+        identity_hash=prepared.identity_hash,
+        masked_name=prepared.masked_name,
+        masked_id_number=prepared.masked_id_number,
+        masked_phone=prepared.masked_phone,
+        policy_version=policy.version,
+        consent_at=now,
+        created_at=now,
+        updated_at=now,
+    )
+    verification.sealed_subject = seal(
+        runtime.master_key, SUBJECT_SEAL, canonical.as_json().encode(), verification.id.encode()
+    )
+    session.add(verification)
+    await session.flush()
+    for check_type in LEVEL_CHECKS[level]:
+        session.add(
+            Check(verification_id=verification.id, type=check_type, created_at=now, updated_at=now)
+        )
+    await session.flush()
+    await audit.record(
+        session,
+        action="verification.created",
+        subject_type="verification",
+        subject_id=verification.id,
+        actor_type="client",
+        actor_id=client.id,
+        data={
+            "level": level,
+            "policy_version": policy.version,
+            "policy_sha256": policy.sha256,
+            "identity_id": identity.id,
+        },
+    )
+    return verification
+
+
+async def get_for_client(
+    session: AsyncSession, client: Client, verification_id: str
+) -> Verification:
+    """The client's own verification; another client's id reads as a missing one."""
+    verification = await session.get(Verification, verification_id)
+    if verification is None or verification.client_id != client.id:
+        raise ProblemError("not_found", "No such verification")
+    return verification
+
+
+async def checks_of(session: AsyncSession, verification_id: str) -> list[Check]:
+    rows = (
+        (await session.execute(select(Check).where(Check.verification_id == verification_id)))
+        .scalars()
+        .all()
+    )
+    order = {t: i for i, t in enumerate(LEVEL_CHECKS["L3"])}
+    return sorted(rows, key=lambda c: order.get(c.type, 99))
+
+
+def to_out(
+    verification: Verification, checks: list[Check], code_expires_at: datetime | None = None
+) -> VerificationOut:
+    next_action = None
+    if verification.status == Status.AWAITING_CODE and code_expires_at is not None:
+        next_action = NextAction(type="submit_sms_code", expires_at=code_expires_at.astimezone(UTC))
+    return VerificationOut(
+        id=verification.id,
+        external_user_id=verification.external_user_id,
+        status=verification.status,
+        status_reason=verification.status_reason,
+        level=verification.level,
+        checks=[CheckOut(type=c.type, status=c.status, reason=c.reason) for c in checks],
+        masked=Masked(
+            real_name=verification.masked_name,
+            id_number=verification.masked_id_number,
+            phone=verification.masked_phone,
+        ),
+        next_action=next_action,
+        policy_version=verification.policy_version,
+        created_at=verification.created_at,
+        updated_at=verification.updated_at,
+    )

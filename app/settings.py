@@ -1,0 +1,162 @@
+"""Service settings: one class, read from ``REALNAME_*`` environment variables and ``.env``."""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import os
+import secrets
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+logger = logging.getLogger(__name__)
+
+DEV_KEYS_FILE = ".realname-dev-keys.json"
+PLACEHOLDER_SECRETS = frozenset({"", "changeme", "change-me", "secret", "placeholder", "dev"})
+
+
+class SettingsError(RuntimeError):
+    """Settings that the service refuses to start with."""
+
+
+def _decode_key(raw: str) -> bytes:
+    """Keys are given as URL-safe base64 (what ``realname keys generate`` prints) or hex."""
+    raw = raw.strip()
+    try:
+        return base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4))
+    except ValueError:
+        return bytes.fromhex(raw)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="REALNAME_", env_file=".env", extra="ignore", frozen=True
+    )
+
+    env: Literal["dev", "test", "prod"] = "dev"
+    database_url: str = "sqlite:///./realname.db"
+    redis_url: str | None = None
+    #: Master secret for OTP HMACs, API key hashing and other derived keys (HKDF per purpose).
+    secret_key: SecretStr = SecretStr("")
+    #: Versioned blind-index keys, ``"1:<base64>,2:<base64>"``; the highest version is current.
+    blind_index_keys: SecretStr = SecretStr("")
+    dev_keys_file: Path = Path(DEV_KEYS_FILE)
+
+    # argon2id profile for the identity hash (OWASP minimum by default) and admin passwords.
+    identity_hash_memory_kib: int = Field(default=19 * 1024, ge=8)
+    identity_hash_time_cost: int = Field(default=2, ge=1)
+    identity_hash_parallelism: int = Field(default=1, ge=1)
+    password_hash_memory_kib: int = Field(default=64 * 1024, ge=8)
+    password_hash_time_cost: int = Field(default=3, ge=1)
+    password_hash_parallelism: int = Field(default=4, ge=1)
+    #: Concurrent argon2 hashes; each takes its memory cost. Defaults to the number of cores.
+    hash_workers: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1)
+
+    max_body_bytes: int = Field(default=16 * 1024, ge=1024)
+    idempotency_ttl_seconds: int = 24 * 3600
+    default_level: Literal["L1", "L2", "L3"] = "L2"
+    log_level: str = "INFO"
+    log_json: bool = True
+
+    @field_validator("database_url")
+    @classmethod
+    def _known_database(cls, value: str) -> str:
+        if not value.startswith(("sqlite", "postgresql", "postgres")):
+            raise ValueError("only SQLite and PostgreSQL URLs are supported")
+        return value
+
+    @model_validator(mode="after")
+    def _refuse_placeholders_outside_dev(self) -> Settings:
+        if self.env == "prod":
+            for name in ("secret_key", "blind_index_keys"):
+                value = getattr(self, name).get_secret_value()
+                if value.strip().lower() in PLACEHOLDER_SECRETS:
+                    raise SettingsError(
+                        f"REALNAME_{name.upper()} must be a real secret when REALNAME_ENV=prod"
+                    )
+            if len(self._secret_bytes()) < 32:
+                raise SettingsError("REALNAME_SECRET_KEY must hold at least 32 bytes")
+            if self.database_url.startswith("sqlite"):
+                logger.warning("REALNAME_ENV=prod with SQLite: use PostgreSQL for production")
+        return self
+
+    # -- secrets ------------------------------------------------------------------------------
+    def _secret_bytes(self) -> bytes:
+        return _decode_key(self.secret_key.get_secret_value())
+
+    @cached_property
+    def _dev_keys(self) -> dict[str, str]:
+        """Generate (once) and read back local development keys. Never used in prod."""
+        path = self.dev_keys_file
+        if path.exists():
+            data: dict[str, str] = json.loads(path.read_text())
+            return data
+        logger.warning(
+            "no secrets configured: generated development keys into %s; "
+            "set REALNAME_SECRET_KEY and REALNAME_BLIND_INDEX_KEYS for anything real",
+            path.name,
+        )
+        data = {
+            "secret_key": base64.urlsafe_b64encode(secrets.token_bytes(32)).decode(),
+            "blind_index_keys": "1:" + base64.urlsafe_b64encode(secrets.token_bytes(32)).decode(),
+        }
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            json.dump(data, fh)
+        return data
+
+    @cached_property
+    def master_key(self) -> bytes:
+        if self.secret_key.get_secret_value():
+            return self._secret_bytes()
+        return _decode_key(self._dev_keys["secret_key"])
+
+    @cached_property
+    def blind_keys(self) -> dict[int, bytes]:
+        raw = self.blind_index_keys.get_secret_value() or self._dev_keys["blind_index_keys"]
+        keys: dict[int, bytes] = {}
+        for part in raw.split(","):
+            version, _, key = part.strip().partition(":")
+            if not version.isascii() or not version.isdigit() or not key:
+                raise SettingsError(
+                    "REALNAME_BLIND_INDEX_KEYS must look like '1:<base64>,2:<base64>'"
+                )
+            keys[int(version)] = _decode_key(key)
+        if any(len(k) < 32 for k in keys.values()):
+            raise SettingsError("each blind-index key must hold at least 32 bytes")
+        return keys
+
+    @property
+    def blind_key_version(self) -> int:
+        return max(self.blind_keys)
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    @property
+    def async_database_url(self) -> str:
+        """The URL with the async driver the service uses (asyncpg / aiosqlite)."""
+        url = self.database_url
+        for prefix in (
+            "postgresql+asyncpg://",
+            "postgresql+psycopg://",
+            "postgresql://",
+            "postgres://",
+        ):
+            if url.startswith(prefix):
+                return "postgresql+asyncpg://" + url[len(prefix) :]
+        if url.startswith("sqlite+aiosqlite://"):
+            return url
+        if url.startswith("sqlite://"):
+            return "sqlite+aiosqlite://" + url[len("sqlite://") :]
+        return url
+
+
+def get_settings() -> Settings:
+    return Settings()

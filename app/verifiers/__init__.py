@@ -1,0 +1,1 @@
+"""Verifier plug-ins: the contract (``base``), the registry, and the verifiers."""

@@ -1,0 +1,138 @@
+"""The verifier plug-in contract.
+
+A *verifier* performs one *check* of a verification: it is asked whether a person's identity
+fields hold up against some authority (an ID registry, a mobile carrier) and answers with a
+:class:`CheckResult`. Verifiers never send messages (that is a *sender*'s job, see
+``app.senders``), never touch the database and never call back into services.
+
+Contract every verifier honours
+-------------------------------
+Inputs
+    A :class:`Subject` holding the canonical identity fields (NFC name, 18-character resident ID
+    number with an uppercase ``X``, E.164 phone) and an ``attempt_key``: an opaque, PII-free
+    string that is identical for retries of the same check, so a provider that supports request
+    de-duplication can be given it.
+Outcomes
+    ``passed``: the authority confirmed the fields belong together.
+    ``failed`` with a stable ``reason`` code (``id_mismatch``, ``id_not_found``,
+    ``invalid_identity``, ``phone_mismatch``, ...): a definite, non-retriable negative answer.
+    ``unavailable`` with a reason (``registry_unavailable``, ``registry_quota_exceeded``,
+    ``timeout``, ...): no answer could be had; the caller may retry later and must never treat
+    it as ``passed``.
+Failing closed
+    A verifier may raise; the runner (:func:`run_check`) turns any exception into
+    ``unavailable`` with reason ``verifier_error``. Nothing a verifier does can produce
+    ``passed`` except returning it explicitly.
+What may be stored
+    Only the :class:`CheckResult`: outcome, reason code, whether the provider bills the call, and
+    an optional opaque provider reference (a request id). Never the subject's fields, nor a
+    provider response body that could echo them.
+Idempotency
+    ``check`` may be called more than once with the same ``attempt_key`` (retries after a
+    timeout, a worker restart). Verifiers must be safe under that: no local side effects beyond
+    counting and logging without personal data.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import ClassVar, Protocol, runtime_checkable
+
+logger = logging.getLogger(__name__)
+
+
+class CheckOutcome(StrEnum):
+    PASSED = "passed"
+    FAILED = "failed"
+    UNAVAILABLE = "unavailable"
+
+
+@dataclass(frozen=True, slots=True)
+class CheckResult:
+    """What a verifier answers. Safe to store and to log: it holds no personal data."""
+
+    outcome: CheckOutcome
+    reason: str | None = None
+    billable: bool = False
+    provider_reference: str | None = None
+
+    @classmethod
+    def passed(
+        cls, *, billable: bool = False, provider_reference: str | None = None
+    ) -> CheckResult:
+        return cls(CheckOutcome.PASSED, None, billable, provider_reference)
+
+    @classmethod
+    def failed(
+        cls, reason: str, *, billable: bool = False, provider_reference: str | None = None
+    ) -> CheckResult:
+        return cls(CheckOutcome.FAILED, reason, billable, provider_reference)
+
+    @classmethod
+    def unavailable(cls, reason: str, *, provider_reference: str | None = None) -> CheckResult:
+        return cls(CheckOutcome.UNAVAILABLE, reason, False, provider_reference)
+
+
+@dataclass(frozen=True, slots=True)
+class Subject:
+    """The canonical identity fields of one person, held in memory only for the length of a check.
+
+    ``repr`` is masked so that a stray log line or traceback never prints the fields.
+    """
+
+    real_name: str
+    id_number: str
+    phone: str
+
+    def __repr__(self) -> str:
+        return "Subject(<redacted>)"
+
+    __str__ = __repr__
+
+
+@runtime_checkable
+class Verifier(Protocol):
+    """A plug-in that performs one kind of check. See the module docstring for the contract."""
+
+    #: Registry name, e.g. ``"mock_id_registry"``; unique among installed verifiers.
+    name: ClassVar[str]
+    #: The check type it performs: ``"id_registry"`` (name + ID number) or ``"carrier_3e"``
+    #: (name + ID number + phone belong together).
+    check_type: ClassVar[str]
+    #: True for verifiers that never reach a real authority; the only ones test-mode clients use.
+    sandbox: ClassVar[bool]
+
+    async def check(self, subject: Subject, *, attempt_key: str) -> CheckResult:
+        """Check ``subject`` against the authority.
+
+        Args:
+            subject: canonical identity fields (see :class:`Subject`).
+            attempt_key: PII-free key, identical across retries of the same check.
+
+        Returns:
+            The :class:`CheckResult`. Definite negative answers are ``failed`` with a reason;
+            anything that is not an answer is ``unavailable``.
+
+        Raises:
+            Anything: the runner turns it into ``unavailable`` (``verifier_error``).
+        """
+        ...
+
+
+async def run_check(verifier: Verifier, subject: Subject, *, attempt_key: str) -> CheckResult:
+    """Run ``verifier`` and fail closed: any exception or malformed answer is ``unavailable``."""
+    try:
+        # Typed as object: third-party plug-ins are not type-checked with us.
+        result: object = await verifier.check(subject, attempt_key=attempt_key)
+    except Exception as exc:  # fail closed: a plug-in's error is never a pass
+        logger.warning(
+            "verifier raised; treating as unavailable",
+            extra={"verifier": verifier.name, "error_type": type(exc).__name__},
+        )
+        return CheckResult.unavailable("verifier_error")
+    if not isinstance(result, CheckResult):
+        logger.warning("verifier returned a non-CheckResult", extra={"verifier": verifier.name})
+        return CheckResult.unavailable("verifier_error")
+    return result
