@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from sqlmodel import col, select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col, select
 
 from app.crypto import API_KEY_PREFIXES, generate_api_key, hash_api_key
 from app.models import ApiKey, Client

@@ -15,9 +15,9 @@ from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import delete
-from sqlmodel import col, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col, select
 
 from app.crypto import keyed_hash
 from app.errors import ProblemError

@@ -5,8 +5,8 @@ from __future__ import annotations
 import hashlib
 from importlib import resources
 
-from sqlmodel import col, select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col, select
 
 from app.models import Policy
 from app.services import audit

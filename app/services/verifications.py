@@ -10,8 +10,8 @@ import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlmodel import col, select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col, select
 
 from app.crypto import seal
 from app.errors import ProblemError
