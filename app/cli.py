@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import sys
@@ -113,6 +114,35 @@ def cmd_audit_verify(args: argparse.Namespace, settings: Settings) -> int:
     return 0 if report.ok else 1
 
 
+def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
+    from app.runtime import build_runtime
+    from app.worker import Worker
+
+    async def _main() -> None:
+        runtime = build_runtime(settings)
+        runtime.worker = Worker(runtime)
+        try:
+            if args.once:
+                handled = await runtime.worker.run_until_idle(max_wait=0)
+                print(json.dumps({"handled": handled}))
+            else:
+                logger.info("worker started")
+                await runtime.worker.run_forever()
+        finally:
+            await runtime.close()
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(_main())
+    return 0
+
+
+def cmd_mock_registry(args: argparse.Namespace, settings: Settings) -> int:
+    from app.mock_registry_server import serve
+
+    serve(args.host, args.port, args.people or settings.mock_people_file, args.token)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="realname", description="Real-name identity verification service"
@@ -147,6 +177,17 @@ def build_parser() -> argparse.ArgumentParser:
     publish.add_argument("--version", required=True)
     publish.add_argument("--file", required=True)
     publish.set_defaults(func=cmd_policies_publish)
+
+    worker = sub.add_parser("worker", help="run the outbox worker (checks, SMS sends)")
+    worker.add_argument("--once", action="store_true", help="do the due jobs, then exit")
+    worker.set_defaults(func=cmd_worker)
+
+    mock = sub.add_parser("mock-registry", help="run the standalone mock ID registry")
+    mock.add_argument("--host", default="127.0.0.1")
+    mock.add_argument("--port", type=int, default=8090)
+    mock.add_argument("--people", type=Path, default=None, help="JSON file of known people")
+    mock.add_argument("--token", default=None, help="require this bearer token")
+    mock.set_defaults(func=cmd_mock_registry)
 
     aud = sub.add_parser("audit", help="the audit trail").add_subparsers(dest="sub", required=True)
     verify = aud.add_parser("verify", help="check the hash chain; non-zero exit on a break")

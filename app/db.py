@@ -57,11 +57,20 @@ def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]
 
 @asynccontextmanager
 async def session_scope(factory: async_sessionmaker[AsyncSession]) -> AsyncIterator[AsyncSession]:
-    """One transaction: commit when the block succeeds, roll back when it raises."""
+    """One transaction: commit when the block succeeds, roll back when it raises (except a
+    :class:`~app.errors.ProblemError` raised with ``commit=True``)."""
+    from app.errors import ProblemError
+
     async with factory() as session:
         try:
             yield session
             await session.commit()
+        except ProblemError as exc:
+            if exc.commit:
+                await session.commit()
+            else:
+                await session.rollback()
+            raise
         except BaseException:
             await session.rollback()
             raise

@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.db import session_scope
 from app.errors import ProblemError
 from app.models import Client
+from app.ratelimit import raise_refusal
 from app.runtime import Runtime
 from app.services import clients
 
@@ -48,6 +49,10 @@ async def get_client(
     client = await clients.authenticate(session, runtime.master_key, credentials.credentials)
     if client is None:
         raise ProblemError("unauthorized", "The API key is not valid", headers=challenge)
+    raise_refusal(
+        await runtime.limits.hit_client(client.id, client.request_quota_per_minute),
+        "This client's request quota is used up",
+    )
     return client
 
 

@@ -49,6 +49,8 @@ ERROR_CODES: dict[str, tuple[int, str]] = {
     "invalid_code_format": (422, "The code must be six ASCII digits"),
     "verification_not_awaiting_code": (409, "The verification is not waiting for a code"),
     "verification_not_verified": (409, "The verification is not verified"),
+    "verification_expired": (409, "The verification has expired; start a new one"),
+    "verification_locked": (409, "The verification is locked after too many attempts"),
     "sandbox_only": (403, "This endpoint is only available to test-mode keys"),
     "service_unavailable": (503, "The service is temporarily unavailable"),
     "internal_error": (500, "Internal error"),
@@ -66,8 +68,12 @@ class ProblemError(Exception):
         status: int | None = None,
         headers: dict[str, str] | None = None,
         extra: dict[str, Any] | None = None,
+        commit: bool = False,
     ) -> None:
         default_status, title = ERROR_CODES[code]
+        #: Keep the transaction's writes although the request fails (a counted code attempt,
+        #: a lock): the session scope commits instead of rolling back.
+        self.commit = commit
         self.code = code
         self.status = status or default_status
         self.title = title

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -9,9 +11,10 @@ from fastapi import FastAPI
 
 from app.errors import install_error_handlers
 from app.middleware import ServiceMiddleware
-from app.routers import health, policies, verifications
+from app.routers import codes, health, policies, sandbox, verifications
 from app.runtime import Runtime, build_runtime
 from app.settings import Settings, get_settings
+from app.worker import Worker
 
 
 def create_app(settings: Settings | None = None, *, runtime: Runtime | None = None) -> FastAPI:
@@ -21,12 +24,20 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         owned = runtime is None
-        app.state.runtime = runtime or build_runtime(settings)
+        rt = app.state.runtime = runtime or build_runtime(settings)
+        worker_task = None
+        if owned and rt.settings.run_worker:
+            rt.worker = Worker(rt)
+            worker_task = asyncio.create_task(rt.worker.run_forever(), name="outbox-worker")
         try:
             yield
         finally:
+            if worker_task is not None:
+                worker_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await worker_task
             if owned:
-                await app.state.runtime.close()
+                await rt.close()
 
     app = FastAPI(
         title="realname",
@@ -41,4 +52,6 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     app.include_router(health.router)
     app.include_router(policies.router)
     app.include_router(verifications.router)
+    app.include_router(codes.router)
+    app.include_router(sandbox.router)
     return app

@@ -7,14 +7,21 @@ worker build the same object, so every entry point runs the same configuration.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import httpx
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.crypto import Argon2Pool, Argon2Profile
 from app.db import create_engine, create_sessionmaker
 from app.identity import BlindIndexer
+from app.ratelimit import RateLimits
 from app.settings import Settings
+
+if TYPE_CHECKING:
+    from app.senders.registry import Senders
+    from app.verifiers.registry import Verifiers
+    from app.worker import Worker
 
 
 @dataclass
@@ -24,13 +31,25 @@ class Runtime:
     sessions: async_sessionmaker[AsyncSession]
     blind: BlindIndexer
     identity_hasher: Argon2Pool
+    http_client: httpx.AsyncClient
+    limits: RateLimits
+    verifiers: Verifiers
+    senders: Senders
+    worker: Worker | None = None
     extras: dict[str, Any] = field(default_factory=dict)
+
+    def notify_worker(self) -> None:
+        """Wake the in-process worker after a commit that queued a job (no-op without one)."""
+        if self.worker is not None:
+            self.worker.notify()
 
     @property
     def master_key(self) -> bytes:
         return self.settings.master_key
 
     async def close(self) -> None:
+        await self.http_client.aclose()
+        await self.limits.close()
         await self.engine.dispose()
 
 
@@ -41,10 +60,23 @@ def build_runtime(settings: Settings, *, engine: AsyncEngine | None = None) -> R
         time_cost=settings.identity_hash_time_cost,
         parallelism=settings.identity_hash_parallelism,
     )
+    from app.senders.registry import build_senders
+    from app.verifiers.registry import build_verifiers
+
+    sessions = create_sessionmaker(engine)
+    http_client = httpx.AsyncClient(
+        timeout=httpx.Timeout(5.0, connect=2.0),
+        limits=httpx.Limits(max_connections=100, max_keepalive_connections=20),
+        follow_redirects=False,
+    )
     return Runtime(
         settings=settings,
         engine=engine,
-        sessions=create_sessionmaker(engine),
+        sessions=sessions,
         blind=BlindIndexer(settings.blind_keys, settings.blind_key_version),
         identity_hasher=Argon2Pool(profile, settings.hash_workers),
+        http_client=http_client,
+        limits=RateLimits(settings),
+        verifiers=build_verifiers(settings, http_client),
+        senders=build_senders(settings, http_client, sessions),
     )

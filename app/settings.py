@@ -57,6 +57,36 @@ class Settings(BaseSettings):
     #: Concurrent argon2 hashes; each takes its memory cost. Defaults to the number of cores.
     hash_workers: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1)
 
+    # -- verifiers and senders ----------------------------------------------------------------
+    #: Verifier by check type for live clients (test clients always get the sandbox mocks).
+    live_verifiers: dict[str, str] = Field(
+        default_factory=lambda: {"id_registry": "http_id_registry", "carrier_3e": "http_carrier_3e"}
+    )
+    #: Sender for live clients' SMS: console (dev only), http_gateway, tencent_sms, aliyun_sms.
+    live_sender: str = "console"
+    registry_url: str = "http://127.0.0.1:8090"
+    registry_token: SecretStr | None = None
+    mock_people_file: Path | None = None
+    sms_gateway_url: str | None = None
+    sms_gateway_secret: SecretStr | None = None
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    otp_ttl_seconds: int = Field(default=300, ge=30)
+    otp_max_attempts: int = Field(default=5, ge=1)
+    verification_ttl_seconds: int = Field(default=1800, ge=60)
+    #: Job-level attempts of a registry check that answers "unavailable" before needs_review.
+    check_max_attempts: int = Field(default=3, ge=1)
+    check_retry_backoff_seconds: float = Field(default=2.0, ge=0)
+    sandbox_message_ttl_seconds: int = Field(default=3600, ge=60, le=3600)
+    #: Run the outbox worker inside each API process (set false when running `realname worker`).
+    run_worker: bool = True
+    worker_poll_seconds: float = Field(default=1.0, gt=0)
+
+    # -- rate limits (limits library syntax; shared through Redis when configured) -------------
+    sms_phone_limits: str = "1/minute;5/hour;10/day"
+    failed_codes_per_identity: int = Field(default=100, ge=1)
+    client_requests_per_minute: int = Field(default=600, ge=1)
+
     max_body_bytes: int = Field(default=16 * 1024, ge=1024)
     idempotency_ttl_seconds: int = 24 * 3600
     default_level: Literal["L1", "L2", "L3"] = "L2"
@@ -81,6 +111,8 @@ class Settings(BaseSettings):
                     )
             if len(self._secret_bytes()) < 32:
                 raise SettingsError("REALNAME_SECRET_KEY must hold at least 32 bytes")
+            if self.live_sender == "console":
+                raise SettingsError("REALNAME_LIVE_SENDER=console is for development only")
             if self.database_url.startswith("sqlite"):
                 logger.warning("REALNAME_ENV=prod with SQLite: use PostgreSQL for production")
         return self

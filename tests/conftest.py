@@ -27,6 +27,7 @@ from app.main import create_app
 from app.runtime import Runtime, build_runtime
 from app.services import clients
 from app.settings import Settings
+from app.worker import Worker
 
 TEST_SECRET = base64.urlsafe_b64encode(b"s" * 32).decode()
 TEST_BLIND_KEYS = "1:" + base64.urlsafe_b64encode(b"b" * 32).decode()
@@ -76,6 +77,8 @@ def settings(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Set
         password_hash_memory_kib=8,
         password_hash_time_cost=1,
         password_hash_parallelism=1,
+        redis_url=os.environ.get("REALNAME_TEST_REDIS_URL") or None,
+        check_retry_backoff_seconds=0.01,
         _env_file=None,  # type: ignore[call-arg]
     )
 
@@ -103,6 +106,7 @@ async def _clean_tables(request: pytest.FixtureRequest) -> AsyncIterator[None]:
     if "runtime" not in request.fixturenames:
         return
     rt: Runtime = request.getfixturevalue("runtime")
+    await rt.limits.reset()
     tables = [
         t.name for t in reversed(SQLModel.metadata.sorted_tables) if t.name not in KEEP_TABLES
     ]
@@ -152,3 +156,9 @@ def auth(key: str, **extra: str) -> dict[str, str]:
 
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def worker(runtime: Runtime) -> Worker:
+    """The outbox worker; tests drive it with ``await worker.run_until_idle()``."""
+    return Worker(runtime)

@@ -8,7 +8,10 @@ from app.models.client import Client
 from app.models.client_identity import ClientIdentity
 from app.models.idempotency_key import IdempotencyKey
 from app.models.identity import Identity
+from app.models.outbox_job import OutboxJob
 from app.models.policy import Policy
+from app.models.sandbox_message import SandboxMessage
+from app.models.sms_code import SmsCode
 from app.models.verification import LIVE_STATUSES, Status, Verification
 
 __all__ = [
@@ -21,7 +24,10 @@ __all__ = [
     "ClientIdentity",
     "IdempotencyKey",
     "Identity",
+    "OutboxJob",
     "Policy",
+    "SandboxMessage",
+    "SmsCode",
     "Status",
     "Verification",
 ]

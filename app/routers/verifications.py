@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header
+from fastapi import APIRouter, BackgroundTasks, Header
 from fastapi.responses import JSONResponse
 
 from app.deps import CurrentClient, RuntimeDep, SessionDep
@@ -16,7 +16,7 @@ from app.services import idempotency, verifications
 router = APIRouter(prefix="/v1/verifications", tags=["verifications"])
 
 
-def _problems(*codes: str) -> dict[int | str, dict[str, Any]]:
+def problems(*codes: str) -> dict[int | str, dict[str, Any]]:
     out: dict[int | str, dict[str, Any]] = {}
     for code in codes:
         status, _ = ERROR_CODES[code]
@@ -32,7 +32,7 @@ def _problems(*codes: str) -> dict[int | str, dict[str, Any]]:
     status_code=201,
     response_model=VerificationOut,
     summary="Start verifying an end user's real-name identity",
-    responses=_problems(
+    responses=problems(
         "invalid_real_name",
         "unauthorized",
         "identity_in_use",
@@ -48,6 +48,7 @@ async def create_verification(
     client: CurrentClient,
     session: SessionDep,
     runtime: RuntimeDep,
+    background: BackgroundTasks,
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
 ) -> Any:
     canonical = verifications.canonicalise(body)
@@ -74,9 +75,8 @@ async def create_verification(
                 stored.body, status_code=stored.status_code, headers={"Idempotent-Replayed": "true"}
             )
     verification = await verifications.create(session, runtime, client, body, canonical, prepared)
-    out = verifications.to_out(
-        verification, await verifications.checks_of(session, verification.id)
-    )
+    out = await verifications.present(session, verification)
+    background.add_task(runtime.notify_worker)  # after the commit: the checks start at once
     if claim is not None:
         await idempotency.complete(session, claim, 201, out.model_dump(mode="json"))
     return out
@@ -86,10 +86,8 @@ async def create_verification(
     "/{verification_id}",
     response_model=VerificationOut,
     summary="Read a verification",
-    responses=_problems("unauthorized", "not_found"),
+    responses=problems("unauthorized", "not_found"),
 )
 async def get_verification(verification_id: str, client: CurrentClient, session: SessionDep) -> Any:
     verification = await verifications.get_for_client(session, client, verification_id)
-    return verifications.to_out(
-        verification, await verifications.checks_of(session, verification.id)
-    )
+    return await verifications.present(session, verification)

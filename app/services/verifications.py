@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
@@ -26,7 +26,17 @@ from app.identity import (
     parse_name,
     parse_phone,
 )
-from app.models import LIVE_STATUSES, Check, Client, ClientIdentity, Identity, Status, Verification
+from app.models import (
+    LIVE_STATUSES,
+    Check,
+    Client,
+    ClientIdentity,
+    Identity,
+    OutboxJob,
+    SmsCode,
+    Status,
+    Verification,
+)
 from app.models._types import utcnow
 from app.runtime import Runtime
 from app.schemas.verification import (
@@ -132,6 +142,16 @@ async def prepare(runtime: Runtime, canonical: Canonical) -> Prepared:
         masked_id_number=mask_id_number(canonical.id_number.value),
         masked_phone=mask_phone(canonical.phone),
     )
+
+
+async def precheck_sms(runtime: Runtime, level: str, prepared: Prepared) -> None:
+    """Refuse up front (429) when the level needs an SMS this phone may not receive yet."""
+    if "sms_otp" in LEVEL_CHECKS[level]:
+        from app.ratelimit import raise_refusal
+
+        raise_refusal(
+            await runtime.limits.check_sms(prepared.phone_bidx), "Too many codes sent to this phone"
+        )
 
 
 def resolve_level(client: Client, requested: str | None) -> str:
@@ -250,6 +270,7 @@ async def create(
 ) -> Verification:
     """Create a ``pending`` verification with its checks, audit event and sealed subject."""
     level = resolve_level(client, body.level)
+    await precheck_sms(runtime, level, prepared)
     policy = await policies.get(session, body.consent.policy_version)
     if policy is None:
         raise ProblemError(
@@ -277,6 +298,7 @@ async def create(
         consent_at=now,
         created_at=now,
         updated_at=now,
+        expires_at=now + timedelta(seconds=runtime.settings.verification_ttl_seconds),
     )
     verification.sealed_subject = seal(
         runtime.master_key, SUBJECT_SEAL, canonical.as_json().encode(), verification.id.encode()
@@ -287,6 +309,8 @@ async def create(
         session.add(
             Check(verification_id=verification.id, type=check_type, created_at=now, updated_at=now)
         )
+    # Checks run after the commit, in the worker: queued here so a crash cannot lose them.
+    session.add(OutboxJob(kind="run_checks", verification_id=verification.id, run_after=now))
     await session.flush()
     await audit.record(
         session,
@@ -313,6 +337,24 @@ async def get_for_client(
     if verification is None or verification.client_id != client.id:
         raise ProblemError("not_found", "No such verification")
     return verification
+
+
+async def present(session: AsyncSession, verification: Verification) -> VerificationOut:
+    """The verification object as the API shows it (checks, masked values, next action)."""
+    checks = await checks_of(session, verification.id)
+    expires_at = None
+    if verification.status == Status.AWAITING_CODE:
+        expires_at = (
+            await session.execute(
+                select(SmsCode.expires_at)
+                .where(
+                    SmsCode.verification_id == verification.id, col(SmsCode.superseded).is_(False)
+                )
+                .order_by(col(SmsCode.created_at).desc())
+                .limit(1)
+            )
+        ).scalar_one_or_none()
+    return to_out(verification, checks, expires_at)
 
 
 async def checks_of(session: AsyncSession, verification_id: str) -> list[Check]:

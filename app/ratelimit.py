@@ -1,0 +1,109 @@
+"""Rate limits with the ``limits`` library: in memory by default, shared through Redis when
+``REALNAME_REDIS_URL`` is set (so they hold across API processes).
+
+Keys are PII-free: blind indexes and ids, never a phone number or ID number.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+import redis.asyncio
+from limits import RateLimitItem, RateLimitItemPerDay, RateLimitItemPerMinute, parse_many
+from limits.aio.storage import MemoryStorage, RedisStorage, Storage
+from limits.aio.strategies import MovingWindowRateLimiter
+
+from app.errors import ProblemError
+from app.settings import Settings
+
+
+@dataclass(frozen=True)
+class Refusal:
+    retry_after: int
+
+
+class RateLimits:
+    """The service's limits: SMS per phone, failed codes per identity, requests per client."""
+
+    def __init__(self, settings: Settings, storage: Storage | None = None) -> None:
+        self._pool: redis.asyncio.ConnectionPool | None = None
+        if storage is None:
+            if settings.redis_url:
+                # We own the pool (redis-py) so that shutdown can close its connections.
+                self._pool = redis.asyncio.ConnectionPool.from_url(settings.redis_url)
+                uri = settings.redis_url.replace("redis://", "async+redis://", 1)
+                storage = RedisStorage(
+                    uri,
+                    implementation="redispy",
+                    key_prefix="realname",
+                    # limits types **options as scalars, but documents connection_pool.
+                    connection_pool=self._pool,  # type: ignore[arg-type]
+                )
+            else:
+                storage = MemoryStorage()
+        self.storage: Storage = storage
+        self.limiter = MovingWindowRateLimiter(self.storage)
+        self.sms_per_phone: list[RateLimitItem] = list(parse_many(settings.sms_phone_limits))
+        self.failed_codes = RateLimitItemPerDay(settings.failed_codes_per_identity)
+        self.client_default = settings.client_requests_per_minute
+
+    async def _retry_after(self, item: RateLimitItem, *ids: str) -> int:
+        stats = await self.limiter.get_window_stats(item, *ids)
+        return max(1, math.ceil(stats.reset_time - time.time()))
+
+    async def _first_refusal(self, items: list[RateLimitItem], *ids: str) -> Refusal | None:
+        for item in items:
+            if not await self.limiter.test(item, *ids):
+                return Refusal(await self._retry_after(item, *ids))
+        return None
+
+    # -- SMS per phone --------------------------------------------------------------------------
+    async def check_sms(self, phone_bidx: str) -> Refusal | None:
+        """Would one more SMS to this phone be allowed? (Does not count one.)"""
+        return await self._first_refusal(self.sms_per_phone, "sms", phone_bidx)
+
+    async def hit_sms(self, phone_bidx: str) -> Refusal | None:
+        """Count one SMS to this phone, or refuse it without counting."""
+        refusal = await self.check_sms(phone_bidx)
+        if refusal is not None:
+            return refusal
+        for item in self.sms_per_phone:
+            if not await self.limiter.hit(item, "sms", phone_bidx):
+                return Refusal(await self._retry_after(item, "sms", phone_bidx))
+        return None
+
+    # -- failed codes per identity ----------------------------------------------------------------
+    async def failed_codes_exhausted(self, identity_id: str) -> bool:
+        return not await self.limiter.test(self.failed_codes, "codes", identity_id)
+
+    async def record_failed_code(self, identity_id: str) -> None:
+        await self.limiter.hit(self.failed_codes, "codes", identity_id)
+
+    async def reset_failed_codes(self, identity_id: str) -> None:
+        await self.limiter.clear(self.failed_codes, "codes", identity_id)
+
+    # -- requests per client ----------------------------------------------------------------------
+    async def hit_client(self, client_id: str, per_minute: int) -> Refusal | None:
+        item = RateLimitItemPerMinute(per_minute or self.client_default)
+        if await self.limiter.hit(item, "client", client_id):
+            return None
+        return Refusal(await self._retry_after(item, "client", client_id))
+
+    async def reset(self) -> None:
+        await self.storage.reset()
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            await self._pool.disconnect()
+
+
+def raise_refusal(refusal: Refusal | None, detail: str) -> None:
+    if refusal is not None:
+        raise ProblemError(
+            "rate_limited",
+            detail,
+            headers={"Retry-After": str(refusal.retry_after)},
+            extra={"retry_after": refusal.retry_after},
+        )

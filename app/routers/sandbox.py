@@ -1,0 +1,56 @@
+"""Test mode only: the sandbox SMS inbox."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+from sqlalchemy import delete
+from sqlmodel import col, select
+
+from app.deps import CurrentClient, SessionDep
+from app.errors import ProblemError
+from app.models import SandboxMessage
+from app.models._types import utcnow
+from app.routers.verifications import problems
+from app.schemas.codes import SandboxMessageOut, SandboxMessages
+from app.services import verifications
+
+router = APIRouter(prefix="/v1/sandbox", tags=["sandbox"])
+
+
+@router.get(
+    "/messages",
+    response_model=SandboxMessages,
+    summary="SMS messages the sandbox 'delivered' for a verification, newest first",
+    responses=problems("sandbox_only", "not_found"),
+)
+async def sandbox_messages(
+    verification_id: Annotated[str, Query(max_length=40)],
+    client: CurrentClient,
+    session: SessionDep,
+) -> Any:
+    if client.mode != "test":
+        raise ProblemError("sandbox_only", "The sandbox inbox is only for test-mode keys")
+    await verifications.get_for_client(session, client, verification_id)
+    await session.execute(delete(SandboxMessage).where(col(SandboxMessage.expires_at) <= utcnow()))
+    rows = (
+        await session.execute(
+            select(SandboxMessage)
+            .where(SandboxMessage.verification_id == verification_id)
+            .order_by(col(SandboxMessage.created_at).desc())
+        )
+    ).scalars()
+    return SandboxMessages(
+        data=[
+            SandboxMessageOut(
+                id=m.id,
+                verification_id=m.verification_id,
+                to=m.to_masked,
+                body=m.body,
+                created_at=m.created_at,
+                expires_at=m.expires_at,
+            )
+            for m in rows
+        ]
+    )

@@ -1,0 +1,24 @@
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class CodeSubmit(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    code: str = Field(max_length=32, description="The six-digit code from the SMS")
+
+
+class SandboxMessageOut(BaseModel):
+    id: str
+    verification_id: str
+    to: str = Field(description="The masked phone number")
+    body: str
+    created_at: datetime
+    expires_at: datetime
+
+
+class SandboxMessages(BaseModel):
+    data: list[SandboxMessageOut]

@@ -1,0 +1,175 @@
+"""Running a verification's automated checks (ID registry, carrier) and moving it on.
+
+Called by the outbox worker for a ``run_checks`` job. Verifiers run outside any transaction;
+their results are recorded, and the verification moved, in one short transaction guarded on
+the ``pending`` state, so a retried or duplicated job cannot move it twice.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import timedelta
+
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import select
+
+from app.crypto import unseal
+from app.db import session_scope
+from app.models import Check, Client, OutboxJob, Status, Verification
+from app.models._types import utcnow
+from app.runtime import Runtime
+from app.services import codes, lifecycle
+from app.services.verifications import SUBJECT_SEAL
+from app.verifiers.base import CheckOutcome, CheckResult, Subject, run_check
+
+logger = logging.getLogger(__name__)
+
+AUTOMATED = ("id_registry", "carrier_3e")
+#: Unavailable reasons that retrying soon will not cure: straight to manual review.
+NO_RETRY = frozenset({"registry_quota_exceeded"})
+
+
+async def _load(
+    runtime: Runtime, verification_id: str
+) -> tuple[Verification, Client, list[Check], Subject] | None:
+    async with session_scope(runtime.sessions) as session:
+        verification = await session.get(Verification, verification_id)
+        if (
+            verification is None
+            or verification.status != Status.PENDING
+            or verification.sealed_subject is None
+        ):
+            return None
+        client = await session.get(Client, verification.client_id)
+        assert client is not None
+        checks = list(
+            (
+                await session.execute(select(Check).where(Check.verification_id == verification_id))
+            ).scalars()
+        )
+        name, id_number, phone = json.loads(
+            unseal(
+                runtime.master_key,
+                SUBJECT_SEAL,
+                verification.sealed_subject,
+                verification.id.encode(),
+            )
+        )
+    return verification, client, checks, Subject(real_name=name, id_number=id_number, phone=phone)
+
+
+async def process(runtime: Runtime, verification_id: str) -> None:
+    """Run the pending automated checks in level order, then record and transition."""
+    loaded = await _load(runtime, verification_id)
+    if loaded is None:
+        return
+    verification, client, checks, subject = loaded
+    by_type = {c.type: c for c in checks}
+    results: dict[str, CheckResult] = {}
+    for check_type in AUTOMATED:
+        check = by_type.get(check_type)
+        if check is None or check.status == "passed":
+            continue
+        verifier = runtime.verifiers.for_mode(client.mode, check_type)
+        result = await run_check(
+            verifier, subject, attempt_key=f"{verification.id}:{check_type}:{check.attempts + 1}"
+        )
+        results[check_type] = result
+        logger.info(
+            "check finished",
+            extra={
+                "verification_id": verification.id,
+                "check": check_type,
+                "verifier": verifier.name,
+                "outcome": result.outcome.value,
+                "reason": result.reason,
+            },
+        )
+        if result.outcome is not CheckOutcome.PASSED:
+            break
+    async with session_scope(runtime.sessions) as session:
+        try:
+            await _record(session, runtime, verification_id, results, subject)
+        except lifecycle.StaleState:
+            logger.info(
+                "verification moved on meanwhile", extra={"verification_id": verification_id}
+            )
+
+
+async def _record(
+    session: AsyncSession,
+    runtime: Runtime,
+    verification_id: str,
+    results: dict[str, CheckResult],
+    subject: Subject,
+) -> None:
+    verification = await session.get(Verification, verification_id, with_for_update=True)
+    if verification is None or verification.status != Status.PENDING:
+        return
+    checks = {
+        c.type: c
+        for c in (
+            await session.execute(select(Check).where(Check.verification_id == verification_id))
+        ).scalars()
+    }
+    now = utcnow()
+    for check_type, result in results.items():
+        check = checks[check_type]
+        check.status = result.outcome.value
+        check.reason = result.reason
+        check.billable = check.billable or result.billable
+        check.provider_reference = result.provider_reference
+        check.attempts += 1
+        check.updated_at = now
+    await session.flush()
+    failed = next(((t, r) for t, r in results.items() if r.outcome is CheckOutcome.FAILED), None)
+    if failed is not None:
+        await lifecycle.transition(
+            session,
+            verification,
+            Status.REJECTED,
+            expect=[Status.PENDING],
+            reason=failed[1].reason,
+            data={"check": failed[0]},
+        )
+        return
+    unavailable = next(
+        ((t, r) for t, r in results.items() if r.outcome is CheckOutcome.UNAVAILABLE), None
+    )
+    if unavailable is not None:
+        check_type, result = unavailable
+        settings = runtime.settings
+        if result.reason in NO_RETRY or checks[check_type].attempts >= settings.check_max_attempts:
+            await lifecycle.transition(
+                session,
+                verification,
+                Status.NEEDS_REVIEW,
+                expect=[Status.PENDING],
+                reason=result.reason,
+                data={"check": check_type, "attempts": checks[check_type].attempts},
+            )
+            return
+        delay = settings.check_retry_backoff_seconds * 2 ** (checks[check_type].attempts - 1)
+        session.add(
+            OutboxJob(
+                kind="run_checks",
+                verification_id=verification.id,
+                run_after=now + timedelta(seconds=delay),
+            )
+        )
+        await session.flush()
+        return
+    if any(checks[t].status != "passed" for t in AUTOMATED if t in checks):
+        return  # nothing ran (already recorded elsewhere)
+    if "sms_otp" not in checks:
+        await lifecycle.transition(session, verification, Status.VERIFIED, expect=[Status.PENDING])
+        return
+    await lifecycle.transition(session, verification, Status.AWAITING_CODE, expect=[Status.PENDING])
+    assert verification.phone_bidx is not None
+    refusal = await runtime.limits.hit_sms(verification.phone_bidx)
+    if refusal is not None:
+        checks["sms_otp"].reason = "rate_limited"
+        await session.flush()
+        return
+    await codes.issue(session, runtime, verification, subject.phone)

@@ -1,0 +1,247 @@
+"""SMS one-time codes: issue, resend, check.
+
+- A code is 6 digits from the OS CSPRNG, stored only as an HMAC under a derived key.
+- It lives ``otp_ttl_seconds`` (5 minutes) and allows ``otp_max_attempts`` (5) tries.
+- A try is counted *before* the code is compared, by a guarded ``UPDATE … WHERE attempts <
+  max AND consumed_at IS NULL``, which also takes the row lock that serialises racing tries.
+- The right code is consumed once (``consumed_at`` set under the same guard): of any number of
+  racing requests with the right code, exactly one succeeds.
+- Comparison is constant-time; only exact ASCII digits are accepted.
+- Failed tries also count against the person (blind-index identity), across resends.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hmac
+import json
+import re
+import secrets
+from datetime import datetime, timedelta
+
+from sqlalchemy import update
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col, select
+
+from app.crypto import keyed_hash, seal, unseal
+from app.errors import ProblemError
+from app.models import Check, OutboxJob, SmsCode, Status, Verification
+from app.models._types import utcnow
+from app.ratelimit import raise_refusal
+from app.runtime import Runtime
+from app.services import audit, lifecycle
+from app.services.verifications import SUBJECT_SEAL
+
+SMS_SEAL = "sms-payload/v1"
+_CODE = re.compile(r"[0-9]{6}", re.ASCII)
+SMS_TEMPLATE = "verification_code"
+
+
+def code_hmac(master_key: bytes, code_id: str, code: str) -> str:
+    return keyed_hash(master_key, "otp", f"{code_id}:{code}".encode())
+
+
+def subject_phone(runtime: Runtime, verification: Verification) -> str:
+    if verification.sealed_subject is None:
+        raise ProblemError(
+            "verification_expired", "This verification no longer holds a phone to send to"
+        )
+    fields = json.loads(
+        unseal(
+            runtime.master_key, SUBJECT_SEAL, verification.sealed_subject, verification.id.encode()
+        )
+    )
+    return str(fields[2])
+
+
+async def current_code(session: AsyncSession, verification_id: str) -> SmsCode | None:
+    """The newest code that is neither superseded nor consumed."""
+    return (
+        await session.execute(
+            select(SmsCode)
+            .where(SmsCode.verification_id == verification_id, col(SmsCode.superseded).is_(False))
+            .order_by(col(SmsCode.created_at).desc())
+            .limit(1)
+        )
+    ).scalar_one_or_none()
+
+
+async def issue(
+    session: AsyncSession, runtime: Runtime, verification: Verification, phone: str
+) -> SmsCode:
+    """Make a new code (superseding any earlier one) and queue its SMS in the outbox."""
+    settings = runtime.settings
+    await session.execute(
+        update(SmsCode)
+        .where(col(SmsCode.verification_id) == verification.id, col(SmsCode.consumed_at).is_(None))
+        .values(superseded=True)
+    )
+    now = utcnow()
+    code = f"{secrets.randbelow(1_000_000):06d}"
+    row = SmsCode(
+        verification_id=verification.id,
+        code_hmac="",
+        max_attempts=settings.otp_max_attempts,
+        expires_at=now + timedelta(seconds=settings.otp_ttl_seconds),
+        created_at=now,
+    )
+    row.code_hmac = code_hmac(runtime.master_key, row.id, code)
+    job = OutboxJob(kind="send_sms", verification_id=verification.id)
+    payload = {"phone": phone, "code": code, "ttl_minutes": max(1, settings.otp_ttl_seconds // 60)}
+    job.payload = seal(runtime.master_key, SMS_SEAL, json.dumps(payload).encode(), job.id.encode())
+    session.add(row)
+    session.add(job)
+    await session.flush()
+    await audit.record(
+        session,
+        action="sms_code.issued",
+        subject_type="verification",
+        subject_id=verification.id,
+        actor_type="system",
+        actor_id=None,
+        data={"code_id": row.id, "expires_at": row.expires_at.isoformat()},
+    )
+    return row
+
+
+def open_payload(runtime: Runtime, job: OutboxJob) -> dict[str, str]:
+    assert job.payload is not None
+    data: dict[str, str] = json.loads(
+        unseal(runtime.master_key, SMS_SEAL, job.payload, job.id.encode())
+    )
+    return data
+
+
+async def _expire_if_due(session: AsyncSession, verification: Verification) -> None:
+    if verification.expires_at is not None and utcnow() >= verification.expires_at:
+        await lifecycle.transition(
+            session,
+            verification,
+            Status.EXPIRED,
+            expect=lifecycle.NEEDS_SUBJECT,
+            reason="verification_expired",
+        )
+        raise ProblemError("verification_expired", commit=True)
+
+
+def _require_awaiting(verification: Verification) -> None:
+    if verification.status == Status.AWAITING_CODE:
+        return
+    if verification.status == Status.LOCKED:
+        raise ProblemError("attempts_exhausted", "No attempts are left for this verification")
+    if verification.status == Status.EXPIRED:
+        raise ProblemError("verification_expired")
+    raise ProblemError(
+        "verification_not_awaiting_code",
+        f"The verification is {verification.status}, not awaiting a code",
+    )
+
+
+async def resend(session: AsyncSession, runtime: Runtime, verification: Verification) -> SmsCode:
+    """A new code for a verification awaiting one; refused (429) by the per-phone limits."""
+    _require_awaiting(verification)
+    await _expire_if_due(session, verification)
+    assert verification.phone_bidx is not None
+    raise_refusal(
+        await runtime.limits.hit_sms(verification.phone_bidx), "Too many codes sent to this phone"
+    )
+    return await issue(session, runtime, verification, subject_phone(runtime, verification))
+
+
+async def submit(
+    session: AsyncSession, runtime: Runtime, verification: Verification, code: str
+) -> None:
+    """Check ``code``; on success the verification becomes ``verified``.
+
+    Raises ProblemError (with ``commit=True`` where the attempt or a lock must persist).
+    """
+    if not isinstance(code, str) or not _CODE.fullmatch(code):
+        raise ProblemError("invalid_code_format", "The code must be exactly six ASCII digits")
+    _require_awaiting(verification)
+    await _expire_if_due(session, verification)
+    identity_id = verification.identity_id or verification.id
+    if await runtime.limits.failed_codes_exhausted(identity_id):
+        raise ProblemError(
+            "rate_limited",
+            "Too many failed codes for this person",
+            headers={"Retry-After": "86400"},
+        )
+    current = await current_code(session, verification.id)
+    if current is None:
+        raise ProblemError("code_expired", "No code is active: ask for a new one")
+    # Count the attempt first; the guarded UPDATE also locks the row against racing tries.
+    counted = (
+        await session.execute(
+            update(SmsCode)
+            .where(
+                col(SmsCode.id) == current.id,
+                col(SmsCode.consumed_at).is_(None),
+                col(SmsCode.attempts) < col(SmsCode.max_attempts),
+            )
+            .values(attempts=col(SmsCode.attempts) + 1)
+            .returning(col(SmsCode.attempts), col(SmsCode.max_attempts), col(SmsCode.expires_at))
+        )
+    ).first()
+    if counted is None:
+        await session.refresh(current)
+        if current.consumed_at is not None:
+            raise ProblemError("verification_not_awaiting_code", "This code was already used")
+        await _lock(session, verification)
+        raise ProblemError("attempts_exhausted", commit=True)
+    attempts, max_attempts, expires_at = counted
+    expires_at = _aware(expires_at)
+    if utcnow() >= expires_at:
+        raise ProblemError("code_expired", "The code has expired: ask for a new one", commit=True)
+    if not hmac.compare_digest(current.code_hmac, code_hmac(runtime.master_key, current.id, code)):
+        await runtime.limits.record_failed_code(identity_id)
+        if attempts >= max_attempts:
+            await _lock(session, verification)
+            raise ProblemError("attempts_exhausted", commit=True)
+        remaining = max_attempts - attempts
+        raise ProblemError(
+            "code_incorrect",
+            f"The code is not correct; {remaining} attempt(s) left",
+            extra={"attempts_remaining": remaining},
+            commit=True,
+        )
+    consumed = await session.execute(
+        update(SmsCode)
+        .where(col(SmsCode.id) == current.id, col(SmsCode.consumed_at).is_(None))
+        .values(consumed_at=utcnow())
+    )
+    if consumed.rowcount != 1:  # type: ignore[attr-defined]
+        raise ProblemError("verification_not_awaiting_code", "This code was already used")
+    await session.execute(
+        update(Check)
+        .where(col(Check.verification_id) == verification.id, col(Check.type) == "sms_otp")
+        .values(status="passed", reason=None, attempts=attempts, updated_at=utcnow())
+    )
+    try:
+        await lifecycle.transition(
+            session, verification, Status.VERIFIED, expect=[Status.AWAITING_CODE]
+        )
+    except lifecycle.StaleState:
+        raise ProblemError("verification_not_awaiting_code") from None
+    await runtime.limits.reset_failed_codes(identity_id)
+
+
+async def _lock(session: AsyncSession, verification: Verification) -> None:
+    await session.execute(
+        update(Check)
+        .where(col(Check.verification_id) == verification.id, col(Check.type) == "sms_otp")
+        .values(status="failed", reason="attempts_exhausted", updated_at=utcnow())
+    )
+    with contextlib.suppress(lifecycle.StaleState):
+        await lifecycle.transition(
+            session,
+            verification,
+            Status.LOCKED,
+            expect=[Status.AWAITING_CODE],
+            reason="attempts_exhausted",
+        )
+
+
+def _aware(value: datetime) -> datetime:
+    from datetime import UTC
+
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value

@@ -1,0 +1,64 @@
+"""Guarded state transitions of a verification, each with its audit event.
+
+A transition is an ``UPDATE … WHERE status IN (expected)``: when two actors race (a worker and
+a code check, two processes), exactly one wins and the other sees :class:`StaleState`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from sqlalchemy import update
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
+
+from app.models import Status, Verification
+from app.models._types import utcnow
+from app.services import audit
+
+#: States in which the sealed subject is still needed (checks running, codes being sent).
+NEEDS_SUBJECT = frozenset({Status.PENDING, Status.AWAITING_CODE})
+
+
+class StaleState(Exception):
+    """The verification was no longer in an expected state: someone else moved it first."""
+
+
+async def transition(
+    session: AsyncSession,
+    verification: Verification,
+    to: Status,
+    *,
+    expect: Iterable[Status],
+    reason: str | None = None,
+    actor_type: str = "system",
+    actor_id: str | None = None,
+    data: dict[str, Any] | None = None,
+) -> None:
+    """Move ``verification`` to ``to`` if it is in one of ``expect``; audit it in the same
+    transaction. Leaving the states that need the sealed subject wipes it."""
+    expected = [s.value for s in expect]
+    values: dict[str, Any] = {"status": to.value, "status_reason": reason, "updated_at": utcnow()}
+    if to not in NEEDS_SUBJECT:
+        values["sealed_subject"] = None
+    result = await session.execute(
+        update(Verification)
+        .where(col(Verification.id) == verification.id, col(Verification.status).in_(expected))
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        raise StaleState(verification.id)
+    previous = verification.status
+    for key, value in values.items():
+        setattr(verification, key, value)
+    await audit.record(
+        session,
+        action=f"verification.{to.value}",
+        subject_type="verification",
+        subject_id=verification.id,
+        actor_type=actor_type,
+        actor_id=actor_id,
+        data={"from": previous, "reason": reason, **(data or {})},
+    )

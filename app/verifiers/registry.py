@@ -1,0 +1,126 @@
+"""The verifier registry: names to factories, chosen by settings, checked at start-up.
+
+Built-in verifiers are listed explicitly in :data:`BUILTIN`. Third-party packages add theirs
+through the ``realname.verifiers`` entry-point group: each entry point names a factory
+``(context: FactoryContext) -> Verifier``. A name in the settings that no factory provides, or a
+verifier of the wrong check type, stops the service at start-up.
+
+Test-mode clients always get the sandbox verifiers (:data:`SANDBOX`), whatever the settings say:
+a test key can never reach a real registry.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+
+import httpx
+
+from app.settings import Settings, SettingsError
+from app.verifiers.base import Verifier
+from app.verifiers.breaker import CircuitBreaker
+from app.verifiers.http_registry import HttpCarrierVerifier, HttpIdRegistryVerifier
+from app.verifiers.mock_registry import MockCarrierVerifier, MockIdRegistryVerifier
+
+ENTRY_POINT_GROUP = "realname.verifiers"
+#: Check types a verifier plug-in can serve. ``sms_otp`` is the service's own interactive check.
+AUTOMATED_CHECKS = ("id_registry", "carrier_3e")
+
+
+@dataclass
+class FactoryContext:
+    """What a factory may use to build its verifier."""
+
+    settings: Settings
+    http_client: httpx.AsyncClient
+    environ: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
+    #: One breaker per upstream, shared by the verifiers that call it.
+    breakers: dict[str, CircuitBreaker] = field(default_factory=dict)
+
+    def breaker(self, upstream: str) -> CircuitBreaker:
+        return self.breakers.setdefault(upstream, CircuitBreaker())
+
+
+VerifierFactory = Callable[[FactoryContext], Verifier]
+
+
+def _http(cls: type[HttpIdRegistryVerifier] | type[HttpCarrierVerifier]) -> VerifierFactory:
+    def build(ctx: FactoryContext) -> Verifier:
+        token = ctx.settings.registry_token
+        return cls(
+            ctx.http_client,
+            ctx.settings.registry_url,
+            api_token=token.get_secret_value() if token else None,
+            breaker=ctx.breaker(ctx.settings.registry_url),
+        )
+
+    return build
+
+
+BUILTIN: dict[str, VerifierFactory] = {
+    "mock_id_registry": lambda ctx: MockIdRegistryVerifier(ctx.settings.mock_people_file),
+    "mock_carrier_3e": lambda ctx: MockCarrierVerifier(ctx.settings.mock_people_file),
+    "http_id_registry": _http(HttpIdRegistryVerifier),
+    "http_carrier_3e": _http(HttpCarrierVerifier),
+}
+
+#: What test-mode clients use, per check type.
+SANDBOX = {"id_registry": "mock_id_registry", "carrier_3e": "mock_carrier_3e"}
+
+
+def available_factories() -> dict[str, VerifierFactory]:
+    """Built-ins plus installed entry points (a plug-in may not shadow a built-in)."""
+    factories = dict(BUILTIN)
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        if ep.name in factories:
+            raise SettingsError(f"verifier plug-in {ep.name!r} would shadow a built-in verifier")
+        factories[ep.name] = ep.load()
+    return factories
+
+
+@dataclass
+class Verifiers:
+    sandbox: dict[str, Verifier]
+    live: dict[str, Verifier]
+
+    def for_mode(self, mode: str, check_type: str) -> Verifier:
+        table = self.sandbox if mode == "test" else self.live
+        return table[check_type]
+
+
+def _build(
+    name: str, check_type: str, ctx: FactoryContext, factories: Mapping[str, VerifierFactory]
+) -> Verifier:
+    if name not in factories:
+        known = ", ".join(sorted(factories))
+        raise SettingsError(f"unknown verifier {name!r} for {check_type}; known: {known}")
+    try:
+        verifier = factories[name](ctx)
+    except ValueError as exc:
+        raise SettingsError(f"verifier {name!r} cannot start: {exc}") from exc
+    if not isinstance(verifier, Verifier):
+        raise SettingsError(f"verifier {name!r} does not implement the Verifier protocol")
+    if verifier.check_type != check_type:
+        raise SettingsError(f"verifier {name!r} performs {verifier.check_type}, not {check_type}")
+    return verifier
+
+
+def build_verifiers(settings: Settings, http_client: httpx.AsyncClient) -> Verifiers:
+    """Instantiate the sandbox and the configured live verifiers; fail on any unknown name."""
+    factories = available_factories()
+    ctx = FactoryContext(settings=settings, http_client=http_client)
+    unknown_types = set(settings.live_verifiers) - set(AUTOMATED_CHECKS)
+    if unknown_types:
+        raise SettingsError(
+            f"REALNAME_LIVE_VERIFIERS names unknown check types: {sorted(unknown_types)}"
+        )
+    missing = set(AUTOMATED_CHECKS) - set(settings.live_verifiers)
+    if missing:
+        raise SettingsError(f"REALNAME_LIVE_VERIFIERS has no verifier for: {sorted(missing)}")
+    sandbox = {t: _build(n, t, ctx, factories) for t, n in SANDBOX.items()}
+    live = {t: _build(n, t, ctx, factories) for t, n in settings.live_verifiers.items()}
+    if settings.env == "prod" and any(v.sandbox for v in live.values()):
+        raise SettingsError("REALNAME_ENV=prod: live clients may not use sandbox verifiers")
+    return Verifiers(sandbox=sandbox, live=live)

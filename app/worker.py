@@ -1,0 +1,207 @@
+"""The outbox worker: claims due jobs with a lease and does them.
+
+Runs inside each API process by default (``REALNAME_RUN_WORKER``) and standalone as
+``realname worker``. Any number of workers may run against one database: a job is claimed by
+a guarded ``UPDATE`` (``FOR UPDATE SKIP LOCKED`` on PostgreSQL), so each due job goes to one
+worker at a time; a worker that dies leaves its lease to expire and the job is taken again.
+Jobs are therefore at-least-once; their handlers are idempotent (checks are guarded on state,
+the sandbox inbox is keyed by message id, providers get the message id as idempotency key).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from datetime import timedelta
+
+from sqlalchemy import update
+from sqlmodel import col, select
+
+from app.db import session_scope
+from app.models import Client, OutboxJob, SmsCode, Verification
+from app.models._types import utcnow
+from app.runtime import Runtime
+from app.senders.base import OutgoingSms, SendResult
+from app.services import checks, codes
+
+logger = logging.getLogger(__name__)
+
+LEASE = timedelta(seconds=60)
+SMS_MAX_ATTEMPTS = 6
+SMS_BODY = "【实名核验】您的验证码是 {code}, {ttl_minutes} 分钟内有效。请勿告诉他人。"
+
+
+class Worker:
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self._wake = asyncio.Event()
+
+    def notify(self) -> None:
+        """Wake the loop now (called after a commit that queued a job)."""
+        self._wake.set()
+
+    async def claim(self) -> OutboxJob | None:
+        now = utcnow()
+        due = (
+            (col(OutboxJob.done_at).is_(None))
+            & (col(OutboxJob.run_after) <= now)
+            & (col(OutboxJob.locked_until).is_(None) | (col(OutboxJob.locked_until) < now))
+        )
+        candidate = (
+            select(OutboxJob.id)
+            .where(due)
+            .order_by(col(OutboxJob.run_after))
+            .limit(1)
+            .with_for_update(skip_locked=True)
+            .scalar_subquery()
+        )
+        async with session_scope(self.runtime.sessions) as session:
+            row = (
+                await session.execute(
+                    update(OutboxJob)
+                    .where(col(OutboxJob.id) == candidate, due)
+                    .values(locked_until=now + LEASE, attempts=col(OutboxJob.attempts) + 1)
+                    .returning(col(OutboxJob.id))
+                )
+            ).first()
+            if row is None:
+                return None
+            return await session.get(OutboxJob, row[0])
+
+    async def run_one(self) -> bool:
+        """Claim and do one due job; False when none is due."""
+        job = await self.claim()
+        if job is None:
+            return False
+        await self._handle(job)
+        return True
+
+    async def run_once(self) -> int:
+        """Do every job that is due now; return how many were handled."""
+        handled = 0
+        while (job := await self.claim()) is not None:
+            await self._handle(job)
+            handled += 1
+        return handled
+
+    async def run_until_idle(self, *, max_wait: float = 10.0) -> int:
+        """Do due jobs, also waiting for ones scheduled within ``max_wait`` seconds (tests, CLI)."""
+        handled = 0
+        deadline = asyncio.get_running_loop().time() + max_wait
+        while True:
+            handled += await self.run_once()
+            async with session_scope(self.runtime.sessions) as session:
+                nxt = (
+                    await session.execute(
+                        select(OutboxJob.run_after)
+                        .where(col(OutboxJob.done_at).is_(None))
+                        .order_by(col(OutboxJob.run_after))
+                        .limit(1)
+                    )
+                ).scalar_one_or_none()
+            if nxt is None:
+                return handled
+            wait = (nxt - utcnow()).total_seconds()
+            if asyncio.get_running_loop().time() + max(wait, 0) > deadline:
+                return handled
+            await asyncio.sleep(max(wait, 0.01))
+
+    async def run_forever(self) -> None:
+        poll = self.runtime.settings.worker_poll_seconds
+        while True:
+            try:
+                await self.run_once()
+            except Exception as exc:  # keep the loop alive; the job's lease will expire
+                logger.error("worker iteration failed", extra={"error_type": type(exc).__name__})
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=poll)
+
+    async def _handle(self, job: OutboxJob) -> None:
+        try:
+            if job.kind == "run_checks":
+                assert job.verification_id is not None
+                await checks.process(self.runtime, job.verification_id)
+                await self._finish(job)
+            elif job.kind == "send_sms":
+                await self._send_sms(job)
+            else:
+                await self._finish(job, error="unknown_kind")
+        except Exception as exc:
+            logger.error(
+                "job failed",
+                extra={"job_id": job.id, "kind": job.kind, "error_type": type(exc).__name__},
+            )
+            await self._retry(job, "handler_error")
+
+    async def _send_sms(self, job: OutboxJob) -> None:
+        async with session_scope(self.runtime.sessions) as session:
+            verification = await session.get(Verification, job.verification_id)
+            client = await session.get(Client, verification.client_id) if verification else None
+            code_row = (
+                await session.execute(
+                    select(SmsCode)
+                    .where(col(SmsCode.verification_id) == job.verification_id)
+                    .order_by(col(SmsCode.created_at).desc())
+                    .limit(1)
+                )
+            ).scalar_one_or_none()
+        if job.payload is None or client is None or code_row is None:
+            await self._finish(job, error="nothing_to_send")
+            return
+        if utcnow() >= code_row.expires_at:
+            await self._finish(job, error="code_expired_before_send")
+            return
+        payload = codes.open_payload(self.runtime, job)
+        sender = self.runtime.senders.for_mode(client.mode)
+        message = OutgoingSms(
+            message_id=job.id,
+            phone=payload["phone"],
+            template=codes.SMS_TEMPLATE,
+            params={"code": str(payload["code"]), "ttl_minutes": str(payload["ttl_minutes"])},
+            body=SMS_BODY.format(code=payload["code"], ttl_minutes=payload["ttl_minutes"]),
+        )
+        try:
+            result = await sender.send(message)
+        except Exception as exc:
+            logger.warning(
+                "sender raised", extra={"sender": sender.name, "error_type": type(exc).__name__}
+            )
+            result = SendResult(delivered=False, retriable=True, reason="sender_error")
+        logger.info(
+            "sms send finished",
+            extra={
+                "job_id": job.id,
+                "sender": sender.name,
+                "delivered": result.delivered,
+                "reason": result.reason,
+            },
+        )
+        if result.delivered:
+            await self._finish(job)
+        elif result.retriable and job.attempts < SMS_MAX_ATTEMPTS:
+            await self._retry(job, result.reason or "send_failed")
+        else:
+            await self._finish(job, error=result.reason or "send_failed")
+
+    async def _finish(self, job: OutboxJob, *, error: str | None = None) -> None:
+        async with session_scope(self.runtime.sessions) as session:
+            await session.execute(
+                update(OutboxJob)
+                .where(col(OutboxJob.id) == job.id)
+                .values(done_at=utcnow(), payload=None, locked_until=None, last_error=error)
+            )
+
+    async def _retry(self, job: OutboxJob, error: str) -> None:
+        delay = min(2 ** max(job.attempts - 1, 0), 300)
+        async with session_scope(self.runtime.sessions) as session:
+            await session.execute(
+                update(OutboxJob)
+                .where(col(OutboxJob.id) == job.id)
+                .values(
+                    run_after=utcnow() + timedelta(seconds=delay),
+                    locked_until=None,
+                    last_error=error,
+                )
+            )
