@@ -62,12 +62,14 @@ def run_cli(
 
 
 @contextmanager
-def serve(settings: Settings, *, log_path: Path, **env: str) -> Iterator[str]:
-    """Start `realname serve` on a free port; yield its base URL; stop it afterwards."""
+def serve(
+    settings: Settings, *, log_path: Path, command: str = "serve", **env: str
+) -> Iterator[str]:
+    """Start `realname serve` (or `mock-registry`) on a free port; yield its base URL; stop it."""
     port = free_port()
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
-            [REALNAME, "serve", "--port", str(port)],
+            [REALNAME, command, "--port", str(port)],
             env=service_env(settings, **env),
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -78,7 +80,7 @@ def serve(settings: Settings, *, log_path: Path, **env: str) -> Iterator[str]:
             deadline = time.monotonic() + 30
             while True:
                 if proc.poll() is not None:
-                    raise RuntimeError(f"realname serve exited: {log_path.read_text()[-2000:]}")
+                    raise RuntimeError(f"realname {command} exited: {log_path.read_text()[-2000:]}")
                 try:
                     if httpx.get(base + "/healthz", timeout=1).status_code == 200:
                         break
