@@ -143,6 +143,17 @@ def cmd_mock_registry(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_keys_rotate(args: argparse.Namespace, settings: Settings) -> int:
+    from app.services import keys
+
+    async def work(session: Any) -> dict[str, str]:
+        key = await keys.rotate(session, settings.master_key)
+        return {"kid": key.kid}
+
+    print(json.dumps(_run_db(settings, work)))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="realname", description="Real-name identity verification service"
@@ -188,6 +199,14 @@ def build_parser() -> argparse.ArgumentParser:
     mock.add_argument("--people", type=Path, default=None, help="JSON file of known people")
     mock.add_argument("--token", default=None, help="require this bearer token")
     mock.set_defaults(func=cmd_mock_registry)
+
+    keys = sub.add_parser("keys", help="token signing keys").add_subparsers(
+        dest="sub", required=True
+    )
+    rotate = keys.add_parser(
+        "rotate", help="make a new signing key active; the old stays published"
+    )
+    rotate.set_defaults(func=cmd_keys_rotate)
 
     aud = sub.add_parser("audit", help="the audit trail").add_subparsers(dest="sub", required=True)
     verify = aud.add_parser("verify", help="check the hash chain; non-zero exit on a break")

@@ -44,11 +44,27 @@ def _serialise_sqlite_writes(engine: AsyncEngine) -> None:
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA busy_timeout=30000")
+        # Overwrite deleted content, so erased data does not linger in free pages.
+        cursor.execute("PRAGMA secure_delete=ON")
         cursor.close()
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(conn: Any) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+async def flush_erased_pages(engine: AsyncEngine) -> None:
+    """After an erasure on SQLite, move the WAL into the database and truncate it, so the old
+    row images (written before the erasure) leave the WAL file. PostgreSQL keeps dead tuples
+    until VACUUM, which autovacuum runs; see the README on erasure."""
+    if engine.dialect.name != "sqlite":
+        return
+    async with engine.connect() as conn:
+        # Outside any transaction (our BEGIN IMMEDIATE would block the checkpoint).
+        raw = await conn.get_raw_connection()
+        driver = raw.driver_connection
+        assert driver is not None
+        await driver.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
 
 def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

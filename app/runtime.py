@@ -16,6 +16,7 @@ from app.crypto import Argon2Pool, Argon2Profile
 from app.db import create_engine, create_sessionmaker
 from app.identity import BlindIndexer
 from app.ratelimit import RateLimits
+from app.services.keys import KeyRing
 from app.settings import Settings
 
 if TYPE_CHECKING:
@@ -35,6 +36,7 @@ class Runtime:
     limits: RateLimits
     verifiers: Verifiers
     senders: Senders
+    keyring: KeyRing
     worker: Worker | None = None
     extras: dict[str, Any] = field(default_factory=dict)
 
@@ -79,4 +81,5 @@ def build_runtime(settings: Settings, *, engine: AsyncEngine | None = None) -> R
         limits=RateLimits(settings),
         verifiers=build_verifiers(settings, http_client),
         senders=build_senders(settings, http_client, sessions),
+        keyring=KeyRing(settings.master_key),
     )

@@ -82,6 +82,14 @@ class Settings(BaseSettings):
     run_worker: bool = True
     worker_poll_seconds: float = Field(default=1.0, gt=0)
 
+    # -- tokens --------------------------------------------------------------------------------
+    token_ttl_seconds: int = Field(default=900, ge=30, le=24 * 3600)
+    token_issuer: str = "urn:realname"  # noqa: S105 (an issuer name, not a secret)
+    #: How long a verified verification holds before the person must verify again.
+    verified_validity_days: int = Field(default=365, ge=1)
+    #: Time zone in which "adult today" is decided (the person's legal day).
+    legal_timezone: str = "Asia/Shanghai"
+
     # -- rate limits (limits library syntax; shared through Redis when configured) -------------
     sms_phone_limits: str = "1/minute;5/hour;10/day"
     failed_codes_per_identity: int = Field(default=100, ge=1)

@@ -96,7 +96,8 @@ async def runtime(migrated: Settings) -> AsyncIterator[Runtime]:
     await rt.close()
 
 
-KEEP_TABLES = {"policies", "alembic_version"}
+# Kept across tests: the shipped policy, and signing keys (cached per process, as in production).
+KEEP_TABLES = {"policies", "alembic_version", "signing_keys"}
 
 
 @pytest.fixture(autouse=True)

@@ -11,6 +11,8 @@ from app.models.identity import Identity
 from app.models.outbox_job import OutboxJob
 from app.models.policy import Policy
 from app.models.sandbox_message import SandboxMessage
+from app.models.service_token import ServiceToken
+from app.models.signing_key import SigningKey
 from app.models.sms_code import SmsCode
 from app.models.verification import LIVE_STATUSES, Status, Verification
 
@@ -27,6 +29,8 @@ __all__ = [
     "OutboxJob",
     "Policy",
     "SandboxMessage",
+    "ServiceToken",
+    "SigningKey",
     "SmsCode",
     "Status",
     "Verification",

@@ -22,6 +22,8 @@ class IdempotencyKey(SQLModel, table=True):
     client_id: str = Field(foreign_key="clients.id", max_length=40)
     key: str = Field(max_length=255)
     request_hash: str = Field(max_length=64)
+    #: What the request created (so erasure can remove the stored answer too).
+    resource_id: str | None = Field(default=None, max_length=40, index=True)
     status_code: int | None = None
     response_body: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     created_at: datetime = Field(

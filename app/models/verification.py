@@ -63,6 +63,9 @@ class Verification(SQLModel, table=True):
     sealed_subject: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     policy_version: str = Field(foreign_key="policies.version", max_length=40)
     consent_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+    #: A correction (new identity fields for the same external user) in progress or done.
+    superseded_by: str | None = Field(default=None, max_length=40)
+    erased_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime(), nullable=True))
     created_at: datetime = Field(
         default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False)
     )

@@ -8,10 +8,11 @@ from typing import Annotated, Any
 from fastapi import APIRouter, BackgroundTasks, Header
 from fastapi.responses import JSONResponse
 
+from app.db import flush_erased_pages
 from app.deps import CurrentClient, RuntimeDep, SessionDep
 from app.errors import ERROR_CODES
 from app.schemas.verification import VerificationCreate, VerificationOut
-from app.services import idempotency, verifications
+from app.services import erasure, idempotency, verifications
 
 router = APIRouter(prefix="/v1/verifications", tags=["verifications"])
 
@@ -78,7 +79,9 @@ async def create_verification(
     out = await verifications.present(session, verification)
     background.add_task(runtime.notify_worker)  # after the commit: the checks start at once
     if claim is not None:
-        await idempotency.complete(session, claim, 201, out.model_dump(mode="json"))
+        await idempotency.complete(
+            session, claim, 201, out.model_dump(mode="json"), resource_id=verification.id
+        )
     return out
 
 
@@ -90,4 +93,23 @@ async def create_verification(
 )
 async def get_verification(verification_id: str, client: CurrentClient, session: SessionDep) -> Any:
     verification = await verifications.get_for_client(session, client, verification_id)
+    return await verifications.present(session, verification)
+
+
+@router.delete(
+    "/{verification_id}",
+    response_model=VerificationOut,
+    summary="Erase the person's data (Art. 43); returns the tombstone with an erasure receipt",
+    responses=problems("unauthorized", "not_found"),
+)
+async def erase_verification(
+    verification_id: str,
+    client: CurrentClient,
+    session: SessionDep,
+    runtime: RuntimeDep,
+    background: BackgroundTasks,
+) -> Any:
+    verification = await verifications.get_for_client(session, client, verification_id)
+    await erasure.erase(session, verification, actor_type="client", actor_id=client.id)
+    background.add_task(flush_erased_pages, runtime.engine)  # after the commit
     return await verifications.present(session, verification)

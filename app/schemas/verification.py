@@ -49,6 +49,16 @@ class NextAction(BaseModel):
     expires_at: datetime
 
 
+class Erasure(BaseModel):
+    """Proof of an Art. 43 erasure: the audit event that records it (verifiable in the chain)."""
+
+    receipt_id: str
+    erased_at: datetime
+    audit_event_seq: int
+    audit_event_hash: str
+    verification_ids: list[str]
+
+
 class VerificationOut(BaseModel):
     id: str
     external_user_id: str
@@ -59,5 +69,7 @@ class VerificationOut(BaseModel):
     masked: Masked
     next_action: NextAction | None = None
     policy_version: str
+    superseded_by: str | None = None
+    erasure: Erasure | None = None
     created_at: datetime
     updated_at: datetime

@@ -11,10 +11,12 @@ from dataclasses import dataclass, field
 import httpx
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from app.senders.aliyun_sms import AliyunSmsSender
 from app.senders.base import Sender
 from app.senders.console import ConsoleSender
 from app.senders.http_gateway import HttpGatewaySender
 from app.senders.sandbox import SandboxSender
+from app.senders.tencent_sms import TencentSmsSender
 from app.settings import Settings, SettingsError
 
 
@@ -41,6 +43,8 @@ def _gateway(ctx: SenderContext) -> Sender:
 BUILTIN: dict[str, SenderFactory] = {
     "console": lambda ctx: ConsoleSender(),
     "http_gateway": _gateway,
+    "tencent_sms": lambda ctx: TencentSmsSender.from_env(ctx.http_client, ctx.environ),
+    "aliyun_sms": lambda ctx: AliyunSmsSender.from_env(ctx.http_client, ctx.environ),
 }
 
 

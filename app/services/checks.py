@@ -27,7 +27,7 @@ logger = logging.getLogger(__name__)
 
 AUTOMATED = ("id_registry", "carrier_3e")
 #: Unavailable reasons that retrying soon will not cure: straight to manual review.
-NO_RETRY = frozenset({"registry_quota_exceeded"})
+NO_RETRY = frozenset({"registry_quota_exceeded", "phone_unsupported", "provider_auth_failed"})
 
 
 async def _load(
@@ -163,7 +163,13 @@ async def _record(
     if any(checks[t].status != "passed" for t in AUTOMATED if t in checks):
         return  # nothing ran (already recorded elsewhere)
     if "sms_otp" not in checks:
-        await lifecycle.transition(session, verification, Status.VERIFIED, expect=[Status.PENDING])
+        await lifecycle.transition(
+            session,
+            verification,
+            Status.VERIFIED,
+            expect=[Status.PENDING],
+            valid_until=lifecycle.verified_until(runtime.settings),
+        )
         return
     await lifecycle.transition(session, verification, Status.AWAITING_CODE, expect=[Status.PENDING])
     assert verification.phone_bidx is not None

@@ -218,7 +218,11 @@ async def submit(
     )
     try:
         await lifecycle.transition(
-            session, verification, Status.VERIFIED, expect=[Status.AWAITING_CODE]
+            session,
+            verification,
+            Status.VERIFIED,
+            expect=[Status.AWAITING_CODE],
+            valid_until=lifecycle.verified_until(runtime.settings),
         )
     except lifecycle.StaleState:
         raise ProblemError("verification_not_awaiting_code") from None

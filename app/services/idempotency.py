@@ -98,7 +98,15 @@ async def claim(
     return row, None
 
 
-async def complete(session: AsyncSession, row: IdempotencyKey, status_code: int, body: Any) -> None:
+async def complete(
+    session: AsyncSession,
+    row: IdempotencyKey,
+    status_code: int,
+    body: Any,
+    *,
+    resource_id: str | None = None,
+) -> None:
+    row.resource_id = resource_id
     row.status_code = status_code
     row.response_body = json.dumps(body, ensure_ascii=False, default=str)
     await session.flush()

@@ -7,15 +7,17 @@ a code check, two processes), exactly one wins and the other sees :class:`StaleS
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlmodel import col
+from sqlmodel import col, select
 
-from app.models import Status, Verification
+from app.models import AuditEvent, Status, Verification
 from app.models._types import utcnow
-from app.services import audit
+from app.services import audit, tokens
+from app.settings import Settings
 
 #: States in which the sealed subject is still needed (checks running, codes being sent).
 NEEDS_SUBJECT = frozenset({Status.PENDING, Status.AWAITING_CODE})
@@ -23,6 +25,10 @@ NEEDS_SUBJECT = frozenset({Status.PENDING, Status.AWAITING_CODE})
 
 class StaleState(Exception):
     """The verification was no longer in an expected state: someone else moved it first."""
+
+
+def verified_until(settings: Settings) -> datetime:
+    return utcnow() + timedelta(days=settings.verified_validity_days)
 
 
 async def transition(
@@ -35,13 +41,23 @@ async def transition(
     actor_type: str = "system",
     actor_id: str | None = None,
     data: dict[str, Any] | None = None,
-) -> None:
+    valid_until: datetime | None = None,
+) -> AuditEvent:
     """Move ``verification`` to ``to`` if it is in one of ``expect``; audit it in the same
-    transaction. Leaving the states that need the sealed subject wipes it."""
+    transaction and return the audit event.
+
+    Side effects that belong to every such move happen here, once:
+    - leaving the states that need the sealed subject wipes it;
+    - leaving ``verified`` revokes the verification's tokens at once;
+    - reaching ``verified`` sets how long it holds (``valid_until``) and retires the
+      verification it corrects, if any.
+    """
     expected = [s.value for s in expect]
     values: dict[str, Any] = {"status": to.value, "status_reason": reason, "updated_at": utcnow()}
     if to not in NEEDS_SUBJECT:
         values["sealed_subject"] = None
+    if to == Status.VERIFIED and valid_until is not None:
+        values["expires_at"] = valid_until
     result = await session.execute(
         update(Verification)
         .where(col(Verification.id) == verification.id, col(Verification.status).in_(expected))
@@ -53,7 +69,7 @@ async def transition(
     previous = verification.status
     for key, value in values.items():
         setattr(verification, key, value)
-    await audit.record(
+    event = await audit.record(
         session,
         action=f"verification.{to.value}",
         subject_type="verification",
@@ -62,3 +78,24 @@ async def transition(
         actor_id=actor_id,
         data={"from": previous, "reason": reason, **(data or {})},
     )
+    if previous == Status.VERIFIED and to != Status.VERIFIED:
+        await tokens.revoke_for_verification(session, verification.id, reason or to.value)
+    if to == Status.VERIFIED:
+        corrected = (
+            await session.execute(
+                select(Verification).where(
+                    Verification.superseded_by == verification.id,
+                    Verification.status == Status.VERIFIED,
+                )
+            )
+        ).scalars()
+        for old in list(corrected):
+            await transition(
+                session,
+                old,
+                Status.REVOKED,
+                expect=[Status.VERIFIED],
+                reason="corrected",
+                data={"corrected_by": verification.id},
+            )
+    return event

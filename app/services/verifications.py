@@ -41,6 +41,7 @@ from app.models._types import utcnow
 from app.runtime import Runtime
 from app.schemas.verification import (
     CheckOut,
+    Erasure,
     Masked,
     NextAction,
     VerificationCreate,
@@ -260,6 +261,36 @@ async def _bind(
     await session.flush()
 
 
+async def _start_correction(session: AsyncSession, client: Client, new: Verification) -> None:
+    """A new verification for a user who already has a verified one is a correction: the old
+    one's tokens stop at once and it issues none until the correction passes (or fails)."""
+    from app.services import tokens
+
+    previous = (
+        await session.execute(
+            select(Verification).where(
+                Verification.client_id == client.id,
+                Verification.external_user_id == new.external_user_id,
+                Verification.status == Status.VERIFIED,
+                Verification.id != new.id,
+            )
+        )
+    ).scalars()
+    for old in list(previous):
+        old.superseded_by = new.id
+        await tokens.revoke_for_verification(session, old.id, "correction_pending")
+        await audit.record(
+            session,
+            action="verification.correction_started",
+            subject_type="verification",
+            subject_id=old.id,
+            actor_type="client",
+            actor_id=client.id,
+            data={"corrected_by": new.id},
+        )
+    await session.flush()
+
+
 async def create(
     session: AsyncSession,
     runtime: Runtime,
@@ -312,6 +343,7 @@ async def create(
     # Checks run after the commit, in the worker: queued here so a crash cannot lose them.
     session.add(OutboxJob(kind="run_checks", verification_id=verification.id, run_after=now))
     await session.flush()
+    await _start_correction(session, client, verification)
     await audit.record(
         session,
         action="verification.created",
@@ -323,7 +355,6 @@ async def create(
             "level": level,
             "policy_version": policy.version,
             "policy_sha256": policy.sha256,
-            "identity_id": identity.id,
         },
     )
     return verification
@@ -354,7 +385,14 @@ async def present(session: AsyncSession, verification: Verification) -> Verifica
                 .limit(1)
             )
         ).scalar_one_or_none()
-    return to_out(verification, checks, expires_at)
+    out = to_out(verification, checks, expires_at)
+    if verification.status == Status.ERASED:
+        from app.services import erasure
+
+        receipt = await erasure.receipt_of(session, verification)
+        if receipt is not None:
+            out.erasure = Erasure(**receipt.__dict__)
+    return out
 
 
 async def checks_of(session: AsyncSession, verification_id: str) -> list[Check]:
@@ -387,6 +425,7 @@ def to_out(
         ),
         next_action=next_action,
         policy_version=verification.policy_version,
+        superseded_by=verification.superseded_by,
         created_at=verification.created_at,
         updated_at=verification.updated_at,
     )

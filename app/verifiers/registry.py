@@ -19,10 +19,19 @@ from importlib.metadata import entry_points
 import httpx
 
 from app.settings import Settings, SettingsError
+from app.verifiers.aliyun_cloudauth import AliyunId2MetaVerifier, AliyunMobile3MetaVerifier
 from app.verifiers.base import Verifier
 from app.verifiers.breaker import CircuitBreaker
 from app.verifiers.http_registry import HttpCarrierVerifier, HttpIdRegistryVerifier
 from app.verifiers.mock_registry import MockCarrierVerifier, MockIdRegistryVerifier
+from app.verifiers.tencent_faceid import TencentIdCardVerifier, TencentPhoneVerifier
+
+_FromEnv = (
+    type[TencentIdCardVerifier]
+    | type[TencentPhoneVerifier]
+    | type[AliyunId2MetaVerifier]
+    | type[AliyunMobile3MetaVerifier]
+)
 
 ENTRY_POINT_GROUP = "realname.verifiers"
 #: Check types a verifier plug-in can serve. ``sms_otp`` is the service's own interactive check.
@@ -59,11 +68,24 @@ def _http(cls: type[HttpIdRegistryVerifier] | type[HttpCarrierVerifier]) -> Veri
     return build
 
 
+def _provider(cls: _FromEnv, upstream: str) -> VerifierFactory:
+    def build(ctx: FactoryContext) -> Verifier:
+        verifier = cls.from_env(ctx.http_client, ctx.environ)
+        verifier.breaker = ctx.breaker(upstream)
+        return verifier
+
+    return build
+
+
 BUILTIN: dict[str, VerifierFactory] = {
     "mock_id_registry": lambda ctx: MockIdRegistryVerifier(ctx.settings.mock_people_file),
     "mock_carrier_3e": lambda ctx: MockCarrierVerifier(ctx.settings.mock_people_file),
     "http_id_registry": _http(HttpIdRegistryVerifier),
     "http_carrier_3e": _http(HttpCarrierVerifier),
+    "tencent_faceid_id2": _provider(TencentIdCardVerifier, "tencent-faceid"),
+    "tencent_faceid_phone3": _provider(TencentPhoneVerifier, "tencent-faceid"),
+    "aliyun_id2meta": _provider(AliyunId2MetaVerifier, "aliyun-cloudauth"),
+    "aliyun_mobile3meta": _provider(AliyunMobile3MetaVerifier, "aliyun-cloudauth"),
 }
 
 #: What test-mode clients use, per check type.

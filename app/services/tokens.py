@@ -1,0 +1,241 @@
+"""Service tokens: issued only for verified verifications, short-lived EdDSA JWTs that backends
+check offline against the JWKS, and introspectable (RFC 7662) so that revocation takes effect
+at once."""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import jwt
+from sqlalchemy import update
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col, select
+
+from app.crypto import keyed_hash
+from app.errors import ProblemError
+from app.models import LIVE_STATUSES, Check, Client, Identity, ServiceToken, Status, Verification
+from app.models._types import utcnow
+from app.runtime import Runtime
+from app.services import audit
+
+REQUIRED_CLAIMS = ["exp", "iat", "nbf", "aud", "iss", "sub", "jti", "vid", "lvl"]
+INACTIVE: dict[str, Any] = {"active": False}
+
+
+@dataclass(frozen=True)
+class Issued:
+    token: str
+    expires_in: int
+    jti: str
+
+
+def subject_for(master_key: bytes, client_id: str, identity_id: str) -> str:
+    """Stable for one client and one person; unlinkable between clients."""
+    return (
+        "sub_" + keyed_hash(master_key, "token-subject", f"{client_id}:{identity_id}".encode())[:32]
+    )
+
+
+def is_adult(adult_on: date, timezone: str, now: datetime | None = None) -> bool:
+    today = (now or utcnow()).astimezone(ZoneInfo(timezone)).date()
+    return today >= adult_on
+
+
+async def _correction_pending(session: AsyncSession, verification: Verification) -> bool:
+    if verification.superseded_by is None:
+        return False
+    newer = await session.get(Verification, verification.superseded_by)
+    return newer is not None and newer.status in LIVE_STATUSES and newer.status != Status.VERIFIED
+
+
+async def _refuse(session: AsyncSession, verification: Verification, detail: str) -> None:
+    checks = (
+        await session.execute(select(Check).where(Check.verification_id == verification.id))
+    ).scalars()
+    missing = [c.type for c in checks if c.status != "passed"]
+    raise ProblemError(
+        "verification_not_verified",
+        detail,
+        extra={
+            "status": 409,
+            "verification_status": verification.status,
+            "missing_checks": missing,
+        },
+    )
+
+
+async def issue(
+    session: AsyncSession, runtime: Runtime, client: Client, verification: Verification
+) -> Issued:
+    """Sign a token for ``verification``; 409 verification_not_verified unless it is verified."""
+    now = utcnow()
+    if verification.status != Status.VERIFIED:
+        await _refuse(
+            session,
+            verification,
+            f"The verification is {verification.status}; tokens need verified",
+        )
+    if verification.expires_at is not None and verification.expires_at <= now:
+        await _refuse(session, verification, "The verification has lapsed; verify again")
+    if await _correction_pending(session, verification):
+        await _refuse(session, verification, "A correction of this user's identity is pending")
+    assert verification.identity_id is not None
+    identity = await session.get(Identity, verification.identity_id)
+    assert identity is not None
+    settings = runtime.settings
+    key = await runtime.keyring.signing_key(session)
+    jti = "tok_" + secrets.token_hex(16)
+    expires_at = now + timedelta(seconds=settings.token_ttl_seconds)
+    claims = {
+        "iss": settings.token_issuer,
+        "aud": client.id,
+        "sub": subject_for(runtime.master_key, client.id, identity.id),
+        "iat": int(now.timestamp()),
+        "nbf": int(now.timestamp()),
+        "exp": int(expires_at.timestamp()),
+        "jti": jti,
+        "vid": verification.id,
+        "lvl": verification.level,
+        "adult": is_adult(identity.adult_on, settings.legal_timezone, now),
+        "client_id": client.id,
+    }
+    token = jwt.encode(claims, key.private, algorithm="EdDSA", headers={"kid": key.kid})
+    session.add(
+        ServiceToken(
+            jti=jti,
+            client_id=client.id,
+            verification_id=verification.id,
+            kid=key.kid,
+            issued_at=now,
+            expires_at=expires_at,
+        )
+    )
+    await session.flush()
+    await audit.record(
+        session,
+        action="token.issued",
+        subject_type="verification",
+        subject_id=verification.id,
+        actor_type="client",
+        actor_id=client.id,
+        data={"jti": jti, "kid": key.kid, "level": verification.level},
+    )
+    return Issued(token, settings.token_ttl_seconds, jti)
+
+
+async def _decode(
+    session: AsyncSession, runtime: Runtime, client: Client, token: str, *, verify_exp: bool = True
+) -> dict[str, Any] | None:
+    if not isinstance(token, str) or len(token) > 4096:
+        return None
+    try:
+        header = jwt.get_unverified_header(token)
+        kid = header.get("kid")
+        if header.get("alg") != "EdDSA" or not isinstance(kid, str):
+            return None
+        public = await runtime.keyring.public_key(session, kid)
+        if public is None:
+            return None
+        claims: dict[str, Any] = jwt.decode(
+            token,
+            public,
+            algorithms=["EdDSA"],
+            audience=client.id,
+            issuer=runtime.settings.token_issuer,
+            options={"require": REQUIRED_CLAIMS, "verify_exp": verify_exp},
+        )
+    except (jwt.PyJWTError, ValueError, TypeError):
+        return None
+    return claims
+
+
+async def introspect(
+    session: AsyncSession, runtime: Runtime, client: Client, token: str
+) -> dict[str, Any]:
+    """RFC 7662: active only if signed by us, for this client, unexpired, unrevoked, and its
+    verification still verified."""
+    claims = await _decode(session, runtime, client, token)
+    if claims is None:
+        return INACTIVE
+    row = (
+        await session.execute(
+            select(
+                ServiceToken.revoked_at,
+                Verification.status,
+                Verification.expires_at,
+            )
+            .join(Verification, col(Verification.id) == col(ServiceToken.verification_id))
+            .where(ServiceToken.jti == claims["jti"], ServiceToken.client_id == client.id)
+        )
+    ).first()
+    if row is None:
+        return INACTIVE
+    revoked_at, status, expires_at = row
+    if revoked_at is not None or status != Status.VERIFIED:
+        return INACTIVE
+    if expires_at is not None and expires_at <= utcnow():
+        return INACTIVE
+    return {
+        "active": True,
+        "token_type": "Bearer",
+        **{
+            k: claims[k]
+            for k in (
+                "client_id",
+                "sub",
+                "aud",
+                "iss",
+                "exp",
+                "iat",
+                "nbf",
+                "jti",
+                "vid",
+                "lvl",
+                "adult",
+            )
+            if k in claims
+        },
+    }
+
+
+async def revoke(session: AsyncSession, runtime: Runtime, client: Client, token: str) -> None:
+    """RFC 7009: revoke the client's own token; unknown or foreign tokens are ignored."""
+    claims = await _decode(session, runtime, client, token, verify_exp=False)
+    if claims is None:
+        return
+    result = await session.execute(
+        update(ServiceToken)
+        .where(
+            col(ServiceToken.jti) == claims["jti"],
+            col(ServiceToken.client_id) == client.id,
+            col(ServiceToken.revoked_at).is_(None),
+        )
+        .values(revoked_at=utcnow(), revoked_reason="client_revoked")
+    )
+    if result.rowcount:  # type: ignore[attr-defined]
+        await audit.record(
+            session,
+            action="token.revoked",
+            subject_type="verification",
+            subject_id=claims.get("vid"),
+            actor_type="client",
+            actor_id=client.id,
+            data={"jti": claims["jti"], "reason": "client_revoked"},
+        )
+
+
+async def revoke_for_verification(session: AsyncSession, verification_id: str, reason: str) -> int:
+    """Revoke every live token of a verification (no longer verified, erased, corrected)."""
+    result = await session.execute(
+        update(ServiceToken)
+        .where(
+            col(ServiceToken.verification_id) == verification_id,
+            col(ServiceToken.revoked_at).is_(None),
+        )
+        .values(revoked_at=utcnow(), revoked_reason=reason)
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]
