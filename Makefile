@@ -23,7 +23,7 @@ run: install ## start the service on SQLite in sandbox mode (http://127.0.0.1:80
 lint: install ## ruff and mypy
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy app
+	$(BIN)/mypy app realname_sdk
 
 test: lint ## lint, type-check and run the whole test suite (SQLite; set REALNAME_TEST_DATABASE_URL for PostgreSQL)
 	$(BIN)/pytest $(PYTEST_ARGS)

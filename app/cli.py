@@ -154,6 +154,53 @@ def cmd_keys_rotate(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_admins_create(args: argparse.Namespace, settings: Settings) -> int:
+    from app.services import admins
+
+    password = sys.stdin.readline().rstrip("\n")
+    if not password:
+        print("realname: give the password on standard input", file=sys.stderr)
+        return 2
+
+    async def work(session: Any) -> dict[str, Any]:
+        from app.runtime import build_runtime
+
+        runtime = build_runtime(settings)
+        try:
+            admin, secret = await admins.create_admin(
+                session,
+                runtime,
+                username=args.username,
+                password=password,
+                role=args.role,
+                with_totp=args.totp,
+            )
+        finally:
+            await runtime.close()
+        out: dict[str, Any] = {"admin_id": admin.id, "username": admin.username, "role": admin.role}
+        if secret is not None:
+            out["totp_secret"] = admins.b32(secret)
+            out["totp_uri"] = admins.totp_uri(secret, admin.username)
+        return out
+
+    try:
+        print(json.dumps(_run_db(settings, work)))
+    except ValueError as exc:
+        print(f"realname: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def cmd_purge(args: argparse.Namespace, settings: Settings) -> int:
+    from app.services import purge
+
+    async def work(session: Any) -> dict[str, int]:
+        return await purge.run(session, settings, dry_run=args.dry_run)
+
+    print(json.dumps(_run_db(settings, work)))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="realname", description="Real-name identity verification service"
@@ -199,6 +246,17 @@ def build_parser() -> argparse.ArgumentParser:
     mock.add_argument("--people", type=Path, default=None, help="JSON file of known people")
     mock.add_argument("--token", default=None, help="require this bearer token")
     mock.set_defaults(func=cmd_mock_registry)
+
+    adm = sub.add_parser("admins", help="admin accounts").add_subparsers(dest="sub", required=True)
+    acreate = adm.add_parser("create", help="create an admin; the password is read from stdin")
+    acreate.add_argument("--username", required=True)
+    acreate.add_argument("--role", choices=["reviewer", "auditor", "admin"], required=True)
+    acreate.add_argument("--totp", action="store_true", help="enrol TOTP; prints the secret once")
+    acreate.set_defaults(func=cmd_admins_create)
+
+    purge = sub.add_parser("purge", help="end stale unfinished verifications; drop expired codes")
+    purge.add_argument("--dry-run", action="store_true")
+    purge.set_defaults(func=cmd_purge)
 
     keys = sub.add_parser("keys", help="token signing keys").add_subparsers(
         dest="sub", required=True

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -11,10 +12,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import session_scope
 from app.errors import ProblemError
-from app.models import Client
+from app.models import Admin, AdminSession, Client
 from app.ratelimit import raise_refusal
 from app.runtime import Runtime
-from app.services import clients
+from app.services import admins, clients
 
 
 def get_runtime(request: Request) -> Runtime:
@@ -52,8 +53,55 @@ async def get_client(
     raise_refusal(
         await runtime.limits.hit_client(client.id, client.request_quota_per_minute),
         "This client's request quota is used up",
+        limit="client_quota",
     )
     return client
 
 
 CurrentClient = Annotated[Client, Depends(get_client)]
+
+
+_admin_bearer = HTTPBearer(
+    auto_error=False, description="Admin session token from POST /v1/admin/sessions"
+)
+
+
+@dataclass(frozen=True)
+class AdminContext:
+    admin: Admin
+    session: AdminSession
+
+
+async def get_admin(
+    session: SessionDep,
+    runtime: RuntimeDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_admin_bearer)],
+) -> AdminContext:
+    challenge = {"WWW-Authenticate": "Bearer"}
+    if credentials is None:
+        raise ProblemError("unauthorized", "Sign in at POST /v1/admin/sessions", headers=challenge)
+    if credentials.credentials.startswith(("rn_test_", "rn_live_")):
+        raise ProblemError("forbidden", "Integrator API keys cannot use the admin API")
+    admin, admin_session = await admins.authenticate(session, runtime, credentials.credentials)
+    return AdminContext(admin, admin_session)
+
+
+CurrentAdmin = Annotated[AdminContext, Depends(get_admin)]
+
+
+def require_role(*roles: str) -> Callable[[AdminContext], Awaitable[AdminContext]]:
+    """A dependency that lets only ``roles`` through (403 insufficient_role otherwise)."""
+
+    async def check(ctx: CurrentAdmin) -> AdminContext:
+        if ctx.admin.role not in roles:
+            raise ProblemError(
+                "insufficient_role", f"This needs one of the roles: {', '.join(roles)}"
+            )
+        return ctx
+
+    return check
+
+
+Reviewer = Annotated[AdminContext, Depends(require_role("reviewer", "admin"))]
+AnyAdmin = Annotated[AdminContext, Depends(require_role("reviewer", "auditor", "admin"))]
+SuperAdmin = Annotated[AdminContext, Depends(require_role("admin"))]

@@ -52,6 +52,13 @@ ERROR_CODES: dict[str, tuple[int, str]] = {
     "verification_expired": (409, "The verification has expired; start a new one"),
     "verification_locked": (409, "The verification is locked after too many attempts"),
     "sandbox_only": (403, "This endpoint is only available to test-mode keys"),
+    "invalid_credentials": (401, "The username, password or one-time code is not correct"),
+    "session_expired": (401, "The admin session has ended; sign in again"),
+    "insufficient_role": (403, "Your role may not do this"),
+    "bulk_access_blocked": (429, "Too many personal records opened; access paused and reported"),
+    "reason_required": (422, "A reason is required"),
+    "invalid_transition": (409, "The verification is not in a state that allows this"),
+    "csrf_failed": (403, "The form is stale or did not come from this site; reload and retry"),
     "service_unavailable": (503, "The service is temporarily unavailable"),
     "internal_error": (500, "Internal error"),
 }

@@ -11,7 +11,7 @@ from fastapi import FastAPI
 
 from app.errors import install_error_handlers
 from app.middleware import ServiceMiddleware
-from app.routers import codes, health, policies, sandbox, tokens, verifications
+from app.routers import admin, codes, health, policies, sandbox, tokens, verifications
 from app.runtime import Runtime, build_runtime
 from app.settings import Settings, get_settings
 from app.worker import Worker
@@ -55,4 +55,5 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     app.include_router(codes.router)
     app.include_router(sandbox.router)
     app.include_router(tokens.router)
+    app.include_router(admin.router)
     return app

@@ -11,6 +11,7 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app import metrics
 from app.errors import is_database_outage, problem_response
 from app.logging import request_id_var
 
@@ -71,11 +72,18 @@ class ServiceMiddleware:
                 response = problem_response("internal_error")
             await response(scope, receive, send_wrapper)
         finally:
+            route = scope.get("route")
+            template = getattr(route, "path", None) or "unmatched"
+            elapsed = time.perf_counter() - started
+            metrics.HTTP_REQUESTS.labels(
+                scope["method"], template, str(status_holder["status"])
+            ).inc()
+            metrics.HTTP_LATENCY.labels(scope["method"], template).observe(elapsed)
             logger.info(
                 "request",
                 extra={
                     "method": scope["method"],
-                    "path": scope.get("route_path") or scope["path"],
+                    "route": template,
                     "status": status_holder["status"],
                     "duration_ms": round((time.perf_counter() - started) * 1000, 2),
                 },

@@ -11,10 +11,17 @@ import time
 from dataclasses import dataclass
 
 import redis.asyncio
-from limits import RateLimitItem, RateLimitItemPerDay, RateLimitItemPerMinute, parse_many
+from limits import (
+    RateLimitItem,
+    RateLimitItemPerDay,
+    RateLimitItemPerHour,
+    RateLimitItemPerMinute,
+    parse_many,
+)
 from limits.aio.storage import MemoryStorage, RedisStorage, Storage
 from limits.aio.strategies import MovingWindowRateLimiter
 
+from app import metrics
 from app.errors import ProblemError
 from app.settings import Settings
 
@@ -37,7 +44,7 @@ class RateLimits:
                 storage = RedisStorage(
                     uri,
                     implementation="redispy",
-                    key_prefix="realname",
+                    key_prefix=settings.redis_prefix,
                     # limits types **options as scalars, but documents connection_pool.
                     connection_pool=self._pool,  # type: ignore[arg-type]
                 )
@@ -48,6 +55,9 @@ class RateLimits:
         self.sms_per_phone: list[RateLimitItem] = list(parse_many(settings.sms_phone_limits))
         self.failed_codes = RateLimitItemPerDay(settings.failed_codes_per_identity)
         self.client_default = settings.client_requests_per_minute
+        self.admin_login: list[RateLimitItem] = list(parse_many(settings.admin_login_limits))
+        self.admin_login_ip: list[RateLimitItem] = list(parse_many(settings.admin_login_ip_limits))
+        self.admin_records = RateLimitItemPerHour(settings.admin_records_per_hour)
 
     async def _retry_after(self, item: RateLimitItem, *ids: str) -> int:
         stats = await self.limiter.get_window_stats(item, *ids)
@@ -91,6 +101,24 @@ class RateLimits:
             return None
         return Refusal(await self._retry_after(item, "client", client_id))
 
+    # -- admins ---------------------------------------------------------------------------------
+    async def login_refused(self, username_key: str, address: str) -> Refusal | None:
+        """Refuse a login attempt while this (username, address) or this address has failed
+        too often. Never per account alone: a victim cannot be locked out from elsewhere."""
+        return await self._first_refusal(self.admin_login, "login", username_key, address) or (
+            await self._first_refusal(self.admin_login_ip, "login-ip", address)
+        )
+
+    async def record_login_failure(self, username_key: str, address: str) -> None:
+        for item in self.admin_login:
+            await self.limiter.hit(item, "login", username_key, address)
+        for item in self.admin_login_ip:
+            await self.limiter.hit(item, "login-ip", address)
+
+    async def hit_record_view(self, admin_id: str) -> bool:
+        """Count one personal record opened by ``admin_id``; False once over the hourly cap."""
+        return bool(await self.limiter.hit(self.admin_records, "records", admin_id))
+
     async def reset(self) -> None:
         await self.storage.reset()
 
@@ -99,8 +127,9 @@ class RateLimits:
             await self._pool.disconnect()
 
 
-def raise_refusal(refusal: Refusal | None, detail: str) -> None:
+def raise_refusal(refusal: Refusal | None, detail: str, *, limit: str = "other") -> None:
     if refusal is not None:
+        metrics.RATE_LIMITED.labels(limit).inc()
         raise ProblemError(
             "rate_limited",
             detail,

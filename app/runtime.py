@@ -32,6 +32,7 @@ class Runtime:
     sessions: async_sessionmaker[AsyncSession]
     blind: BlindIndexer
     identity_hasher: Argon2Pool
+    password_hasher: Argon2Pool
     http_client: httpx.AsyncClient
     limits: RateLimits
     verifiers: Verifiers
@@ -77,6 +78,14 @@ def build_runtime(settings: Settings, *, engine: AsyncEngine | None = None) -> R
         sessions=sessions,
         blind=BlindIndexer(settings.blind_keys, settings.blind_key_version),
         identity_hasher=Argon2Pool(profile, settings.hash_workers),
+        password_hasher=Argon2Pool(
+            Argon2Profile(
+                memory_kib=settings.password_hash_memory_kib,
+                time_cost=settings.password_hash_time_cost,
+                parallelism=settings.password_hash_parallelism,
+            ),
+            settings.hash_workers,
+        ),
         http_client=http_client,
         limits=RateLimits(settings),
         verifiers=build_verifiers(settings, http_client),

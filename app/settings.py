@@ -41,6 +41,8 @@ class Settings(BaseSettings):
     env: Literal["dev", "test", "prod"] = "dev"
     database_url: str = "sqlite:///./realname.db"
     redis_url: str | None = None
+    #: Prefix of every Redis key (several deployments may share one Redis).
+    redis_prefix: str = Field(default="realname", pattern=r"^[A-Za-z0-9_.:-]{1,64}$")
     #: Master secret for OTP HMACs, API key hashing and other derived keys (HKDF per purpose).
     secret_key: SecretStr = SecretStr("")
     #: Versioned blind-index keys, ``"1:<base64>,2:<base64>"``; the highest version is current.
@@ -89,6 +91,20 @@ class Settings(BaseSettings):
     verified_validity_days: int = Field(default=365, ge=1)
     #: Time zone in which "adult today" is decided (the person's legal day).
     legal_timezone: str = "Asia/Shanghai"
+
+    # -- admins --------------------------------------------------------------------------------
+    admin_session_idle_minutes: int = Field(default=30, ge=1)
+    admin_session_absolute_hours: int = Field(default=12, ge=1)
+    #: Failed logins allowed per (username, client address) and per address; never per account
+    #: alone, so nobody can lock a victim out by guessing their password.
+    admin_login_limits: str = "5/15 minutes"
+    admin_login_ip_limits: str = "50/hour"
+    #: Personal records one admin may open per hour before being stopped (bulk-access guard).
+    admin_records_per_hour: int = Field(default=50, ge=1)
+    #: Audit events are kept at least this long (Art. 21: six months); shorter is refused.
+    audit_retention_days: int = Field(default=180, ge=180)
+    #: `realname purge` ends unfinished verifications older than this.
+    purge_unfinished_after_days: int = Field(default=7, ge=1)
 
     # -- rate limits (limits library syntax; shared through Redis when configured) -------------
     sms_phone_limits: str = "1/minute;5/hour;10/day"

@@ -18,6 +18,7 @@ from datetime import timedelta
 from sqlalchemy import update
 from sqlmodel import col, select
 
+from app import metrics
 from app.db import session_scope
 from app.models import Client, OutboxJob, SmsCode, Verification
 from app.models._types import utcnow
@@ -178,6 +179,9 @@ class Worker:
                 "reason": result.reason,
             },
         )
+        metrics.SMS_SENDS.labels(
+            sender.name, "delivered" if result.delivered else result.reason or "failed"
+        ).inc()
         if result.delivered:
             await self._finish(job)
         elif result.retriable and job.attempts < SMS_MAX_ATTEMPTS:

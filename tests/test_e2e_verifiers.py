@@ -7,6 +7,7 @@ import asyncio
 import json
 import os
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -180,7 +181,8 @@ async def test_two_processes_share_limits_codes_and_idempotency(
 ) -> None:
     """Two `realname serve` processes on one database and one Redis: the per-phone limit,
     code single use and Idempotency-Key hold across them."""
-    env = {**FAST, "REALNAME_REDIS_URL": REDIS_URL}
+    # A key prefix of its own: the Redis database may hold other runs' counts.
+    env = {**FAST, "REALNAME_REDIS_URL": REDIS_URL, "REALNAME_REDIS_PREFIX": f"t{uuid.uuid4().hex}"}
     key = new_key(runtime)
     with (
         serve(runtime.settings, log_path=tmp_path / "a.log", **env) as a,

@@ -1,5 +1,7 @@
 """Tables, one per module. Importing this package registers them all on ``SQLModel.metadata``."""
 
+from app.models.admin import Admin
+from app.models.admin_session import AdminSession
 from app.models.api_key import ApiKey
 from app.models.audit_event import AuditEvent
 from app.models.audit_head import AuditHead
@@ -18,6 +20,8 @@ from app.models.verification import LIVE_STATUSES, Status, Verification
 
 __all__ = [
     "LIVE_STATUSES",
+    "Admin",
+    "AdminSession",
     "ApiKey",
     "AuditEvent",
     "AuditHead",

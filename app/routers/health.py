@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import logging
+
 from fastapi import APIRouter
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
+from app import metrics
 from app.deps import RuntimeDep
+
+logger = logging.getLogger(__name__)
 
 router = APIRouter(tags=["health"])
 
@@ -26,3 +32,19 @@ async def readyz(runtime: RuntimeDep) -> JSONResponse:
             {"status": "unavailable", "database": type(exc).__name__}, status_code=503
         )
     return JSONResponse({"status": "ok", "database": "ok"})
+
+
+@router.get(
+    "/metrics", summary="Prometheus metrics (no personal data in labels)", include_in_schema=False
+)
+async def prometheus_metrics(runtime: RuntimeDep) -> Response:
+    from app.db import session_scope
+    from app.services.review import counts_by_status
+
+    try:
+        async with session_scope(runtime.sessions) as session:
+            for status, count in (await counts_by_status(session)).items():
+                metrics.VERIFICATIONS.labels(status).set(count)
+    except Exception as exc:  # metrics must still answer when the database does not
+        logger.warning("metrics: database unavailable", extra={"error_type": type(exc).__name__})
+    return Response(generate_latest(metrics.REGISTRY), media_type=CONTENT_TYPE_LATEST)

@@ -14,6 +14,7 @@ from datetime import timedelta
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import select
 
+from app import metrics
 from app.crypto import unseal
 from app.db import session_scope
 from app.models import Check, Client, OutboxJob, Status, Verification
@@ -76,6 +77,9 @@ async def process(runtime: Runtime, verification_id: str) -> None:
             verifier, subject, attempt_key=f"{verification.id}:{check_type}:{check.attempts + 1}"
         )
         results[check_type] = result
+        metrics.CHECKS.labels(
+            check_type, verifier.name, result.outcome.value, result.reason or ""
+        ).inc()
         logger.info(
             "check finished",
             extra={

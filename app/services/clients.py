@@ -13,7 +13,13 @@ MODES = tuple(API_KEY_PREFIXES)
 
 
 async def create_client(
-    session: AsyncSession, master_key: bytes, *, name: str, mode: str, default_level: str = "L2"
+    session: AsyncSession,
+    master_key: bytes,
+    *,
+    name: str,
+    mode: str,
+    default_level: str = "L2",
+    actor_id: str | None = None,
 ) -> tuple[Client, str]:
     """Create a client with one API key. The key is returned once and stored only as a hash."""
     if mode not in MODES:
@@ -27,8 +33,8 @@ async def create_client(
         action="client.created",
         subject_type="client",
         subject_id=client.id,
-        actor_type="system",
-        actor_id=None,
+        actor_type="admin" if actor_id else "system",
+        actor_id=actor_id,
         data={"mode": mode},
     )
     return client, api_key

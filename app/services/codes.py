@@ -143,7 +143,9 @@ async def resend(session: AsyncSession, runtime: Runtime, verification: Verifica
     await _expire_if_due(session, verification)
     assert verification.phone_bidx is not None
     raise_refusal(
-        await runtime.limits.hit_sms(verification.phone_bidx), "Too many codes sent to this phone"
+        await runtime.limits.hit_sms(verification.phone_bidx),
+        "Too many codes sent to this phone",
+        limit="sms_phone",
     )
     return await issue(session, runtime, verification, subject_phone(runtime, verification))
 

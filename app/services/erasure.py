@@ -66,7 +66,7 @@ async def receipt_of(session: AsyncSession, verification: Verification) -> Recei
     )
 
 
-async def _scrub(session: AsyncSession, verification: Verification) -> None:
+async def scrub(session: AsyncSession, verification: Verification) -> None:
     vid = verification.id
     await tokens.revoke_for_verification(session, vid, "erased")
     await session.execute(delete(SmsCode).where(col(SmsCode.verification_id) == vid))
@@ -123,7 +123,7 @@ async def erase(
     ids = [v.id for v in siblings]
     events = []
     for v in siblings:
-        await _scrub(session, v)
+        await scrub(session, v)
         if v.status != Status.ERASED:
             events.append(
                 await lifecycle.transition(

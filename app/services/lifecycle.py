@@ -14,6 +14,7 @@ from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
+from app import metrics
 from app.models import AuditEvent, Status, Verification
 from app.models._types import utcnow
 from app.services import audit, tokens
@@ -66,6 +67,7 @@ async def transition(
     )
     if result.rowcount != 1:  # type: ignore[attr-defined]
         raise StaleState(verification.id)
+    metrics.TRANSITIONS.labels(to.value).inc()
     previous = verification.status
     for key, value in values.items():
         setattr(verification, key, value)

@@ -151,7 +151,9 @@ async def precheck_sms(runtime: Runtime, level: str, prepared: Prepared) -> None
         from app.ratelimit import raise_refusal
 
         raise_refusal(
-            await runtime.limits.check_sms(prepared.phone_bidx), "Too many codes sent to this phone"
+            await runtime.limits.check_sms(prepared.phone_bidx),
+            "Too many codes sent to this phone",
+            limit="sms_phone",
         )
 
 

@@ -1,0 +1,53 @@
+"""Prometheus metrics. Labels are route templates, status codes, verifier names, outcomes and
+reason codes only: never an id, a phone, a name or anything else that identifies a person.
+
+Each API process exposes its own counters at ``/metrics`` (scrape every process, or run one
+worker per container); the ``verifications`` gauge is read from the database at scrape time.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+HTTP_REQUESTS = Counter(
+    "realname_http_requests_total",
+    "HTTP requests",
+    ["method", "route", "status"],
+    registry=REGISTRY,
+)
+HTTP_LATENCY = Histogram(
+    "realname_http_request_duration_seconds",
+    "HTTP request latency",
+    ["method", "route"],
+    registry=REGISTRY,
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
+TRANSITIONS = Counter(
+    "realname_verification_transitions_total",
+    "Verification state changes",
+    ["to"],
+    registry=REGISTRY,
+)
+CHECKS = Counter(
+    "realname_checks_total",
+    "Checks run, by verifier and outcome",
+    ["check", "verifier", "outcome", "reason"],
+    registry=REGISTRY,
+)
+SMS_SENDS = Counter(
+    "realname_sms_sends_total", "SMS send attempts", ["sender", "result"], registry=REGISTRY
+)
+RATE_LIMITED = Counter(
+    "realname_rate_limit_refusals_total",
+    "Requests refused by a rate limit",
+    ["limit"],
+    registry=REGISTRY,
+)
+VERIFICATIONS = Gauge(
+    "realname_verifications",
+    "Verifications by status (read at scrape time)",
+    ["status"],
+    registry=REGISTRY,
+)

@@ -1,0 +1,254 @@
+"""Admin API: sign-in, review, decisions, search, audit trail, clients and keys.
+
+Every route needs an admin session; integrator keys get 403 and anonymous calls 401.
+Reviewers decide, auditors only read, admins also manage clients and keys.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, BackgroundTasks, Query, Request, Response
+from sqlmodel import col, select
+
+from app.db import flush_erased_pages
+from app.deps import AnyAdmin, CurrentAdmin, Reviewer, RuntimeDep, SessionDep, SuperAdmin
+from app.models import Client, Verification
+from app.routers.verifications import problems
+from app.schemas.admin import (
+    AdminVerification,
+    AdminVerificationDetail,
+    AdminVerificationPage,
+    AuditEventOut,
+    ClientCreated,
+    ClientIn,
+    ClientOut,
+    ReasonIn,
+    SearchIn,
+    SessionOut,
+    SignInIn,
+    Stats,
+)
+from app.schemas.verification import CheckOut, Masked
+from app.services import admins, clients, keys, review
+
+router = APIRouter(prefix="/v1/admin", tags=["admin"])
+AUTH = problems("unauthorized", "forbidden", "session_expired", "insufficient_role")
+
+
+def row_out(v: Verification) -> AdminVerification:
+    return AdminVerification(
+        id=v.id,
+        client_id=v.client_id,
+        external_user_id=v.external_user_id,
+        status=v.status,
+        status_reason=v.status_reason,
+        level=v.level,
+        masked=Masked(real_name=v.masked_name, id_number=v.masked_id_number, phone=v.masked_phone),
+        created_at=v.created_at,
+        updated_at=v.updated_at,
+    )
+
+
+def client_address(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+@router.post(
+    "/sessions",
+    status_code=201,
+    response_model=SessionOut,
+    summary="Sign in",
+    responses=problems("invalid_credentials", "rate_limited"),
+)
+async def sign_in(
+    body: SignInIn, request: Request, session: SessionDep, runtime: RuntimeDep
+) -> Any:
+    signed = await admins.sign_in(
+        session,
+        runtime,
+        username=body.username,
+        password=body.password,
+        totp=body.totp,
+        address=client_address(request),
+    )
+    return SessionOut(
+        token=signed.token,
+        csrf_token=signed.csrf_token,
+        expires_at=signed.session.expires_at,
+        username=signed.admin.username,
+        role=signed.admin.role,
+    )
+
+
+@router.delete("/sessions/current", status_code=204, summary="Sign out", responses=AUTH)
+async def sign_out(ctx: CurrentAdmin, session: SessionDep) -> Response:
+    await admins.sign_out(session, ctx.session)
+    return Response(status_code=204)
+
+
+@router.get("/stats", response_model=Stats, summary="Verifications by status", responses=AUTH)
+async def stats(_: AnyAdmin, session: SessionDep) -> Any:
+    return Stats(by_status=await review.counts_by_status(session))
+
+
+@router.get(
+    "/verifications",
+    response_model=AdminVerificationPage,
+    summary="List verifications (masked)",
+    responses=AUTH,
+)
+async def list_verifications(
+    _: AnyAdmin,
+    session: SessionDep,
+    status: Annotated[str | None, Query(max_length=20)] = None,
+    client_id: Annotated[str | None, Query(max_length=40)] = None,
+    created_from: datetime | None = None,
+    created_to: datetime | None = None,
+    cursor: Annotated[str | None, Query(max_length=400)] = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 50,
+) -> Any:
+    page = await review.list_verifications(
+        session,
+        status=status,
+        client_id=client_id,
+        created_from=created_from,
+        created_to=created_to,
+        cursor=cursor,
+        limit=limit,
+    )
+    return AdminVerificationPage(
+        data=[row_out(v) for v in page.items], next_cursor=page.next_cursor
+    )
+
+
+@router.get(
+    "/verifications/{verification_id}",
+    response_model=AdminVerificationDetail,
+    summary="One verification with its checks and audit timeline (audited read)",
+    responses=problems("not_found", "bulk_access_blocked", "unauthorized", "forbidden"),
+)
+async def verification_detail(
+    verification_id: str, ctx: AnyAdmin, session: SessionDep, runtime: RuntimeDep
+) -> Any:
+    detail = await review.open_record(session, runtime, ctx.admin.id, verification_id)
+    return AdminVerificationDetail(
+        **row_out(detail.verification).model_dump(),
+        checks=[CheckOut(type=c.type, status=c.status, reason=c.reason) for c in detail.checks],
+        timeline=[AuditEventOut(**review.event_out(e)) for e in detail.timeline],
+        client_name=detail.client.name if detail.client else None,
+        adult=detail.adult,
+    )
+
+
+@router.post(
+    "/verifications/search",
+    response_model=list[AdminVerification],
+    summary="Find a person's verifications by ID number (blind index; needs a reason; audited)",
+    responses=problems(
+        "reason_required", "invalid_id_number", "bulk_access_blocked", "unauthorized"
+    ),
+)
+async def search(body: SearchIn, ctx: Reviewer, session: SessionDep, runtime: RuntimeDep) -> Any:
+    found = await review.search_by_id_number(
+        session, runtime, ctx.admin.id, body.id_number, body.reason
+    )
+    return [row_out(v) for v in found]
+
+
+@router.post(
+    "/verifications/{verification_id}/erase",
+    response_model=AdminVerification,
+    summary="Erase the person's data (Art. 43), with a reason",
+    responses=problems("reason_required", "not_found", "insufficient_role"),
+)
+async def erase(
+    verification_id: str,
+    body: ReasonIn,
+    ctx: SuperAdmin,
+    session: SessionDep,
+    runtime: RuntimeDep,
+    background: BackgroundTasks,
+) -> Any:
+    await review.erase(session, ctx.admin.id, verification_id, body.reason)
+    background.add_task(flush_erased_pages, runtime.engine)
+    verification = await session.get(Verification, verification_id)
+    assert verification is not None
+    return row_out(verification)
+
+
+@router.post(
+    "/verifications/{verification_id}/{action}",
+    response_model=AdminVerification,
+    summary="Approve or reject a needs_review verification, or revoke one (reason required)",
+    responses=problems("invalid_transition", "reason_required", "not_found", "insufficient_role"),
+)
+async def decide(
+    verification_id: str,
+    action: Literal["approve", "reject", "revoke"],
+    body: ReasonIn,
+    ctx: Reviewer,
+    session: SessionDep,
+    runtime: RuntimeDep,
+) -> Any:
+    verification = await review.decide(
+        session, runtime, ctx.admin.id, verification_id, action, body.reason
+    )
+    return row_out(verification)
+
+
+@router.get(
+    "/audit-events",
+    response_model=list[AuditEventOut],
+    summary="The audit trail, newest first",
+    responses=AUTH,
+)
+async def audit_events(
+    _: AnyAdmin,
+    session: SessionDep,
+    before_seq: int | None = None,
+    action: Annotated[str | None, Query(max_length=64)] = None,
+    subject_id: Annotated[str | None, Query(max_length=64)] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+) -> Any:
+    events = await review.audit_events(
+        session, after_seq=before_seq, action=action, subject_id=subject_id, limit=limit
+    )
+    return [AuditEventOut(**review.event_out(e)) for e in events]
+
+
+@router.get("/clients", response_model=list[ClientOut], summary="API clients", responses=AUTH)
+async def list_clients(_: AnyAdmin, session: SessionDep) -> Any:
+    rows = (await session.execute(select(Client).order_by(col(Client.created_at).desc()))).scalars()
+    return [ClientOut(**c.model_dump()) for c in rows]
+
+
+@router.post(
+    "/clients",
+    status_code=201,
+    response_model=ClientCreated,
+    summary="Create a client (key shown once)",
+    responses=AUTH,
+)
+async def create_client(
+    body: ClientIn, ctx: SuperAdmin, session: SessionDep, runtime: RuntimeDep
+) -> Any:
+    client, api_key = await clients.create_client(
+        session,
+        runtime.master_key,
+        name=body.name,
+        mode=body.mode,
+        default_level=body.default_level,
+        actor_id=ctx.admin.id,
+    )
+    return ClientCreated(**client.model_dump(), api_key=api_key)
+
+
+@router.post("/signing-keys/rotate", summary="Rotate the token signing key", responses=AUTH)
+async def rotate_signing_key(
+    ctx: SuperAdmin, session: SessionDep, runtime: RuntimeDep
+) -> dict[str, str]:
+    key = await keys.rotate(session, runtime.master_key, actor_id=ctx.admin.id)
+    runtime.keyring.forget_active()
+    return {"kid": key.kid}

@@ -1,0 +1,316 @@
+"""What admins do with verifications: list, open, search, decide, revoke, erase.
+
+Admins see masked values only. Opening a person's record, and every search, is itself an audit
+event; an admin who opens more than ``admin_records_per_hour`` records in an hour is stopped
+and the stop is audited (bulk-access guard).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, update
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col, or_, select
+
+from app.errors import ProblemError
+from app.identity import InvalidField, parse_id_number
+from app.models import AuditEvent, Check, Client, Identity, Status, Verification
+from app.runtime import Runtime
+from app.services import audit, erasure, lifecycle
+
+MAX_PAGE = 100
+
+#: action -> (from states, to state)
+DECISIONS: dict[str, tuple[tuple[Status, ...], Status]] = {
+    "approve": ((Status.NEEDS_REVIEW,), Status.VERIFIED),
+    "reject": ((Status.NEEDS_REVIEW,), Status.REJECTED),
+    "revoke": (
+        (Status.VERIFIED, Status.PENDING, Status.AWAITING_CODE, Status.NEEDS_REVIEW),
+        Status.REVOKED,
+    ),
+}
+
+
+@dataclass(frozen=True)
+class Page:
+    items: list[Verification]
+    next_cursor: str | None
+
+
+def _encode_cursor(created_at: datetime, vid: str) -> str:
+    return base64.urlsafe_b64encode(json.dumps([created_at.isoformat(), vid]).encode()).decode()
+
+
+def _decode_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        created, vid = json.loads(base64.urlsafe_b64decode(cursor.encode()))
+        return datetime.fromisoformat(created), str(vid)
+    except (ValueError, TypeError) as exc:
+        raise ProblemError("invalid_request", "The cursor is not valid") from exc
+
+
+async def list_verifications(
+    session: AsyncSession,
+    *,
+    status: str | None = None,
+    client_id: str | None = None,
+    created_from: datetime | None = None,
+    created_to: datetime | None = None,
+    cursor: str | None = None,
+    limit: int = 50,
+) -> Page:
+    """Newest first, keyset-paginated on (created_at, id) so pages stay stable under inserts."""
+    query = select(Verification)
+    if status:
+        query = query.where(Verification.status == status)
+    if client_id:
+        query = query.where(Verification.client_id == client_id)
+    if created_from:
+        query = query.where(col(Verification.created_at) >= created_from)
+    if created_to:
+        query = query.where(col(Verification.created_at) < created_to)
+    if cursor:
+        at, vid = _decode_cursor(cursor)
+        query = query.where(
+            or_(
+                col(Verification.created_at) < at,
+                (col(Verification.created_at) == at) & (col(Verification.id) < vid),
+            )
+        )
+    limit = max(1, min(limit, MAX_PAGE))
+    rows = list(
+        (
+            await session.execute(
+                query.order_by(
+                    col(Verification.created_at).desc(), col(Verification.id).desc()
+                ).limit(limit + 1)
+            )
+        ).scalars()
+    )
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return Page(rows, _encode_cursor(rows[-1].created_at, rows[-1].id) if more and rows else None)
+
+
+async def counts_by_status(session: AsyncSession) -> dict[str, int]:
+    rows = (
+        await session.execute(
+            select(Verification.status, func.count()).group_by(col(Verification.status))
+        )
+    ).all()
+    counts = {s.value: 0 for s in Status}
+    counts.update({status: int(n) for status, n in rows})
+    return counts
+
+
+async def _guard(session: AsyncSession, runtime: Runtime, admin_id: str, *, what: str) -> None:
+    if not await runtime.limits.hit_record_view(admin_id):
+        await audit.record(
+            session,
+            action="admin.bulk_access_blocked",
+            subject_type="admin",
+            subject_id=admin_id,
+            actor_type="system",
+            actor_id=None,
+            data={"limit_per_hour": runtime.settings.admin_records_per_hour, "what": what},
+        )
+        raise ProblemError(
+            "bulk_access_blocked",
+            "You opened more personal records this hour than allowed; this has been reported",
+            headers={"Retry-After": "3600"},
+            commit=True,
+        )
+
+
+@dataclass(frozen=True)
+class Detail:
+    verification: Verification
+    checks: list[Check]
+    timeline: list[AuditEvent]
+    client: Client | None
+    adult: bool | None
+
+
+async def open_record(
+    session: AsyncSession, runtime: Runtime, admin_id: str, verification_id: str
+) -> Detail:
+    """A verification with its checks and audit timeline; audited as a read of a person's record."""
+    verification = await session.get(Verification, verification_id)
+    if verification is None:
+        raise ProblemError("not_found", "No such verification")
+    await _guard(session, runtime, admin_id, what="record")
+    await audit.record(
+        session,
+        action="admin.record_viewed",
+        subject_type="verification",
+        subject_id=verification.id,
+        actor_type="admin",
+        actor_id=admin_id,
+        data={},
+    )
+    checks = list(
+        (
+            await session.execute(select(Check).where(Check.verification_id == verification.id))
+        ).scalars()
+    )
+    timeline = list(
+        (
+            await session.execute(
+                select(AuditEvent)
+                .where(AuditEvent.subject_id == verification.id)
+                .order_by(col(AuditEvent.seq))
+            )
+        ).scalars()
+    )
+    adult = None
+    if verification.identity_id:
+        identity = await session.get(Identity, verification.identity_id)
+        if identity is not None:
+            from app.services.tokens import is_adult
+
+            adult = is_adult(identity.adult_on, runtime.settings.legal_timezone)
+    return Detail(
+        verification, checks, timeline, await session.get(Client, verification.client_id), adult
+    )
+
+
+async def search_by_id_number(
+    session: AsyncSession, runtime: Runtime, admin_id: str, id_number: str, reason: str
+) -> list[Verification]:
+    """Find verifications of a person through the blind index (every key version). Requires a
+    reason; audited without the number itself."""
+    reason = reason.strip()
+    if len(reason) < 4:
+        raise ProblemError("reason_required", "Say why you are searching (at least 4 characters)")
+    try:
+        canonical = parse_id_number(id_number).value
+    except InvalidField as exc:
+        raise ProblemError(exc.code, exc.detail) from None
+    await _guard(session, runtime, admin_id, what="search")
+    conditions = [
+        (col(Identity.bidx_version) == version) & (col(Identity.id_number_bidx) == digest)
+        for version, digest in runtime.blind.candidates("id_number", canonical)
+    ]
+    identity_ids = list(
+        (await session.execute(select(Identity.id).where(or_(*conditions)))).scalars()
+    )
+    results: list[Verification] = []
+    if identity_ids:
+        results = list(
+            (
+                await session.execute(
+                    select(Verification)
+                    .where(col(Verification.identity_id).in_(identity_ids))
+                    .order_by(col(Verification.created_at).desc())
+                )
+            ).scalars()
+        )
+    await audit.record(
+        session,
+        action="admin.searched_id_number",
+        subject_type="admin",
+        subject_id=admin_id,
+        actor_type="admin",
+        actor_id=admin_id,
+        data={"reason": reason[:500], "results": [v.id for v in results]},
+    )
+    return results
+
+
+async def decide(
+    session: AsyncSession,
+    runtime: Runtime,
+    admin_id: str,
+    verification_id: str,
+    action: str,
+    reason: str,
+) -> Verification:
+    """approve / reject a needs_review verification, or revoke one, with a required reason."""
+    reason = reason.strip()
+    if len(reason) < 4:
+        raise ProblemError(
+            "reason_required", "Give a reason for this decision (at least 4 characters)"
+        )
+    verification = await session.get(Verification, verification_id, with_for_update=True)
+    if verification is None:
+        raise ProblemError("not_found", "No such verification")
+    allowed, to = DECISIONS[action]
+    try:
+        await lifecycle.transition(
+            session,
+            verification,
+            to,
+            expect=allowed,
+            reason=f"admin_{action}",
+            actor_type="admin",
+            actor_id=admin_id,
+            data={"note": reason[:500]},
+            valid_until=lifecycle.verified_until(runtime.settings),
+        )
+    except lifecycle.StaleState:
+        raise ProblemError(
+            "invalid_transition", f"Cannot {action} a verification that is {verification.status}"
+        ) from None
+    if action == "approve":
+        # The reviewer vouches for what the automated checks could not settle; say so.
+        await session.execute(
+            update(Check)
+            .where(col(Check.verification_id) == verification.id, col(Check.status) != "passed")
+            .values(status="passed", reason="manual_review")
+        )
+    return verification
+
+
+async def erase(
+    session: AsyncSession, admin_id: str, verification_id: str, reason: str
+) -> erasure.Receipt:
+    reason = reason.strip()
+    if len(reason) < 4:
+        raise ProblemError(
+            "reason_required", "Give a reason for the erasure (at least 4 characters)"
+        )
+    verification = await session.get(Verification, verification_id)
+    if verification is None:
+        raise ProblemError("not_found", "No such verification")
+    return await erasure.erase(session, verification, actor_type="admin", actor_id=admin_id)
+
+
+async def audit_events(
+    session: AsyncSession,
+    *,
+    after_seq: int | None = None,
+    action: str | None = None,
+    subject_id: str | None = None,
+    limit: int = 100,
+) -> list[AuditEvent]:
+    """Newest first; ``after_seq`` pages backwards (events with a smaller seq)."""
+    query = select(AuditEvent)
+    if after_seq is not None:
+        query = query.where(col(AuditEvent.seq) < after_seq)
+    if action:
+        query = query.where(AuditEvent.action == action)
+    if subject_id:
+        query = query.where(AuditEvent.subject_id == subject_id)
+    limit = max(1, min(limit, 500))
+    return list(
+        (await session.execute(query.order_by(col(AuditEvent.seq).desc()).limit(limit))).scalars()
+    )
+
+
+def event_out(event: AuditEvent) -> dict[str, Any]:
+    return {
+        "seq": event.seq,
+        "occurred_at": event.occurred_at,
+        "actor_type": event.actor_type,
+        "actor_id": event.actor_id,
+        "action": event.action,
+        "subject_type": event.subject_type,
+        "subject_id": event.subject_id,
+        "data": json.loads(event.data),
+        "hash": event.hash,
+    }
