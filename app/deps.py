@@ -10,6 +10,7 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app import faults
 from app.db import session_scope
 from app.errors import ProblemError
 from app.models import Admin, AdminSession, Client
@@ -26,10 +27,12 @@ def get_runtime(request: Request) -> Runtime:
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 
 
-async def get_session(runtime: RuntimeDep) -> AsyncIterator[AsyncSession]:
+async def get_session(runtime: RuntimeDep, request: Request) -> AsyncIterator[AsyncSession]:
     """One transaction per request, committed before the response is sent."""
     async with session_scope(runtime.sessions) as session:
         yield session
+    route = request.scope.get("route")
+    faults.reached(f"committed {request.method} {getattr(route, 'path', request.url.path)}")
 
 
 SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]

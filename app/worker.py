@@ -18,7 +18,7 @@ from datetime import timedelta
 from sqlalchemy import update
 from sqlmodel import col, select
 
-from app import metrics
+from app import faults, metrics
 from app.db import session_scope
 from app.models import Client, OutboxJob, SmsCode, Verification
 from app.models._types import utcnow
@@ -163,6 +163,7 @@ class Worker:
             params={"code": str(payload["code"]), "ttl_minutes": str(payload["ttl_minutes"])},
             body=SMS_BODY.format(code=payload["code"], ttl_minutes=payload["ttl_minutes"]),
         )
+        faults.reached("before_sms_send")
         try:
             result = await sender.send(message)
         except Exception as exc:
@@ -182,6 +183,7 @@ class Worker:
         metrics.SMS_SENDS.labels(
             sender.name, "delivered" if result.delivered else result.reason or "failed"
         ).inc()
+        faults.reached("after_sms_send")
         if result.delivered:
             await self._finish(job)
         elif result.retriable and job.attempts < SMS_MAX_ATTEMPTS:
