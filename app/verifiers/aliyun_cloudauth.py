@@ -78,7 +78,7 @@ from app.providers import (
     uuid_reference,
 )
 from app.verifiers.base import CheckOutcome, CheckResult, Subject
-from app.verifiers.breaker import CircuitBreaker
+from app.verifiers.breaker import CircuitBreaker, call_through
 
 __all__ = [
     "ENV_ACCESS_KEY_ID",
@@ -126,9 +126,6 @@ _PREFIXES: Final[tuple[tuple[str, Entry], ...]] = (
     ("InvalidTimeStamp", _AUTH),
     ("Forbidden", _AUTH),
     ("Throttling", (CheckOutcome.UNAVAILABLE, "registry_rate_limited", False)),
-)
-_BREAKER_FAILURES: Final = frozenset(
-    {"registry_unavailable", "registry_maintenance", "registry_bad_response"}
 )
 
 
@@ -242,17 +239,10 @@ class _AliyunCloudauthVerifier:
         params = self._params(subject)
         if params is None:
             return CheckResult.unavailable("phone_unsupported")
-        if not self.breaker.allow():
+        answer = await call_through(self.breaker, lambda: self._ask(params), lambda a: a[0])
+        if answer is None:
             return CheckResult.unavailable("circuit_open")
-        try:
-            result, code = await self._ask(params)
-        except Exception:
-            self.breaker.record_failure()
-            raise
-        if result.reason in _BREAKER_FAILURES:
-            self.breaker.record_failure()
-        else:
-            self.breaker.record_success()
+        result, code = answer
         logger.info(
             "aliyun cloudauth check finished",
             extra={

@@ -30,8 +30,11 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from enum import StrEnum
+from typing import Final, TypeVar
+
+from app.verifiers.base import CheckResult
 
 __all__ = ["BreakerState", "CircuitBreaker"]
 
@@ -132,3 +135,33 @@ class CircuitBreaker:
             f"CircuitBreaker(state={self.state.value}, failure_threshold={self.failure_threshold},"
             f" reset_timeout={self.reset_timeout})"
         )
+
+
+#: Check reasons that say the upstream is not working (as opposed to an answer from a working
+#: upstream, even a negative one): these, and exceptions, count against the breaker.
+UPSTREAM_FAILURES: Final = frozenset(
+    {"registry_unavailable", "registry_maintenance", "registry_bad_response"}
+)
+
+_T = TypeVar("_T")
+
+
+async def call_through(
+    breaker: CircuitBreaker,
+    call: Callable[[], Awaitable[_T]],
+    result_of: Callable[[_T], CheckResult],
+) -> _T | None:
+    """Run ``call`` behind ``breaker``: None while the breaker is open; otherwise the answer,
+    recorded as a failure when it (or an exception) says the upstream is not working."""
+    if not breaker.allow():
+        return None
+    try:
+        answer = await call()
+    except Exception:
+        breaker.record_failure()
+        raise
+    if result_of(answer).reason in UPSTREAM_FAILURES:
+        breaker.record_failure()
+    else:
+        breaker.record_success()
+    return answer

@@ -41,7 +41,7 @@ from typing import Any, ClassVar, Final
 import httpx
 
 from app.verifiers.base import CheckResult, Subject
-from app.verifiers.breaker import CircuitBreaker
+from app.verifiers.breaker import CircuitBreaker, call_through
 from app.verifiers.mock_registry import RegistryAnswer, to_check_result
 
 __all__ = ["DEFAULT_TIMEOUT", "HttpCarrierVerifier", "HttpIdRegistryVerifier"]
@@ -56,10 +56,6 @@ _RETRIABLE_STATUSES: Final = frozenset({502, 503, 504})
 # A registry answer is a few dozen bytes; anything much larger is not one.
 _MAX_BODY_BYTES: Final = 16 * 1024
 _MAX_BACKOFF_SECONDS: Final = 10.0
-# Results that say the registry is not working, as opposed to an answer from a working one.
-_BREAKER_FAILURES: Final = frozenset(
-    {"registry_unavailable", "registry_maintenance", "registry_bad_response"}
-)
 
 _ID_ANSWERS: Final = frozenset(
     {
@@ -135,18 +131,12 @@ class _HttpRegistryVerifier:
             httpx.HTTPError: a non-retriable transport problem (e.g. an unsupported URL
                 scheme: a configuration error). The runner treats it as ``verifier_error``.
         """
-        if not self.breaker.allow():
-            return CheckResult.unavailable("circuit_open")
-        try:
-            result = await self._call_with_retries(self._payload(subject), attempt_key)
-        except Exception:
-            self.breaker.record_failure()
-            raise
-        if result.reason in _BREAKER_FAILURES:
-            self.breaker.record_failure()
-        else:
-            self.breaker.record_success()
-        return result
+        result = await call_through(
+            self.breaker,
+            lambda: self._call_with_retries(self._payload(subject), attempt_key),
+            lambda answer: answer,
+        )
+        return result if result is not None else CheckResult.unavailable("circuit_open")
 
     async def _call_with_retries(self, payload: dict[str, str], attempt_key: str) -> CheckResult:
         headers = {**self._headers, "Idempotency-Key": attempt_key}

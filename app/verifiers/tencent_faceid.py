@@ -93,7 +93,7 @@ from app.providers import (
     uuid_reference,
 )
 from app.verifiers.base import CheckOutcome, CheckResult, Subject
-from app.verifiers.breaker import CircuitBreaker
+from app.verifiers.breaker import CircuitBreaker, call_through
 
 __all__ = ["ENV_SECRET_ID", "ENV_SECRET_KEY", "TencentIdCardVerifier", "TencentPhoneVerifier"]
 
@@ -148,9 +148,6 @@ _ERRORS: Final[Mapping[str, Entry]] = {
     "FailedOperation": _DOWN,
     "ResourceUnavailable": _DOWN,
 }
-_BREAKER_FAILURES: Final = frozenset(
-    {"registry_unavailable", "registry_maintenance", "registry_bad_response"}
-)
 
 
 def _build(entry: Entry, reference: str | None) -> CheckResult:
@@ -233,17 +230,10 @@ class _TencentFaceIdVerifier:
         payload = self._payload(subject)
         if payload is None:
             return CheckResult.unavailable("phone_unsupported")
-        if not self.breaker.allow():
+        answer = await call_through(self.breaker, lambda: self._ask(payload), lambda a: a[0])
+        if answer is None:
             return CheckResult.unavailable("circuit_open")
-        try:
-            result, code = await self._ask(payload)
-        except Exception:
-            self.breaker.record_failure()
-            raise
-        if result.reason in _BREAKER_FAILURES:
-            self.breaker.record_failure()
-        else:
-            self.breaker.record_success()
+        result, code = answer
         logger.info(
             "tencent faceid check finished",
             extra={
