@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from app.admin import routes as admin_ui
 from app.errors import install_error_handlers
 from app.middleware import ServiceMiddleware
 from app.routers import admin, codes, health, policies, sandbox, tokens, verifications
@@ -56,4 +57,5 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     app.include_router(sandbox.router)
     app.include_router(tokens.router)
     app.include_router(admin.router)
+    app.include_router(admin_ui.router)
     return app

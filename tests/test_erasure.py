@@ -24,7 +24,7 @@ async def _derived_values(runtime: Runtime, vid: str) -> list[str]:
                 text(
                     "SELECT v.name_bidx, v.phone_bidx, v.identity_hash, v.masked_name,"
                     " v.masked_id_number, v.masked_phone, v.sealed_subject, i.id_number_bidx,"
-                    " i.id, i.adult_on FROM verifications v"
+                    " i.id, i.adult_on_sealed FROM verifications v"
                     " JOIN identities i ON i.id = v.identity_id WHERE v.id = :v"
                 ),
                 {"v": vid},

@@ -1,8 +1,8 @@
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import datetime
 
-from sqlalchemy import Column, UniqueConstraint
+from sqlalchemy import Column, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 from app.models._types import UTCDateTime, new_id, utcnow
@@ -11,8 +11,10 @@ from app.models._types import UTCDateTime, new_id, utcnow
 class Identity(SQLModel, table=True):
     """The person behind verifications, known only by a keyed blind index of the ID number.
 
-    ``adult_on`` is the one fact kept from the birth date: the day the person comes of age
-    (minor protection, Art. 13). The birth date itself is never stored.
+    The one fact kept from the birth date is the day the person comes of age (minor
+    protection, Art. 13), and only sealed (AES-256-GCM, bound to the row): in plaintext it
+    would give back digits 7-14 of the ID number, which the mask hides, so mask and date
+    together would rebuild the whole number. The birth date itself is never stored.
     """
 
     __tablename__ = "identities"
@@ -23,7 +25,7 @@ class Identity(SQLModel, table=True):
     id: str = Field(default_factory=lambda: new_id("idn"), primary_key=True, max_length=40)
     id_number_bidx: str = Field(max_length=64)
     bidx_version: int
-    adult_on: date
+    adult_on_sealed: str = Field(sa_column=Column(Text, nullable=False))
     created_at: datetime = Field(
         default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False)
     )

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
@@ -66,12 +67,18 @@ async def record(
     payload = dict(data or {})
     if leaked := _FORBIDDEN_KEYS.intersection(payload):
         raise ValueError(f"audit data may not carry personal fields: {sorted(leaked)}")
-    head = (
-        await session.execute(select(AuditHead).where(AuditHead.id == 1).with_for_update())
-    ).scalar_one_or_none()
+    locked = select(AuditHead).where(AuditHead.id == 1).with_for_update()
+    head = (await session.execute(locked)).scalar_one_or_none()
     if head is None:
-        head = AuditHead(id=1, seq=0, hash=GENESIS)
-        session.add(head)
+        # The migration seeds the head; if it was removed, recreate it without racing.
+        await session.execute(
+            text(
+                "INSERT INTO audit_head (id, seq, hash) SELECT 1, 0, :genesis "
+                "WHERE NOT EXISTS (SELECT 1 FROM audit_head WHERE id = 1)"
+            ),
+            {"genesis": GENESIS},
+        )
+        head = (await session.execute(locked)).scalar_one()
     event = AuditEvent(
         seq=head.seq + 1,
         occurred_at=utcnow(),

@@ -171,9 +171,11 @@ async def open_record(
     if verification.identity_id:
         identity = await session.get(Identity, verification.identity_id)
         if identity is not None:
-            from app.services.tokens import is_adult
+            from app.services.tokens import adult_on_of, is_adult
 
-            adult = is_adult(identity.adult_on, runtime.settings.legal_timezone)
+            adult = is_adult(
+                adult_on_of(runtime.master_key, identity), runtime.settings.legal_timezone
+            )
     return Detail(
         verification, checks, timeline, await session.get(Client, verification.client_id), adult
     )

@@ -15,7 +15,7 @@ from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
-from app.crypto import keyed_hash
+from app.crypto import keyed_hash, seal, unseal
 from app.errors import ProblemError
 from app.models import LIVE_STATUSES, Check, Client, Identity, ServiceToken, Status, Verification
 from app.models._types import utcnow
@@ -38,6 +38,18 @@ def subject_for(master_key: bytes, client_id: str, identity_id: str) -> str:
     return (
         "sub_" + keyed_hash(master_key, "token-subject", f"{client_id}:{identity_id}".encode())[:32]
     )
+
+
+ADULT_ON_SEAL = "adult-on/v1"
+
+
+def seal_adult_on(master_key: bytes, identity_id: str, adult_on: date) -> str:
+    return seal(master_key, ADULT_ON_SEAL, adult_on.isoformat().encode(), identity_id.encode())
+
+
+def adult_on_of(master_key: bytes, identity: Identity) -> date:
+    raw = unseal(master_key, ADULT_ON_SEAL, identity.adult_on_sealed, identity.id.encode())
+    return date.fromisoformat(raw.decode())
 
 
 def is_adult(adult_on: date, timezone: str, now: datetime | None = None) -> bool:
@@ -100,7 +112,7 @@ async def issue(
         "jti": jti,
         "vid": verification.id,
         "lvl": verification.level,
-        "adult": is_adult(identity.adult_on, settings.legal_timezone, now),
+        "adult": is_adult(adult_on_of(runtime.master_key, identity), settings.legal_timezone, now),
         "client_id": client.id,
     }
     token = jwt.encode(claims, key.private, algorithm="EdDSA", headers={"kid": key.kid})

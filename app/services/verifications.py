@@ -184,7 +184,12 @@ async def _identity_for(
     identity = Identity(
         id_number_bidx=prepared.id_number_bidx,
         bidx_version=prepared.bidx_version,
-        adult_on=canonical.id_number.adult_on,
+        adult_on_sealed="",
+    )
+    from app.services.tokens import seal_adult_on
+
+    identity.adult_on_sealed = seal_adult_on(
+        runtime.master_key, identity.id, canonical.id_number.adult_on
     )
     from sqlalchemy.exc import IntegrityError
 
