@@ -70,29 +70,33 @@ class RateLimits:
         return None
 
     # -- SMS per phone --------------------------------------------------------------------------
-    async def check_sms(self, phone_bidx: str) -> Refusal | None:
+    # Test-mode keys count in a namespace of their own: a free test key must not be able to use
+    # up (or probe) the SMS quota of a real person's phone.
+    async def check_sms(self, mode: str, phone_bidx: str) -> Refusal | None:
         """Would one more SMS to this phone be allowed? (Does not count one.)"""
-        return await self._first_refusal(self.sms_per_phone, "sms", phone_bidx)
+        return await self._first_refusal(self.sms_per_phone, "sms", mode, phone_bidx)
 
-    async def hit_sms(self, phone_bidx: str) -> Refusal | None:
+    async def hit_sms(self, mode: str, phone_bidx: str) -> Refusal | None:
         """Count one SMS to this phone, or refuse it without counting."""
-        refusal = await self.check_sms(phone_bidx)
+        refusal = await self.check_sms(mode, phone_bidx)
         if refusal is not None:
             return refusal
         for item in self.sms_per_phone:
-            if not await self.limiter.hit(item, "sms", phone_bidx):
-                return Refusal(await self._retry_after(item, "sms", phone_bidx))
+            if not await self.limiter.hit(item, "sms", mode, phone_bidx):
+                return Refusal(await self._retry_after(item, "sms", mode, phone_bidx))
         return None
 
     # -- failed codes per identity ----------------------------------------------------------------
-    async def failed_codes_exhausted(self, identity_id: str) -> bool:
-        return not await self.limiter.test(self.failed_codes, "codes", identity_id)
+    # Counted per (client, person): one client's users failing codes must not lock the same
+    # person out at another client.
+    async def failed_codes_exhausted(self, client_id: str, identity_id: str) -> bool:
+        return not await self.limiter.test(self.failed_codes, "codes", client_id, identity_id)
 
-    async def record_failed_code(self, identity_id: str) -> None:
-        await self.limiter.hit(self.failed_codes, "codes", identity_id)
+    async def record_failed_code(self, client_id: str, identity_id: str) -> None:
+        await self.limiter.hit(self.failed_codes, "codes", client_id, identity_id)
 
-    async def reset_failed_codes(self, identity_id: str) -> None:
-        await self.limiter.clear(self.failed_codes, "codes", identity_id)
+    async def reset_failed_codes(self, client_id: str, identity_id: str) -> None:
+        await self.limiter.clear(self.failed_codes, "codes", client_id, identity_id)
 
     # -- requests per client ----------------------------------------------------------------------
     async def hit_client(self, client_id: str, per_minute: int) -> Refusal | None:

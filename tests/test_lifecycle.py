@@ -406,3 +406,19 @@ async def test_client_quota_is_enforced(
         for _ in range(4)
     ]
     assert statuses == [404, 404, 404, 429]
+
+
+async def test_test_keys_cannot_use_up_a_live_phone_quota(runtime: Runtime) -> None:
+    """SMS counted for test-mode keys live in their own namespace: live sends are unaffected."""
+    phone = runtime.blind.compute("phone", "+8613800138000")
+    assert await runtime.limits.hit_sms("test", phone) is None
+    assert await runtime.limits.check_sms("test", phone) is not None
+    assert await runtime.limits.check_sms("live", phone) is None
+
+
+async def test_failed_codes_at_one_client_do_not_lock_another(runtime: Runtime) -> None:
+    """The per-person failed-code budget is per client: client A's failures leave B alone."""
+    for _ in range(runtime.settings.failed_codes_per_identity):
+        await runtime.limits.record_failed_code("cli_a", "idn_1")
+    assert await runtime.limits.failed_codes_exhausted("cli_a", "idn_1")
+    assert not await runtime.limits.failed_codes_exhausted("cli_b", "idn_1")

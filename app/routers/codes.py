@@ -58,6 +58,6 @@ async def resend_code(
     background: BackgroundTasks,
 ) -> Any:
     verification = await verifications.get_for_client(session, client, verification_id)
-    await codes.resend(session, runtime, verification)
+    await codes.resend(session, runtime, client, verification)
     background.add_task(runtime.notify_worker)
     return await verifications.present(session, verification)

@@ -177,7 +177,9 @@ async def _record(
         return
     await lifecycle.transition(session, verification, Status.AWAITING_CODE, expect=[Status.PENDING])
     assert verification.phone_bidx is not None
-    refusal = await runtime.limits.hit_sms(verification.phone_bidx)
+    client = await session.get(Client, verification.client_id)
+    assert client is not None
+    refusal = await runtime.limits.hit_sms(client.mode, verification.phone_bidx)
     if refusal is not None:
         checks["sms_otp"].reason = "rate_limited"
         await session.flush()

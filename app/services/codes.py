@@ -25,7 +25,7 @@ from sqlmodel import col, select
 
 from app.crypto import keyed_hash, seal, unseal
 from app.errors import ProblemError
-from app.models import Check, OutboxJob, SmsCode, Status, Verification
+from app.models import Check, Client, OutboxJob, SmsCode, Status, Verification
 from app.models._types import utcnow
 from app.ratelimit import raise_refusal
 from app.runtime import Runtime
@@ -137,13 +137,22 @@ def _require_awaiting(verification: Verification) -> None:
     )
 
 
-async def resend(session: AsyncSession, runtime: Runtime, verification: Verification) -> SmsCode:
+async def _reread_locked(session: AsyncSession, verification: Verification) -> None:
+    """Re-read the verification under a row lock: submit, resend and the worker serialise on it,
+    so a decision is taken on the state as it is now, not as it was when the request began."""
+    await session.refresh(verification, with_for_update=True)
+
+
+async def resend(
+    session: AsyncSession, runtime: Runtime, client: Client, verification: Verification
+) -> SmsCode:
     """A new code for a verification awaiting one; refused (429) by the per-phone limits."""
+    await _reread_locked(session, verification)
     _require_awaiting(verification)
     await _expire_if_due(session, verification)
     assert verification.phone_bidx is not None
     raise_refusal(
-        await runtime.limits.hit_sms(verification.phone_bidx),
+        await runtime.limits.hit_sms(client.mode, verification.phone_bidx),
         "Too many codes sent to this phone",
         limit="sms_phone",
     )
@@ -159,10 +168,11 @@ async def submit(
     """
     if not isinstance(code, str) or not _CODE.fullmatch(code):
         raise ProblemError("invalid_code_format", "The code must be exactly six ASCII digits")
+    await _reread_locked(session, verification)
     _require_awaiting(verification)
     await _expire_if_due(session, verification)
     identity_id = verification.identity_id or verification.id
-    if await runtime.limits.failed_codes_exhausted(identity_id):
+    if await runtime.limits.failed_codes_exhausted(verification.client_id, identity_id):
         raise ProblemError(
             "rate_limited",
             "Too many failed codes for this person",
@@ -178,6 +188,7 @@ async def submit(
             .where(
                 col(SmsCode.id) == current.id,
                 col(SmsCode.consumed_at).is_(None),
+                col(SmsCode.superseded).is_(False),
                 col(SmsCode.attempts) < col(SmsCode.max_attempts),
             )
             .values(attempts=col(SmsCode.attempts) + 1)
@@ -188,6 +199,8 @@ async def submit(
         await session.refresh(current)
         if current.consumed_at is not None:
             raise ProblemError("verification_not_awaiting_code", "This code was already used")
+        if current.superseded:
+            raise ProblemError("code_expired", "A newer code was sent: use that one")
         await _lock(session, verification)
         raise ProblemError("attempts_exhausted", commit=True)
     attempts, max_attempts, expires_at = counted
@@ -195,7 +208,7 @@ async def submit(
     if utcnow() >= expires_at:
         raise ProblemError("code_expired", "The code has expired: ask for a new one", commit=True)
     if not hmac.compare_digest(current.code_hmac, code_hmac(runtime.master_key, current.id, code)):
-        await runtime.limits.record_failed_code(identity_id)
+        await runtime.limits.record_failed_code(verification.client_id, identity_id)
         if attempts >= max_attempts:
             await _lock(session, verification)
             raise ProblemError("attempts_exhausted", commit=True)
@@ -208,7 +221,11 @@ async def submit(
         )
     consumed = await session.execute(
         update(SmsCode)
-        .where(col(SmsCode.id) == current.id, col(SmsCode.consumed_at).is_(None))
+        .where(
+            col(SmsCode.id) == current.id,
+            col(SmsCode.consumed_at).is_(None),
+            col(SmsCode.superseded).is_(False),
+        )
         .values(consumed_at=utcnow())
     )
     if consumed.rowcount != 1:  # type: ignore[attr-defined]
@@ -228,7 +245,7 @@ async def submit(
         )
     except lifecycle.StaleState:
         raise ProblemError("verification_not_awaiting_code") from None
-    await runtime.limits.reset_failed_codes(identity_id)
+    await runtime.limits.reset_failed_codes(verification.client_id, identity_id)
 
 
 async def _lock(session: AsyncSession, verification: Verification) -> None:

@@ -145,13 +145,13 @@ async def prepare(runtime: Runtime, canonical: Canonical) -> Prepared:
     )
 
 
-async def precheck_sms(runtime: Runtime, level: str, prepared: Prepared) -> None:
+async def precheck_sms(runtime: Runtime, mode: str, level: str, prepared: Prepared) -> None:
     """Refuse up front (429) when the level needs an SMS this phone may not receive yet."""
     if "sms_otp" in LEVEL_CHECKS[level]:
         from app.ratelimit import raise_refusal
 
         raise_refusal(
-            await runtime.limits.check_sms(prepared.phone_bidx),
+            await runtime.limits.check_sms(mode, prepared.phone_bidx),
             "Too many codes sent to this phone",
             limit="sms_phone",
         )
@@ -308,7 +308,7 @@ async def create(
 ) -> Verification:
     """Create a ``pending`` verification with its checks, audit event and sealed subject."""
     level = resolve_level(client, body.level)
-    await precheck_sms(runtime, level, prepared)
+    await precheck_sms(runtime, client.mode, level, prepared)
     policy = await policies.get(session, body.consent.policy_version)
     if policy is None:
         raise ProblemError(
