@@ -446,3 +446,31 @@ def test_short_audit_retention_is_refused() -> None:
 
     with pytest.raises(ValidationError):
         Settings(audit_retention_days=90, _env_file=None)  # type: ignore[call-arg]
+
+
+async def test_approving_an_l2_case_still_asks_for_the_code(
+    http: httpx.AsyncClient, make_client: Any, worker: Worker, runtime: Runtime
+) -> None:
+    """Approval settles the registry check but not phone possession: an L2 case resumes at
+    awaiting_code, and only the code makes it verified."""
+    from tests.test_lifecycle import inbox_code, submit
+
+    _, key = await make_client("test", level="L2")
+    vid = await needs_review(http, key, worker)
+    token = await admin_token(http, runtime, "reviewer")
+    r = await http.post(
+        f"/v1/admin/verifications/{vid}/approve",
+        json={"reason": "registry outage"},
+        headers=bearer(token),
+    )
+    assert r.json()["status"] == "awaiting_code"
+    assert (
+        await http.post(f"/v1/verifications/{vid}/tokens", headers=auth(key))
+    ).status_code == 409
+    await worker.run_until_idle()
+    done = await submit(http, key, vid, await inbox_code(http, key, vid))
+    assert done.json()["status"] == "verified"
+    assert {c["type"]: c["reason"] for c in done.json()["checks"]} == {
+        "id_registry": "manual_review",
+        "sms_otp": None,
+    }

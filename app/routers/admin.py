@@ -191,10 +191,12 @@ async def decide(
     ctx: Reviewer,
     session: SessionDep,
     runtime: RuntimeDep,
+    background: BackgroundTasks,
 ) -> Any:
     verification = await review.decide(
         session, runtime, ctx.admin.id, verification_id, action, body.reason
     )
+    background.add_task(runtime.notify_worker)  # an approval may have queued a code
     return row_out(verification)
 
 

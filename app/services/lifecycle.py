@@ -20,8 +20,10 @@ from app.models._types import utcnow
 from app.services import audit, tokens
 from app.settings import Settings
 
-#: States in which the sealed subject is still needed (checks running, codes being sent).
-NEEDS_SUBJECT = frozenset({Status.PENDING, Status.AWAITING_CODE})
+#: States in which the sealed subject is still needed (checks running, codes being sent, a
+#: reviewer's approval that resumes the flow with a code). `realname purge` wipes it from
+#: verifications left in review longer than the purge period.
+NEEDS_SUBJECT = frozenset({Status.PENDING, Status.AWAITING_CODE, Status.NEEDS_REVIEW})
 
 
 class StaleState(Exception):

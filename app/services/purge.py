@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from sqlalchemy import delete
+from sqlalchemy import delete, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
@@ -74,6 +74,18 @@ async def run(
                 delete(ClientIdentity).where(col(ClientIdentity.identity_id) == identity_id)
             )
             await session.execute(delete(Identity).where(col(Identity.id) == identity_id))
+    # Cases left in review keep a sealed copy (for an approval that resumes with a code) only
+    # for the purge period.
+    stale_review = await session.execute(
+        update(Verification)
+        .where(
+            col(Verification.status) == Status.NEEDS_REVIEW.value,
+            col(Verification.created_at) < cutoff,
+            col(Verification.sealed_subject).is_not(None),
+        )
+        .values(sealed_subject=None)
+    )
+    counts["review_sealed_copies_wiped"] = int(stale_review.rowcount)  # type: ignore[attr-defined]
     deletions = {
         "expired_codes": delete(SmsCode).where(col(SmsCode.expires_at) < now - timedelta(hours=1)),
         "sandbox_messages": delete(SandboxMessage).where(col(SandboxMessage.expires_at) < now),

@@ -20,8 +20,9 @@ from sqlmodel import col, or_, select
 from app.errors import ProblemError
 from app.identity import InvalidField, parse_id_number
 from app.models import AuditEvent, Check, Client, Identity, Status, Verification
+from app.ratelimit import raise_refusal
 from app.runtime import Runtime
-from app.services import audit, erasure, lifecycle
+from app.services import audit, codes, erasure, lifecycle
 
 MAX_PAGE = 100
 
@@ -242,6 +243,8 @@ async def decide(
     if verification is None:
         raise ProblemError("not_found", "No such verification")
     allowed, to = DECISIONS[action]
+    if action == "approve":
+        return await _approve(session, runtime, admin_id, verification, reason)
     try:
         await lifecycle.transition(
             session,
@@ -258,13 +261,71 @@ async def decide(
         raise ProblemError(
             "invalid_transition", f"Cannot {action} a verification that is {verification.status}"
         ) from None
-    if action == "approve":
-        # The reviewer vouches for what the automated checks could not settle; say so.
-        await session.execute(
-            update(Check)
-            .where(col(Check.verification_id) == verification.id, col(Check.status) != "passed")
-            .values(status="passed", reason="manual_review")
+    return verification
+
+
+async def _approve(
+    session: AsyncSession, runtime: Runtime, admin_id: str, verification: Verification, note: str
+) -> Verification:
+    """The reviewer settles the registry checks the automated run could not (recorded as
+    ``manual_review``); possession of the phone is still proven by a code when the level asks
+    for one: the verification resumes at ``awaiting_code`` rather than jumping to verified."""
+    if verification.status != Status.NEEDS_REVIEW:
+        raise ProblemError(
+            "invalid_transition", f"Cannot approve a verification that is {verification.status}"
         )
+    await session.execute(
+        update(Check)
+        .where(
+            col(Check.verification_id) == verification.id,
+            col(Check.type).in_(["id_registry", "carrier_3e"]),
+            col(Check.status) != "passed",
+        )
+        .values(status="passed", reason="manual_review")
+    )
+    sms = (
+        await session.execute(
+            select(Check).where(Check.verification_id == verification.id, Check.type == "sms_otp")
+        )
+    ).scalar_one_or_none()
+    audit_data = {"note": note[:500]}
+    if sms is None or sms.status == "passed":
+        await lifecycle.transition(
+            session,
+            verification,
+            Status.VERIFIED,
+            expect=[Status.NEEDS_REVIEW],
+            reason="admin_approve",
+            actor_type="admin",
+            actor_id=admin_id,
+            data=audit_data,
+            valid_until=lifecycle.verified_until(runtime.settings),
+        )
+        return verification
+    if verification.sealed_subject is None:
+        raise ProblemError(
+            "invalid_transition",
+            "The phone can no longer be reached for a code; the person must verify again",
+        )
+    client = await session.get(Client, verification.client_id)
+    assert client is not None
+    assert verification.phone_bidx is not None
+    raise_refusal(
+        await runtime.limits.hit_sms(client.mode, verification.phone_bidx),
+        "Too many codes sent to this phone",
+        limit="sms_phone",
+    )
+    await lifecycle.transition(
+        session,
+        verification,
+        Status.AWAITING_CODE,
+        expect=[Status.NEEDS_REVIEW],
+        reason="admin_approve",
+        actor_type="admin",
+        actor_id=admin_id,
+        data=audit_data,
+    )
+    await codes.issue(session, runtime, verification, codes.subject_phone(runtime, verification))
     return verification
 
 
