@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from datetime import timedelta
 
 from sqlalchemy import update
@@ -20,15 +21,16 @@ from sqlmodel import col, select
 
 from app import faults, metrics
 from app.db import session_scope
-from app.models import Client, OutboxJob, SmsCode, Verification
+from app.models import Client, OutboxJob, SmsCode, Status, Verification
 from app.models._types import utcnow
 from app.runtime import Runtime
 from app.senders.base import OutgoingSms, SendResult
-from app.services import checks, codes
+from app.services import checks, codes, lifecycle
 
 logger = logging.getLogger(__name__)
 
 LEASE = timedelta(seconds=60)
+SWEEP_SECONDS = 15.0
 SMS_MAX_ATTEMPTS = 6
 SMS_BODY = "【实名核验】您的验证码是 {code}, {ttl_minutes} 分钟内有效。请勿告诉他人。"
 
@@ -37,6 +39,7 @@ class Worker:
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
         self._wake = asyncio.Event()
+        self._swept_at = 0.0
 
     def notify(self) -> None:
         """Wake the loop now (called after a commit that queued a job)."""
@@ -78,8 +81,16 @@ class Worker:
         await self._handle(job)
         return True
 
+    async def sweep(self) -> int:
+        """Expire unfinished verifications that are past their time."""
+        async with session_scope(self.runtime.sessions) as session:
+            return await lifecycle.expire_due(session)
+
     async def run_once(self) -> int:
         """Do every job that is due now; return how many were handled."""
+        if time.monotonic() - self._swept_at > SWEEP_SECONDS:
+            self._swept_at = time.monotonic()
+            await self.sweep()
         handled = 0
         while (job := await self.claim()) is not None:
             await self._handle(job)
@@ -148,13 +159,24 @@ class Worker:
                     .limit(1)
                 )
             ).scalar_one_or_none()
-        if job.payload is None or client is None or code_row is None:
+        if job.payload is None or client is None or code_row is None or verification is None:
             await self._finish(job, error="nothing_to_send")
+            return
+        # The state may have moved on since the job was queued (revoked, erased, verified, a
+        # newer code sent): then this message must not go out.
+        if verification.status != Status.AWAITING_CODE:
+            await self._finish(job, error="not_awaiting_code")
             return
         if utcnow() >= code_row.expires_at:
             await self._finish(job, error="code_expired_before_send")
             return
         payload = codes.open_payload(self.runtime, job)
+        current = code_row.superseded is False and code_row.consumed_at is None
+        if not current or code_row.code_hmac != codes.code_hmac(
+            self.runtime.master_key, code_row.id, str(payload["code"])
+        ):
+            await self._finish(job, error="code_superseded")
+            return
         sender = self.runtime.senders.for_mode(client.mode)
         message = OutgoingSms(
             message_id=job.id,

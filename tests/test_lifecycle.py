@@ -422,3 +422,37 @@ async def test_failed_codes_at_one_client_do_not_lock_another(runtime: Runtime) 
         await runtime.limits.record_failed_code("cli_a", "idn_1")
     assert await runtime.limits.failed_codes_exhausted("cli_a", "idn_1")
     assert not await runtime.limits.failed_codes_exhausted("cli_b", "idn_1")
+
+
+async def test_no_sms_goes_out_for_a_verification_that_moved_on(
+    http: httpx.AsyncClient, l2_key: str, runtime: Runtime, worker: Worker
+) -> None:
+    """A queued code is not sent once the verification has been erased."""
+    r = await http.post("/v1/verifications", json=GOOD, headers=auth(l2_key))
+    assert await worker.run_one()  # checks run; the send is queued
+    await http.delete(f"/v1/verifications/{r.json()['id']}", headers=auth(l2_key))
+    await worker.run_until_idle()
+    async with runtime.engine.connect() as conn:
+        assert (await conn.execute(text("SELECT count(*) FROM sandbox_messages"))).scalar() == 0
+
+
+async def test_the_worker_expires_abandoned_verifications(
+    http: httpx.AsyncClient, l2_key: str, runtime: Runtime, worker: Worker
+) -> None:
+    """An awaiting_code verification past its expiry is expired by the worker and frees the
+    person for another user."""
+    from app.models import Verification
+
+    v = await start(http, l2_key, worker)
+    async with runtime.sessions() as session, session.begin():
+        await session.execute(
+            update(Verification).values(expires_at=utcnow() - timedelta(seconds=1))
+        )
+    assert await worker.sweep() == 1
+    got = (await http.get(f"/v1/verifications/{v['id']}", headers=auth(l2_key))).json()
+    assert got["status"] == "expired"
+    await runtime.limits.reset()
+    other = await http.post(
+        "/v1/verifications", json={**GOOD, "external_user_id": "other"}, headers=auth(l2_key)
+    )
+    assert other.status_code == 201, other.text

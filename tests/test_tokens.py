@@ -423,3 +423,28 @@ async def test_token_only_ever_for_verified(
         assert not active or final == "verified"
     # Leave no state for the next example: erase what this one made.
     await http.delete(f"/v1/verifications/{vid}", headers=auth(key))
+
+
+async def test_overlapping_corrections_leave_one_verified(
+    http: httpx.AsyncClient, client_ids: tuple[str, str], worker: Worker
+) -> None:
+    """Two corrections in a row: the older unfinished one is superseded, and the user ends
+    with exactly one verified verification."""
+    _, key = client_ids
+    v1 = await verified(http, key, worker)
+    v2 = (
+        await http.post(
+            "/v1/verifications", json={**GOOD, "id_number": "440305199003071236"}, headers=auth(key)
+        )
+    ).json()
+    v3 = (
+        await http.post(
+            "/v1/verifications", json={**GOOD, "id_number": "310104200002290030"}, headers=auth(key)
+        )
+    ).json()
+    await worker.run_until_idle()
+    statuses = {
+        vid: (await http.get(f"/v1/verifications/{vid}", headers=auth(key))).json()["status"]
+        for vid in (v1["id"], v2["id"], v3["id"])
+    }
+    assert statuses == {v1["id"]: "revoked", v2["id"]: "revoked", v3["id"]: "verified"}

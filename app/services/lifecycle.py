@@ -85,11 +85,14 @@ async def transition(
     if previous == Status.VERIFIED and to != Status.VERIFIED:
         await tokens.revoke_for_verification(session, verification.id, reason or to.value)
     if to == Status.VERIFIED:
+        # One verified verification per user: the one that just passed retires the others.
         corrected = (
             await session.execute(
                 select(Verification).where(
-                    Verification.superseded_by == verification.id,
+                    Verification.client_id == verification.client_id,
+                    Verification.external_user_id == verification.external_user_id,
                     Verification.status == Status.VERIFIED,
+                    Verification.id != verification.id,
                 )
             )
         ).scalars()
@@ -103,3 +106,32 @@ async def transition(
                 data={"corrected_by": verification.id},
             )
     return event
+
+
+async def expire_due(session: AsyncSession, *, limit: int = 200) -> int:
+    """Move unfinished verifications past their ``expires_at`` to ``expired`` (wiping the sealed
+    copy). Run by the worker; each move is guarded, so racing workers cannot double it."""
+    due = (
+        await session.execute(
+            select(Verification)
+            .where(
+                col(Verification.status).in_([Status.PENDING.value, Status.AWAITING_CODE.value]),
+                col(Verification.expires_at) < utcnow(),
+            )
+            .limit(limit)
+        )
+    ).scalars()
+    moved = 0
+    for verification in list(due):
+        try:
+            await transition(
+                session,
+                verification,
+                Status.EXPIRED,
+                expect=[Status.PENDING, Status.AWAITING_CODE],
+                reason="verification_expired",
+            )
+            moved += 1
+        except StaleState:
+            continue
+    return moved

@@ -61,7 +61,10 @@ async def _correction_pending(session: AsyncSession, verification: Verification)
     if verification.superseded_by is None:
         return False
     newer = await session.get(Verification, verification.superseded_by)
-    return newer is not None and newer.status in LIVE_STATUSES and newer.status != Status.VERIFIED
+    if newer is None or newer.status not in LIVE_STATUSES or newer.status == Status.VERIFIED:
+        return False
+    # An abandoned correction past its expiry no longer blocks the verified original.
+    return newer.expires_at is None or newer.expires_at > utcnow()
 
 
 async def _refuse(session: AsyncSession, verification: Verification, detail: str) -> None:

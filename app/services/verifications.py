@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlmodel import col, select
+from sqlmodel import col, or_, select
 
 from app.crypto import seal
 from app.errors import ProblemError
@@ -256,6 +256,12 @@ async def _bind(
                 Verification.external_user_id == binding.external_user_id,
                 Verification.identity_id == identity.id,
                 col(Verification.status).in_([s.value for s in LIVE_STATUSES]),
+                # An unfinished verification past its expiry holds nobody.
+                or_(
+                    col(Verification.status) == Status.VERIFIED.value,
+                    col(Verification.expires_at).is_(None),
+                    col(Verification.expires_at) > utcnow(),
+                ),
             )
             .limit(1)
         )
@@ -269,21 +275,38 @@ async def _bind(
 
 
 async def _start_correction(session: AsyncSession, client: Client, new: Verification) -> None:
-    """A new verification for a user who already has a verified one is a correction: the old
-    one's tokens stop at once and it issues none until the correction passes (or fails)."""
-    from app.services import tokens
+    """A new verification for a user replaces the user's earlier ones.
+
+    Earlier unfinished attempts are revoked (``superseded``): only the newest submission may
+    still pass. An earlier *verified* one is a correction in progress: its tokens stop at once
+    and it issues none until the correction passes (it is then revoked as ``corrected``) or
+    fails (it is usable again).
+    """
+    from app.services import lifecycle, tokens
 
     previous = (
         await session.execute(
             select(Verification).where(
                 Verification.client_id == client.id,
                 Verification.external_user_id == new.external_user_id,
-                Verification.status == Status.VERIFIED,
+                col(Verification.status).in_([s.value for s in LIVE_STATUSES]),
                 Verification.id != new.id,
             )
         )
     ).scalars()
     for old in list(previous):
+        if old.status != Status.VERIFIED:
+            await lifecycle.transition(
+                session,
+                old,
+                Status.REVOKED,
+                expect=[Status(old.status)],
+                reason="superseded",
+                actor_type="client",
+                actor_id=client.id,
+                data={"superseded_by": new.id},
+            )
+            continue
         old.superseded_by = new.id
         await tokens.revoke_for_verification(session, old.id, "correction_pending")
         await audit.record(
