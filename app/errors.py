@@ -159,6 +159,23 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
         return validation_problem(exc)
 
+    from sqlalchemy.exc import DataError
+
+    from app.services.lifecycle import StaleState
+
+    @app.exception_handler(StaleState)
+    async def _stale(_: Request, exc: StaleState) -> JSONResponse:
+        # Another request moved the verification first; the client can read it and retry.
+        return problem_response(
+            "invalid_transition", "The verification changed meanwhile; reload it"
+        )
+
+    @app.exception_handler(DataError)
+    async def _data(_: Request, exc: DataError) -> JSONResponse:
+        # The database refused a value (out of range, bad encoding): the input's fault.
+        logger.info("database refused a value", extra={"error_type": type(exc.orig).__name__})
+        return problem_response("invalid_request", "A value in the request is out of range")
+
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = {

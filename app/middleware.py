@@ -25,6 +25,10 @@ class _BodyTooLarge(Exception):
     pass
 
 
+class _NulInBody(Exception):
+    pass
+
+
 class ServiceMiddleware:
     def __init__(
         self, app: ASGIApp, *, max_body_bytes: int, json_prefixes: tuple[str, ...] = ("/v1/",)
@@ -60,6 +64,12 @@ class ServiceMiddleware:
         except _BodyTooLarge:
             if status_holder["status"] is None:
                 await problem_response("payload_too_large")(scope, receive, send_wrapper)
+        except _NulInBody:
+            if status_holder["status"] is None:
+                response = problem_response(
+                    "invalid_request", "NUL characters are not accepted", status=400
+                )
+                await response(scope, receive, send_wrapper)
         except Exception as exc:
             if status_holder["status"] is not None:
                 raise
@@ -91,6 +101,11 @@ class ServiceMiddleware:
             request_id_var.reset(token)
 
     def _refuse_early(self, scope: Scope, headers: dict[str, str]) -> ASGIApp | None:
+        raw = scope.get("raw_path") or scope["path"].encode()
+        if b"%00" in raw or b"\x00" in raw or b"%00" in scope.get("query_string", b""):
+            return problem_response(
+                "invalid_request", "NUL characters are not accepted", status=400
+            )
         length = headers.get("content-length")
         if length is not None and (not length.isdigit() or int(length) > self.max_body_bytes):
             return problem_response("payload_too_large")
@@ -109,9 +124,12 @@ class ServiceMiddleware:
             nonlocal seen
             message = await receive()
             if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
+                chunk = message.get("body", b"")
+                seen += len(chunk)
                 if seen > limit:
                     raise _BodyTooLarge
+                if b"\\u0000" in chunk or b"\x00" in chunk:
+                    raise _NulInBody
             return message
 
         return wrapped

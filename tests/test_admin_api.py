@@ -474,3 +474,30 @@ async def test_approving_an_l2_case_still_asks_for_the_code(
         "id_registry": "manual_review",
         "sms_otp": None,
     }
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"created_from": "2026-01-01T00:00:00"},
+        {"created_from": "0001-01-01T00:00:00+01:00"},
+        {"created_to": "9999-12-31T23:59:59-14:00"},
+        {"cursor": "bm90IGEgY3Vyc29y"},
+    ],
+)
+async def test_odd_list_filters_are_4xx_or_handled(
+    http: httpx.AsyncClient, runtime: Runtime, params: dict[str, str]
+) -> None:
+    """Dates without a zone, dates that overflow UTC and bad cursors never give a 500."""
+    token = await admin_token(http, runtime, "auditor")
+    r = await http.get("/v1/admin/verifications", params=params, headers=bearer(token))
+    assert r.status_code < 500, r.text
+
+
+async def test_huge_audit_cursor_is_refused(http: httpx.AsyncClient, runtime: Runtime) -> None:
+    """An out-of-range before_seq is a 422, not an overflow."""
+    token = await admin_token(http, runtime, "auditor")
+    r = await http.get(
+        "/v1/admin/audit-events", params={"before_seq": str(10**30)}, headers=bearer(token)
+    )
+    assert r.status_code == 422

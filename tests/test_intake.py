@@ -248,3 +248,22 @@ async def test_same_person_may_register_with_another_client(
     _, key_b = await make_client(level="L1", name="B")
     assert (await http.post("/v1/verifications", json=GOOD, headers=auth(key_a))).status_code == 201
     assert (await http.post("/v1/verifications", json=GOOD, headers=auth(key_b))).status_code == 201
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "payload"),
+    [
+        ("GET", "/v1/policies/a%00b", None),
+        ("GET", "/v1/sandbox/messages?verification_id=a%00b", None),
+        ("POST", "/v1/verifications", {**GOOD, "external_user_id": "a\u0000b"}),
+        ("POST", "/v1/verifications", {**GOOD, "consent": {"policy_version": "2026\u000001"}}),
+    ],
+)
+async def test_nul_characters_are_refused(
+    http: httpx.AsyncClient, api_key: str, method: str, path: str, payload: Any
+) -> None:
+    """NUL in a path, query or JSON string is a 400, on every database (PostgreSQL cannot
+    store it)."""
+    r = await http.request(method, path, json=payload, headers=auth(api_key))
+    assert r.status_code == 400, r.text
+    assert r.json()["code"] == "invalid_request"

@@ -209,7 +209,7 @@ async def decide(
 async def audit_events(
     _: AnyAdmin,
     session: SessionDep,
-    before_seq: int | None = None,
+    before_seq: Annotated[int | None, Query(ge=1, le=2**62)] = None,
     action: Annotated[str | None, Query(max_length=64)] = None,
     subject_id: Annotated[str | None, Query(max_length=64)] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,

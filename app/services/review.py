@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import json
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import func, update
@@ -50,9 +50,17 @@ def _encode_cursor(created_at: datetime, vid: str) -> str:
 def _decode_cursor(cursor: str) -> tuple[datetime, str]:
     try:
         created, vid = json.loads(base64.urlsafe_b64decode(cursor.encode()))
-        return datetime.fromisoformat(created), str(vid)
-    except (ValueError, TypeError) as exc:
+        return _utc(datetime.fromisoformat(created)), str(vid)
+    except (ValueError, TypeError, OverflowError) as exc:
         raise ProblemError("invalid_request", "The cursor is not valid") from exc
+
+
+def _utc(value: datetime) -> datetime:
+    """Dates without a zone are taken as UTC; ones that cannot be placed in UTC are refused."""
+    try:
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    except (OverflowError, ValueError) as exc:
+        raise ProblemError("invalid_request", "The date is out of range") from exc
 
 
 async def list_verifications(
@@ -72,9 +80,9 @@ async def list_verifications(
     if client_id:
         query = query.where(Verification.client_id == client_id)
     if created_from:
-        query = query.where(col(Verification.created_at) >= created_from)
+        query = query.where(col(Verification.created_at) >= _utc(created_from))
     if created_to:
-        query = query.where(col(Verification.created_at) < created_to)
+        query = query.where(col(Verification.created_at) < _utc(created_to))
     if cursor:
         at, vid = _decode_cursor(cursor)
         query = query.where(
