@@ -185,3 +185,23 @@ async def test_other_clients_cannot_erase(
     assert (await http.get(f"/v1/verifications/{v['id']}", headers=auth(a))).json()[
         "status"
     ] == "verified"
+
+
+async def test_erasure_covers_the_users_attempts_with_another_number(
+    http: httpx.AsyncClient, api_key: str, worker: Worker, runtime: Runtime
+) -> None:
+    """An earlier attempt by the same user with a mistyped number is erased too, and the
+    tombstone no longer shows the user id."""
+    first = await start(http, api_key, worker, real_name="不一致", id_number="440305199003071236")
+    second = await start(http, api_key, worker)
+    body = (await http.delete(f"/v1/verifications/{second['id']}", headers=auth(api_key))).json()
+    assert first["id"] in body["erasure"]["verification_ids"]
+    assert body["external_user_id"] == "[erased]"
+    async with runtime.engine.connect() as conn:
+        left = (await conn.execute(text("SELECT count(*) FROM identities"))).scalar()
+        masks = (
+            await conn.execute(
+                text("SELECT count(*) FROM verifications WHERE masked_phone IS NOT NULL")
+            )
+        ).scalar()
+    assert (left, masks) == (0, 0)

@@ -32,6 +32,9 @@ from app.models import (
 from app.models._types import utcnow
 from app.services import lifecycle, tokens
 
+#: What the tombstone shows instead of the client's user id.
+ERASED_USER = "[erased]"
+
 
 @dataclass(frozen=True)
 class Receipt:
@@ -81,6 +84,8 @@ async def scrub(session: AsyncSession, verification: Verification) -> None:
         update(Verification)
         .where(col(Verification.id) == vid)
         .values(
+            # Integrators often use a phone or e-mail as their user id: keep none of it.
+            external_user_id=ERASED_USER,
             identity_id=None,
             bidx_version=None,
             name_bidx=None,
@@ -100,25 +105,43 @@ async def scrub(session: AsyncSession, verification: Verification) -> None:
 async def erase(
     session: AsyncSession, verification: Verification, *, actor_type: str, actor_id: str | None
 ) -> Receipt:
-    """Erase the person behind ``verification`` for its client; idempotent."""
+    """Erase the person behind ``verification`` for its client; idempotent.
+
+    Covers every verification the client holds for the same person *or* the same user (an
+    earlier attempt with a mistyped number is still that person's data).
+    """
+    await session.refresh(verification, with_for_update=True)  # racing erasures queue here
     if verification.status == Status.ERASED:
         existing = await receipt_of(session, verification)
         assert existing is not None
         return existing
-    identity_id = verification.identity_id
-    siblings = [verification]
-    if identity_id is not None:
-        siblings += list(
+    identity_ids = {verification.identity_id} - {None}
+    by_user = list(
+        (
+            await session.execute(
+                select(Verification).where(
+                    Verification.client_id == verification.client_id,
+                    Verification.external_user_id == verification.external_user_id,
+                )
+            )
+        ).scalars()
+    )
+    identity_ids |= {v.identity_id for v in by_user} - {None}
+    by_person: list[Verification] = []
+    if identity_ids:
+        by_person = list(
             (
                 await session.execute(
                     select(Verification).where(
                         Verification.client_id == verification.client_id,
-                        Verification.identity_id == identity_id,
-                        Verification.id != verification.id,
+                        col(Verification.identity_id).in_(identity_ids),
                     )
                 )
             ).scalars()
         )
+    siblings = [verification] + [
+        v for v in {v.id: v for v in by_user + by_person}.values() if v.id != verification.id
+    ]
     receipt_id = "rcpt_" + secrets.token_hex(12)
     ids = [v.id for v in siblings]
     events = []
@@ -137,7 +160,7 @@ async def erase(
                     data={"receipt_id": receipt_id, "verification_ids": ids},
                 )
             )
-    if identity_id is not None:
+    for identity_id in identity_ids:
         await session.execute(
             delete(ClientIdentity).where(
                 col(ClientIdentity.client_id) == verification.client_id,
