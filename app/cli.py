@@ -12,6 +12,8 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from app.logging import configure_logging
 from app.settings import Settings, SettingsError, get_settings
 
@@ -183,10 +185,15 @@ def cmd_admins_create(args: argparse.Namespace, settings: Settings) -> int:
             out["totp_uri"] = admins.totp_uri(secret, admin.username)
         return out
 
+    from sqlalchemy.exc import IntegrityError
+
     try:
         print(json.dumps(_run_db(settings, work)))
     except ValueError as exc:
         print(f"realname: {exc}", file=sys.stderr)
+        return 2
+    except IntegrityError:
+        print(f"realname: an admin named {args.username!r} already exists", file=sys.stderr)
         return 2
     return 0
 
@@ -276,8 +283,14 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         settings = get_settings()
-    except (SettingsError, ValueError) as exc:
+    except SettingsError as exc:
         print(f"realname: {exc}", file=sys.stderr)
+        return 2
+    except ValidationError as exc:
+        # Name the settings and the rule only: the values may be secrets (database passwords).
+        for error in exc.errors():
+            field = "REALNAME_" + "_".join(str(p) for p in error["loc"]).upper()
+            print(f"realname: {field}: {error['msg']}", file=sys.stderr)
         return 2
     configure_logging(settings.log_level, json_lines=settings.log_json)
     result: int = args.func(args, settings)

@@ -57,6 +57,10 @@ def configure_logging(level: str = "INFO", *, json_lines: bool = True) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    # Library loggers stay at WARNING whatever the service level: at DEBUG, aiosqlite, asyncpg
+    # and httpx log statement parameters and request bodies, which may hold personal data.
+    for name in ("aiosqlite", "asyncpg", "sqlalchemy", "httpx", "httpcore", "asyncio"):
+        logging.getLogger(name).setLevel(max(logging.WARNING, root.level))
     # uvicorn's access log prints full URLs; ours (app.middleware) logs path templates instead.
     logging.getLogger("uvicorn.access").disabled = True
     for name in ("uvicorn", "uvicorn.error"):

@@ -501,3 +501,18 @@ async def test_huge_audit_cursor_is_refused(http: httpx.AsyncClient, runtime: Ru
         "/v1/admin/audit-events", params={"before_seq": str(10**30)}, headers=bearer(token)
     )
     assert r.status_code == 422
+
+
+async def test_reasons_may_not_carry_identifying_numbers(
+    http: httpx.AsyncClient, api_key: str, worker: Worker, runtime: Runtime
+) -> None:
+    """A reason with a phone-like run of digits is refused: reasons stay in the audit chain."""
+    vid = await needs_review(http, api_key, worker)
+    token = await admin_token(http, runtime, "reviewer")
+    r = await http.post(
+        f"/v1/admin/verifications/{vid}/reject",
+        json={"reason": "citizen 138 0013 8000 called"},
+        headers=bearer(token),
+    )
+    assert (r.status_code, r.json()["code"]) == (422, "reason_required")
+    assert "138" not in r.text

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -25,6 +26,22 @@ from app.runtime import Runtime
 from app.services import audit, codes, erasure, lifecycle
 
 MAX_PAGE = 100
+#: Six or more digits in a row look like an ID or phone number: such text would stay in the
+#: (unerasable) audit chain, so reasons may not carry it.
+_DIGIT_RUN = re.compile(r"\d[\d\s-]{4,}\d")
+
+
+def clean_reason(reason: str, what: str) -> str:
+    reason = reason.strip()
+    if len(reason) < 4:
+        raise ProblemError("reason_required", f"Give a reason for {what} (at least 4 characters)")
+    if _DIGIT_RUN.search(reason):
+        raise ProblemError(
+            "reason_required",
+            "Leave out numbers that could identify a person: reasons stay in the audit trail",
+        )
+    return reason
+
 
 #: action -> (from states, to state)
 DECISIONS: dict[str, tuple[tuple[Status, ...], Status]] = {
@@ -195,9 +212,7 @@ async def search_by_id_number(
 ) -> list[Verification]:
     """Find verifications of a person through the blind index (every key version). Requires a
     reason; audited without the number itself."""
-    reason = reason.strip()
-    if len(reason) < 4:
-        raise ProblemError("reason_required", "Say why you are searching (at least 4 characters)")
+    reason = clean_reason(reason, "the search")
     try:
         canonical = parse_id_number(id_number).value
     except InvalidField as exc:
@@ -242,11 +257,7 @@ async def decide(
     reason: str,
 ) -> Verification:
     """approve / reject a needs_review verification, or revoke one, with a required reason."""
-    reason = reason.strip()
-    if len(reason) < 4:
-        raise ProblemError(
-            "reason_required", "Give a reason for this decision (at least 4 characters)"
-        )
+    reason = clean_reason(reason, "this decision")
     verification = await session.get(Verification, verification_id, with_for_update=True)
     if verification is None:
         raise ProblemError("not_found", "No such verification")
@@ -340,11 +351,7 @@ async def _approve(
 async def erase(
     session: AsyncSession, admin_id: str, verification_id: str, reason: str
 ) -> erasure.Receipt:
-    reason = reason.strip()
-    if len(reason) < 4:
-        raise ProblemError(
-            "reason_required", "Give a reason for the erasure (at least 4 characters)"
-        )
+    reason = clean_reason(reason, "the erasure")
     verification = await session.get(Verification, verification_id)
     if verification is None:
         raise ProblemError("not_found", "No such verification")

@@ -87,6 +87,8 @@ async def issue(
     session: AsyncSession, runtime: Runtime, client: Client, verification: Verification
 ) -> Issued:
     """Sign a token for ``verification``; 409 verification_not_verified unless it is verified."""
+    # Under the row lock, so a revocation racing this issue is either seen or sees the token.
+    await session.refresh(verification, with_for_update=True)
     now = utcnow()
     if verification.status != Status.VERIFIED:
         await _refuse(
@@ -182,6 +184,7 @@ async def introspect(
                 ServiceToken.revoked_at,
                 Verification.status,
                 Verification.expires_at,
+                ServiceToken.verification_id,
             )
             .join(Verification, col(Verification.id) == col(ServiceToken.verification_id))
             .where(ServiceToken.jti == claims["jti"], ServiceToken.client_id == client.id)
@@ -189,7 +192,9 @@ async def introspect(
     ).first()
     if row is None:
         return INACTIVE
-    revoked_at, status, expires_at = row
+    revoked_at, status, expires_at, verification_id = row
+    if verification_id != claims["vid"]:
+        return INACTIVE
     if revoked_at is not None or status != Status.VERIFIED:
         return INACTIVE
     if expires_at is not None and expires_at <= utcnow():

@@ -36,11 +36,15 @@ Idempotency
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import ClassVar, Protocol, runtime_checkable
 
 logger = logging.getLogger(__name__)
+
+_REASON = re.compile(r"[a-z][a-z0-9_]{0,63}")
+_REFERENCE = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 
 class CheckOutcome(StrEnum):
@@ -135,4 +139,13 @@ async def run_check(verifier: Verifier, subject: Subject, *, attempt_key: str) -
     if not isinstance(result, CheckResult):
         logger.warning("verifier returned a non-CheckResult", extra={"verifier": verifier.name})
         return CheckResult.unavailable("verifier_error")
+    # Reasons and references are stored, logged and used as metric labels: a plug-in may not
+    # smuggle free text (or personal data) through them.
+    if result.reason is not None and not _REASON.fullmatch(result.reason):
+        logger.warning("verifier returned a malformed reason", extra={"verifier": verifier.name})
+        return CheckResult.unavailable("verifier_error")
+    if result.provider_reference is not None and not _REFERENCE.fullmatch(
+        result.provider_reference
+    ):
+        result = CheckResult(result.outcome, result.reason, result.billable, None)
     return result

@@ -210,3 +210,22 @@ async def test_result_and_logs_hold_no_personal_data(
     for text in rendered:
         for field in (subject.real_name, subject.id_number, subject.phone, PHONE[3:]):
             assert field not in text
+
+
+class _Chatty:
+    """A plug-in that returns free text where a reason code belongs."""
+
+    name = "chatty"
+    check_type = "id_registry"
+    sandbox = True
+
+    async def check(self, subject: Subject, *, attempt_key: str) -> CheckResult:
+        return CheckResult.failed(f"name {subject.real_name} not found")
+
+
+async def test_free_text_reasons_are_refused_by_the_runner() -> None:
+    """A reason that is not a short code (it could carry personal data) becomes verifier_error."""
+    result = await run_check(
+        _Chatty(), Subject("张三", "11010519491231002X", "+8613800138000"), attempt_key="k"
+    )
+    assert (result.outcome.value, result.reason) == ("unavailable", "verifier_error")
