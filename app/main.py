@@ -11,6 +11,7 @@ from fastapi import FastAPI
 
 from app.admin import routes as admin_ui
 from app.errors import install_error_handlers
+from app.logging import configure_logging
 from app.middleware import ServiceMiddleware
 from app.routers import admin, codes, health, policies, sandbox, tokens, verifications
 from app.runtime import Runtime, build_runtime
@@ -21,6 +22,9 @@ from app.worker import Worker
 def create_app(settings: Settings | None = None, *, runtime: Runtime | None = None) -> FastAPI:
     """Build the app. Pass ``runtime`` to share one (tests); otherwise it is built at start-up."""
     settings = runtime.settings if runtime is not None else (settings or get_settings())
+    if runtime is None:
+        # `serve --workers N` builds the app in each worker process: configure logging there.
+        configure_logging(settings.log_level, json_lines=settings.log_json)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -111,6 +111,8 @@ class Settings(BaseSettings):
     failed_codes_per_identity: int = Field(default=100, ge=1)
     client_requests_per_minute: int = Field(default=600, ge=1)
 
+    #: When set, /metrics requires `Authorization: Bearer <token>`.
+    metrics_token: SecretStr | None = None
     max_body_bytes: int = Field(default=16 * 1024, ge=1024)
     idempotency_ttl_seconds: int = 24 * 3600
     default_level: Literal["L1", "L2", "L3"] = "L2"

@@ -31,7 +31,7 @@ from app.schemas.admin import (
     Stats,
 )
 from app.schemas.verification import CheckOut, Masked
-from app.services import admins, clients, keys, review
+from app.services import admins, audit, clients, keys, review
 
 router = APIRouter(prefix="/v1/admin", tags=["admin"])
 AUTH = problems("unauthorized", "forbidden", "session_expired", "insufficient_role")
@@ -100,7 +100,7 @@ async def stats(_: AnyAdmin, session: SessionDep) -> Any:
     responses=AUTH,
 )
 async def list_verifications(
-    _: AnyAdmin,
+    ctx: AnyAdmin,
     session: SessionDep,
     status: Annotated[str | None, Query(max_length=20)] = None,
     client_id: Annotated[str | None, Query(max_length=40)] = None,
@@ -117,6 +117,16 @@ async def list_verifications(
         created_to=created_to,
         cursor=cursor,
         limit=limit,
+    )
+    # Every admin read of people's (masked) records is itself an audit event.
+    await audit.record(
+        session,
+        action="admin.list_viewed",
+        subject_type="admin",
+        subject_id=ctx.admin.id,
+        actor_type="admin",
+        actor_id=ctx.admin.id,
+        data={"status": status, "client_id": client_id, "rows": len(page.items)},
     )
     return AdminVerificationPage(
         data=[row_out(v) for v in page.items], next_cursor=page.next_cursor

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import hmac
 import logging
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
@@ -37,9 +38,15 @@ async def readyz(runtime: RuntimeDep) -> JSONResponse:
 @router.get(
     "/metrics", summary="Prometheus metrics (no personal data in labels)", include_in_schema=False
 )
-async def prometheus_metrics(runtime: RuntimeDep) -> Response:
+async def prometheus_metrics(runtime: RuntimeDep, request: Request) -> Response:
     from app.db import session_scope
     from app.services.review import counts_by_status
+
+    token = runtime.settings.metrics_token
+    if token is not None:
+        sent = request.headers.get("authorization", "").removeprefix("Bearer ").encode()
+        if not hmac.compare_digest(sent, token.get_secret_value().encode()):
+            return Response(status_code=401, headers={"WWW-Authenticate": "Bearer"})
 
     try:
         async with session_scope(runtime.sessions) as session:
