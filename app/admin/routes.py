@@ -45,10 +45,11 @@ from app.admin.web import (
     tokens_match,
 )
 from app.db import flush_erased_pages
+from app.deps import AdminContext
 from app.errors import ProblemError
 from app.models import Admin, AuditEvent, Client, Status
 from app.routers.admin import client_address
-from app.services import admins, clients, review
+from app.services import admins, audit, clients, review
 
 router = APIRouter(prefix=PREFIX, route_class=AdminRoute, include_in_schema=False)
 
@@ -59,7 +60,7 @@ QUEUE_PAGE = 25
 LIST_PAGE = 50
 AUDIT_PAGE = 50
 
-#: Which decision buttons a verification in a given status offers.
+#: Button labels of the decisions (which ones a record offers comes from review.DECISIONS).
 DECISION_LABELS = {"approve": "Approve", "reject": "Reject", "revoke": "Revoke"}
 DONE_MESSAGES = {
     "approve": "Approved: the verification is now verified.",
@@ -111,6 +112,21 @@ async def _actor_names(db: DB, ids: set[str | None]) -> dict[str, str]:
         query = select(Client.id, Client.name).where(col(Client.id).in_(client_ids))
         names.update({cid: name for cid, name in (await db.execute(query)).all()})
     return names
+
+
+async def _audit_list_read(
+    db: DB, ctx: AdminContext, *, view: str, status: str | None, client_id: str | None, rows: int
+) -> None:
+    """A page listing people's (masked) records is itself an audit event, as in the API."""
+    await audit.record(
+        db,
+        action="admin.list_viewed",
+        subject_type="admin",
+        subject_id=ctx.admin.id,
+        actor_type="admin",
+        actor_id=ctx.admin.id,
+        data={"view": view, "status": status, "client_id": client_id, "rows": rows},
+    )
 
 
 def _parse_day(value: str, what: str) -> date | None:
@@ -225,7 +241,7 @@ async def sign_out(request: Request, _: CheckedForm, ctx: SignedIn, db: DB) -> R
 @page("/", summary="Review queue")
 async def queue(
     request: Request,
-    _: Reader,
+    ctx: Reader,
     db: DB,
     cursor: Text = "",
     done: Text = "",
@@ -236,11 +252,14 @@ async def queue(
         db, status=Status.NEEDS_REVIEW, cursor=cursor or None, limit=QUEUE_PAGE
     )
     latest = await review.list_verifications(db, limit=10)
+    rows = len(waiting.items) + len(latest.items)
+    await _audit_list_read(db, ctx, view="queue", status=None, client_id=None, rows=rows)
     return render(
         request,
         "queue.html",
         section="queue",
         counts=[(status, counts.get(status, 0)) for status in STATUS_LABELS],
+        waiting_count=counts.get(Status.NEEDS_REVIEW, 0),
         waiting=waiting.items,
         next_url=(
             f"{PREFIX}/?{urlencode({'cursor': waiting.next_cursor})}"
@@ -256,7 +275,7 @@ async def queue(
 @page("/verifications", summary="Verifications, filtered")
 async def verification_list(
     request: Request,
-    _: Reader,
+    ctx: Reader,
     db: DB,
     status: Text = "",
     client_id: Text = "",
@@ -270,7 +289,7 @@ async def verification_list(
         raise ProblemError("invalid_request", "That client filter is not a client id.")
     day_from = _parse_day(created_from, "created from")
     day_to = _parse_day(created_to, "created to")
-    page = await review.list_verifications(
+    results = await review.list_verifications(
         db,
         status=status or None,
         client_id=client_id or None,
@@ -280,6 +299,14 @@ async def verification_list(
         cursor=cursor or None,
         limit=LIST_PAGE,
     )
+    await _audit_list_read(
+        db,
+        ctx,
+        view="verifications",
+        status=status or None,
+        client_id=client_id or None,
+        rows=len(results.items),
+    )
     filters = {
         "status": status,
         "client_id": client_id,
@@ -288,13 +315,13 @@ async def verification_list(
     }
     kept = {k: val for k, val in filters.items() if val}
     next_url = None
-    if page.next_cursor:
-        next_url = f"{PREFIX}/verifications?{urlencode({**kept, 'cursor': page.next_cursor})}"
+    if results.next_cursor:
+        next_url = f"{PREFIX}/verifications?{urlencode({**kept, 'cursor': results.next_cursor})}"
     return render(
         request,
         "verifications.html",
         section="verifications",
-        rows=page.items,
+        rows=results.items,
         filters=filters,
         filtered=bool(kept),
         next_url=next_url,
