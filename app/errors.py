@@ -118,6 +118,7 @@ FIELD_CODES = {
     "consent": "consent_required",
     "external_user_id": "invalid_external_user_id",
     "id_type": "unsupported_id_type",
+    "reason": "reason_required",
 }
 
 
@@ -177,7 +178,7 @@ def install_error_handlers(app: FastAPI) -> None:
         return problem_response("invalid_request", "A value in the request is out of range")
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = {
             401: "unauthorized",
             403: "forbidden",
@@ -188,7 +189,32 @@ def install_error_handlers(app: FastAPI) -> None:
         }.get(exc.status_code)
         if code is None:
             code = "invalid_request" if exc.status_code < 500 else "internal_error"
-        return problem_response(code, status=exc.status_code, headers=dict(exc.headers or {}))
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            headers["Allow"] = allowed_methods(request)
+        return problem_response(code, status=exc.status_code, headers=headers)
+
+
+def allowed_methods(request: Request) -> str:
+    """The methods of the resource at this path, for ``Allow`` on a 405.
+
+    Starlette names only the methods of the first route whose path matched; a resource served
+    by several routes (GET and DELETE of one verification) has them all. As in OpenAPI, a path
+    without parameters wins over a template that also matches it (``/verifications/search`` is
+    not ``/verifications/{verification_id}``).
+    """
+    from starlette.routing import Match, Route
+
+    matched: list[tuple[int, set[str]]] = []
+    for route in request.app.router.routes:
+        if isinstance(route, Route) and route.methods:
+            match, _ = route.matches(request.scope)
+            if match != Match.NONE:
+                matched.append((len(route.param_convertors), route.methods))
+    if not matched:
+        return ""
+    fewest = min(params for params, _ in matched)
+    return ", ".join(sorted(set().union(*(m for params, m in matched if params == fewest))))
 
 
 def is_database_outage(exc: BaseException) -> bool:
@@ -198,3 +224,79 @@ def is_database_outage(exc: BaseException) -> bool:
     if isinstance(exc, OperationalError | InterfaceError | ConnectionError | TimeoutError):
         return True
     return isinstance(exc, DBAPIError) and bool(exc.connection_invalidated)
+
+
+#: The body of every error response (RFC 9457), as the OpenAPI schema documents it.
+PROBLEM_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["type", "title", "status", "detail", "code"],
+    "properties": {
+        "type": {"type": "string"},
+        "title": {"type": "string"},
+        "status": {"type": "integer"},
+        "detail": {"type": "string"},
+        "code": {"type": "string", "enum": sorted(ERROR_CODES)},
+        "errors": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["pointer", "code", "detail"],
+                "properties": {
+                    "pointer": {"type": "string"},
+                    "code": {"type": "string"},
+                    "detail": {"type": "string"},
+                },
+            },
+        },
+    },
+}
+
+
+def problem_content() -> dict[str, Any]:
+    return {PROBLEM_JSON: {"schema": PROBLEM_SCHEMA}}
+
+
+def _add_problem(responses: dict[str, Any], code: str, status: int | None = None) -> None:
+    entry = responses.setdefault(str(status or ERROR_CODES[code][0]), {"description": ""})
+    if f"`{code}`" not in entry["description"]:
+        entry["description"] = ", ".join(filter(None, [entry["description"], f"`{code}`"]))
+    entry["content"] = problem_content()
+
+
+def document_problems(app: FastAPI) -> None:
+    """Put in the OpenAPI schema the problem responses that come from app-wide code rather than
+    from a route: the middleware's rules (400 for NUL characters or a body that is not JSON, 413,
+    415), request validation (422, in place of FastAPI's default HTTPValidationError, which this
+    app never sends) and authentication (401, 403, 429)."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        schema = build()
+        for path, operations in schema["paths"].items():
+            for operation in operations.values():
+                responses = operation.setdefault("responses", {})
+                if responses.get("422", {}).get("content", {}).get("application/json"):
+                    del responses["422"]  # FastAPI's HTTPValidationError
+                codes: list[str] = []
+                if "requestBody" in operation:
+                    codes += ["malformed_json", "payload_too_large", "unsupported_media_type"]
+                if "requestBody" in operation or operation.get("parameters"):
+                    codes.append("invalid_request")
+                    _add_problem(responses, "invalid_request", 400)  # NUL characters
+                if operation.get("security"):
+                    if path.startswith("/v1/admin/"):
+                        codes += ["unauthorized", "session_expired", "forbidden"]
+                    else:
+                        codes += ["unauthorized", "rate_limited"]
+                for code in codes:
+                    _add_problem(responses, code)
+                for status, entry in responses.items():
+                    if status.startswith(("4", "5")):
+                        entry["content"] = problem_content()
+        for name in ("HTTPValidationError", "ValidationError"):
+            schema.get("components", {}).get("schemas", {}).pop(name, None)
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from app.admin import routes as admin_ui
-from app.errors import install_error_handlers
+from app.errors import document_problems, install_error_handlers
 from app.logging import configure_logging
 from app.middleware import ServiceMiddleware
 from app.routers import admin, codes, health, policies, sandbox, tokens, verifications
@@ -62,4 +62,5 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     app.include_router(tokens.router)
     app.include_router(admin.router)
     app.include_router(admin_ui.router)
+    document_problems(app)
     return app

@@ -6,10 +6,12 @@ Reviewers decide, auditors only read, admins also manage clients and keys.
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, BackgroundTasks, Query, Request, Response
+from pydantic import BeforeValidator
 from sqlmodel import col, select
 
 from app.db import flush_erased_pages
@@ -34,6 +36,21 @@ from app.schemas.verification import CheckOut, Masked
 from app.services import admins, audit, clients, keys, review
 
 router = APIRouter(prefix="/v1/admin", tags=["admin"])
+
+_RFC3339 = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?([Zz]|[+-][0-9]{2}:[0-9]{2})"
+)
+
+
+def _rfc3339(value: Any) -> Any:
+    """Only the RFC 3339 date-times the schema promises (pydantic alone also takes "0", a Unix
+    time, or a date without a time)."""
+    if isinstance(value, str) and not _RFC3339.fullmatch(value):
+        raise ValueError("must be an RFC 3339 date-time, such as 2026-01-31T08:00:00Z")
+    return value
+
+
+DateTimeQuery = Annotated[datetime, BeforeValidator(_rfc3339)]
 AUTH = problems("unauthorized", "forbidden", "session_expired", "insufficient_role")
 
 
@@ -104,8 +121,8 @@ async def list_verifications(
     session: SessionDep,
     status: Annotated[str | None, Query(max_length=20)] = None,
     client_id: Annotated[str | None, Query(max_length=40)] = None,
-    created_from: datetime | None = None,
-    created_to: datetime | None = None,
+    created_from: DateTimeQuery | None = None,
+    created_to: DateTimeQuery | None = None,
     cursor: Annotated[str | None, Query(max_length=400)] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 50,
 ) -> Any:
@@ -219,7 +236,8 @@ async def decide(
 async def audit_events(
     _: AnyAdmin,
     session: SessionDep,
-    before_seq: Annotated[int | None, Query(ge=1, le=2**62)] = None,
+    # audit_events.seq is an INTEGER column: PostgreSQL refuses a larger argument outright.
+    before_seq: Annotated[int | None, Query(ge=1, le=2**31 - 1)] = None,
     action: Annotated[str | None, Query(max_length=64)] = None,
     subject_id: Annotated[str | None, Query(max_length=64)] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,

@@ -8,13 +8,19 @@ from fastapi import APIRouter
 
 from app.deps import SessionDep
 from app.errors import ProblemError
+from app.routers.verifications import problems
 from app.schemas.policy import PolicyOut
 from app.services import policies
 
 router = APIRouter(prefix="/v1/policies", tags=["policies"])
 
 
-@router.get("/current", response_model=PolicyOut, summary="The current collection rules")
+@router.get(
+    "/current",
+    response_model=PolicyOut,
+    summary="The current collection rules",
+    responses=problems("not_found"),
+)
 async def current_policy(session: SessionDep) -> Any:
     policy = await policies.current(session)
     if policy is None:
@@ -23,7 +29,10 @@ async def current_policy(session: SessionDep) -> Any:
 
 
 @router.get(
-    "/{version}", response_model=PolicyOut, summary="One published version of the collection rules"
+    "/{version}",
+    response_model=PolicyOut,
+    summary="One published version of the collection rules",
+    responses=problems("not_found"),
 )
 async def policy_version(version: str, session: SessionDep) -> Any:
     policy = await policies.get(session, version)

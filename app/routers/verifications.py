@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse
 
 from app.db import flush_erased_pages
 from app.deps import CurrentClient, RuntimeDep, SessionDep
-from app.errors import ERROR_CODES
+from app.errors import ERROR_CODES, problem_content
 from app.schemas.verification import VerificationCreate, VerificationOut
 from app.services import erasure, idempotency, verifications
 
@@ -21,9 +21,7 @@ def problems(*codes: str) -> dict[int | str, dict[str, Any]]:
     out: dict[int | str, dict[str, Any]] = {}
     for code in codes:
         status, _ = ERROR_CODES[code]
-        entry = out.setdefault(
-            status, {"description": "", "content": {"application/problem+json": {}}}
-        )
+        entry = out.setdefault(status, {"description": "", "content": problem_content()})
         entry["description"] = ", ".join(filter(None, [entry["description"], f"`{code}`"]))
     return out
 

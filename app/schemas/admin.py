@@ -9,6 +9,17 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from app.schemas.verification import CheckOut, Masked
 
+#: Not whitespace as ``str.strip`` sees it (``\s`` means different things in each regex dialect).
+_NOT_SPACE = r"[^\t-\r\x1c-\x20\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
+#: What the review service accepts as a reason: at least four characters once stripped.
+REASON_PATTERN = _NOT_SPACE + r"[\s\S]{2,}" + _NOT_SPACE
+Reason = Field(
+    min_length=4,
+    max_length=500,
+    pattern=REASON_PATTERN,
+    description="Why: at least 4 characters besides surrounding whitespace",
+)
+
 
 class SignInIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -29,14 +40,14 @@ class SessionOut(BaseModel):
 class ReasonIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    reason: str = Field(min_length=1, max_length=500)
+    reason: str = Reason
 
 
 class SearchIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     id_number: str = Field(max_length=64)
-    reason: str = Field(min_length=1, max_length=500)
+    reason: str = Reason
 
 
 class AdminVerification(BaseModel):

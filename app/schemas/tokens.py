@@ -16,7 +16,8 @@ class TokenOut(BaseModel):
 class TokenIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    token: str = Field(max_length=4096)
+    #: RFC 6749 A.12: a token is visible ASCII (so 4096 characters stay under the body limit).
+    token: str = Field(min_length=1, max_length=4096, pattern=r"^[\x20-\x7e]+$")
     token_type_hint: Literal["access_token"] | None = None
 
 
