@@ -27,6 +27,14 @@ def create_engine(settings: Settings, **kwargs: Any) -> AsyncEngine:
         engine = create_async_engine(url, connect_args={"timeout": 30}, **kwargs)
         _serialise_sqlite_writes(engine)
         return engine
+    kwargs.setdefault(
+        "connect_args",
+        {
+            "timeout": settings.db_connect_timeout_seconds,
+            "command_timeout": settings.db_statement_timeout_seconds,
+        },
+    )
+    kwargs.setdefault("pool_timeout", settings.db_connect_timeout_seconds)
     kwargs.setdefault("pool_size", 10)
     kwargs.setdefault("max_overflow", 20)
     kwargs.setdefault("pool_pre_ping", True)

@@ -83,6 +83,15 @@ class Settings(BaseSettings):
     #: Run the outbox worker inside each API process (set false when running `realname worker`).
     run_worker: bool = True
     worker_poll_seconds: float = Field(default=1.0, gt=0)
+    #: Jobs one worker runs at once (a stalled provider call holds one slot, not the worker).
+    worker_concurrency: int = Field(default=8, ge=1, le=256)
+    #: How long a claimed job stays with its worker before another may take it over. Longer
+    #: than the slowest job (registry retries: 3 x 5 s read timeouts plus back-off).
+    worker_lease_seconds: int = Field(default=60, ge=5)
+    #: PostgreSQL: give up connecting, waiting for a pooled connection, or on a statement after
+    #: these many seconds (a stalled, not refused, database then answers 503 instead of hanging).
+    db_connect_timeout_seconds: float = Field(default=5.0, gt=0)
+    db_statement_timeout_seconds: float = Field(default=30.0, gt=0)
 
     # -- tokens --------------------------------------------------------------------------------
     token_ttl_seconds: int = Field(default=900, ge=30, le=24 * 3600)

@@ -29,7 +29,6 @@ from app.services import checks, codes, lifecycle
 
 logger = logging.getLogger(__name__)
 
-LEASE = timedelta(seconds=60)
 SWEEP_SECONDS = 15.0
 SMS_MAX_ATTEMPTS = 6
 SMS_BODY = "【实名核验】您的验证码是 {code}, {ttl_minutes} 分钟内有效。请勿告诉他人。"
@@ -65,7 +64,11 @@ class Worker:
                 await session.execute(
                     update(OutboxJob)
                     .where(col(OutboxJob.id) == candidate, due)
-                    .values(locked_until=now + LEASE, attempts=col(OutboxJob.attempts) + 1)
+                    .values(
+                        locked_until=now
+                        + timedelta(seconds=self.runtime.settings.worker_lease_seconds),
+                        attempts=col(OutboxJob.attempts) + 1,
+                    )
                     .returning(col(OutboxJob.id))
                 )
             ).first()
@@ -86,16 +89,42 @@ class Worker:
         async with session_scope(self.runtime.sessions) as session:
             return await lifecycle.expire_due(session)
 
-    async def run_once(self) -> int:
-        """Do every job that is due now; return how many were handled."""
+    async def _claim_into(self, slots: asyncio.Semaphore, running: set[asyncio.Task[None]]) -> int:
+        """Start due jobs while there are free slots; return how many were started."""
         if time.monotonic() - self._swept_at > SWEEP_SECONDS:
             self._swept_at = time.monotonic()
             await self.sweep()
-        handled = 0
-        while (job := await self.claim()) is not None:
+        started = 0
+        while not slots.locked():
+            await slots.acquire()
+            job = await self.claim()
+            if job is None:
+                slots.release()
+                break
+            task = asyncio.create_task(self._handle_in_slot(job, slots))
+            running.add(task)
+            task.add_done_callback(running.discard)
+            started += 1
+        return started
+
+    async def _handle_in_slot(self, job: OutboxJob, slots: asyncio.Semaphore) -> None:
+        try:
             await self._handle(job)
-            handled += 1
-        return handled
+        finally:
+            slots.release()
+            self._wake.set()  # a slot is free (and the job may have queued another)
+
+    async def run_once(self) -> int:
+        """Do every job that is due now, up to ``worker_concurrency`` at a time; return how many
+        were handled."""
+        slots = asyncio.Semaphore(self.runtime.settings.worker_concurrency)
+        running: set[asyncio.Task[None]] = set()
+        handled = 0
+        while True:
+            handled += await self._claim_into(slots, running)
+            if not running:
+                return handled
+            await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
 
     async def run_until_idle(self, *, max_wait: float = 10.0) -> int:
         """Do due jobs, also waiting for ones scheduled within ``max_wait`` seconds (tests, CLI)."""
@@ -120,15 +149,25 @@ class Worker:
             await asyncio.sleep(max(wait, 0.01))
 
     async def run_forever(self) -> None:
+        """Claim due jobs into ``worker_concurrency`` slots, so one stalled provider call
+        cannot hold up every other verification's checks and codes."""
         poll = self.runtime.settings.worker_poll_seconds
-        while True:
-            try:
-                await self.run_once()
-            except Exception as exc:  # keep the loop alive; the job's lease will expire
-                logger.error("worker iteration failed", extra={"error_type": type(exc).__name__})
-            self._wake.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=poll)
+        slots = asyncio.Semaphore(self.runtime.settings.worker_concurrency)
+        running: set[asyncio.Task[None]] = set()
+        try:
+            while True:
+                self._wake.clear()
+                try:
+                    await self._claim_into(slots, running)
+                except Exception as exc:  # keep the loop alive; a claimed job's lease expires
+                    logger.error(
+                        "worker iteration failed", extra={"error_type": type(exc).__name__}
+                    )
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), timeout=poll)
+        finally:
+            for task in running:
+                task.cancel()
 
     async def _handle(self, job: OutboxJob) -> None:
         try:

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
+import secrets
 import socket
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import date, timedelta
 from pathlib import Path
 
 import anyio
@@ -153,3 +157,145 @@ def canary_forms(real_name: str, id_number: str, phone11: str) -> list[str]:
         to_fullwidth(phone11),
         f"{phone11[:3]} {phone11[3:7]} {phone11[7:]}",
     ]
+
+
+# -- fault and scale-out helpers (added for tests/test_faults.py and tests/test_scale_out.py) --
+
+
+@dataclass
+class Service:
+    """A `realname` child process: its base URL, its process and its log file."""
+
+    base: str
+    proc: subprocess.Popen[bytes]
+    log_path: Path
+
+    def log(self) -> str:
+        return self.log_path.read_text("utf-8", errors="replace")
+
+    def wait_exit(self, within: float) -> int:
+        """The exit code, waiting at most ``within`` seconds for the process to end."""
+        try:
+            return self.proc.wait(timeout=within)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(
+                f"realname did not exit within {within} s: {self.log()[-2000:]}"
+            ) from None
+
+    def wait_ready(self, within: float = 30) -> None:
+        """Block until ``/healthz`` answers 200 (or fail, with the log, after ``within`` s)."""
+        deadline = time.monotonic() + within
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"realname exited early: {self.log()[-2000:]}")
+            try:
+                if httpx.get(self.base + "/healthz", timeout=1).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"realname did not start in {within} s: {self.log()[-2000:]}")
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+
+
+def launch(settings: Settings, *, log_path: Path, command: str = "serve", **env: str) -> Service:
+    """Start `realname <command> --port <free port>` without waiting for it to be ready."""
+    port = free_port()
+    with log_path.open("wb") as log:  # the child keeps its own copy of the descriptor
+        proc = subprocess.Popen(
+            [REALNAME, command, "--port", str(port)],
+            env=service_env(settings, **env),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=REPO_ROOT,
+        )
+    return Service(f"http://127.0.0.1:{port}", proc, log_path)
+
+
+@contextmanager
+def serve_process(
+    settings: Settings, *, log_path: Path, command: str = "serve", **env: str
+) -> Iterator[Service]:
+    """Like :func:`serve`, but yields the :class:`Service` (process included), so a test can
+    watch it die (``REALNAME_CRASH_AT``) and read its exit code."""
+    service = launch(settings, log_path=log_path, command=command, **env)
+    try:
+        service.wait_ready()
+        yield service
+    finally:
+        service.stop()
+
+
+def postgres_server_url() -> str:
+    """The PostgreSQL server for tests that always need one (fault and scale-out tests):
+    ``REALNAME_TEST_DATABASE_URL`` when it names one, else the local server."""
+    url = os.environ.get("REALNAME_TEST_DATABASE_URL", "")
+    return url if url.startswith("postgres") else "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+async def _postgres_admin(statement: str) -> None:
+    import asyncpg  # type: ignore[import-untyped]
+
+    server = postgres_server_url().replace("postgresql+asyncpg://", "postgresql://", 1)
+    conn = await asyncpg.connect(server)
+    try:
+        await conn.execute(statement)
+    finally:
+        await conn.close()
+
+
+@contextmanager
+def scratch_postgres(settings: Settings, prefix: str) -> Iterator[str]:
+    """A new PostgreSQL database named ``<prefix>_<hex>``, migrated with `realname migrate`;
+    yields its URL and drops it afterwards. Call from synchronous fixtures only."""
+    import asyncio
+    import uuid
+
+    if not prefix.startswith(("realname_fault", "realname_scale")):
+        raise ValueError("scratch databases are named realname_fault_* or realname_scale_*")
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    base, _, _ = postgres_server_url().rpartition("/")
+    url = f"{base}/{name}"
+    asyncio.run(_postgres_admin(f'CREATE DATABASE "{name}"'))
+    try:
+        migrated = run_cli(settings, "migrate", REALNAME_DATABASE_URL=url)
+        assert migrated.returncode == 0, migrated.stderr
+        yield url
+    finally:
+        asyncio.run(_postgres_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+_PEOPLE = itertools.count(secrets.randbelow(10**7))
+
+
+def resident_id(birth: date, sequence: int, area: str = "110105") -> str:
+    """A valid GB 11643 resident ID number (stdnum's check takes the full 18 characters)."""
+    from stdnum.cn import ric
+
+    body = f"{area}{birth:%Y%m%d}{sequence % 1000:03d}"
+    return body + str(ric.calc_check_digit(body + "0"))
+
+
+def new_person(**changes: object) -> dict[str, object]:
+    """A verification request body for a person nobody used before in this run: a fresh valid
+    ID number and a fresh mobile number (the per-phone SMS limit is 1/minute)."""
+    n = next(_PEOPLE)
+    birth = date(1960, 1, 1) + timedelta(days=n % 15000)
+    body: dict[str, object] = {
+        "external_user_id": f"user-{n}",
+        "real_name": "张三",
+        "id_number": resident_id(birth, n // 15000),
+        "phone": f"139{n % 10**8:08d}",
+        "consent": {"policy_version": "2026-01"},
+    }
+    body.update(changes)
+    return body

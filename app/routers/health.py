@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
 
@@ -26,7 +27,7 @@ async def healthz() -> dict[str, str]:
 @router.get("/readyz", summary="The process can serve: the database answers")
 async def readyz(runtime: RuntimeDep) -> JSONResponse:
     try:
-        async with runtime.engine.connect() as conn:
+        async with asyncio.timeout(2), runtime.engine.connect() as conn:
             await conn.execute(text("SELECT 1"))
     except Exception as exc:  # any failure to reach the database means "not ready"
         return JSONResponse(

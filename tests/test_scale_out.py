@@ -1,0 +1,218 @@
+"""Scale-out: two `realname serve` processes on one PostgreSQL database and one Redis, with
+requests raced across them. Uniqueness, idempotency, single-use codes and rate limits must
+hold across processes, not just inside one.
+
+The database is a PostgreSQL database of this module's own (``realname_scale_*``), whatever
+the rest of the suite runs on: SQLite cannot be shared by processes on several hosts."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import redis
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from app.db import create_engine, create_sessionmaker, session_scope
+from app.services import clients
+from app.settings import Settings
+from tests.support import Service, launch, new_person, scratch_postgres
+from tests.test_e2e_verifiers import api, inbox_code, wait_status
+
+pytestmark = pytest.mark.e2e
+
+FAST = {"REALNAME_CHECK_RETRY_BACKOFF_SECONDS": "0.05", "REALNAME_WORKER_POLL_SECONDS": "0.2"}
+REDIS_URL = os.environ.get("REALNAME_TEST_REDIS_URL") or "redis://127.0.0.1:6379/15"
+ROUNDS = 3
+
+
+@pytest.fixture(scope="module")
+def scale_database(settings: Settings) -> Iterator[str]:
+    with scratch_postgres(settings, "realname_scale") as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+async def scale_engine(settings: Settings, scale_database: str) -> AsyncIterator[AsyncEngine]:
+    engine = create_engine(settings.model_copy(update={"database_url": scale_database}))
+    yield engine
+    await engine.dispose()
+
+
+@contextlib.contextmanager
+def two_processes(
+    settings: Settings, database: str, tmp_path: Path, *, b_runs_worker: bool = True
+) -> Iterator[tuple[Service, Service]]:
+    """Processes A and B on one database and one Redis (a key prefix of this test's own)."""
+    prefix = f"scale{uuid.uuid4().hex}"
+    env = {
+        **FAST,
+        "REALNAME_DATABASE_URL": database,
+        "REALNAME_REDIS_URL": REDIS_URL,
+        "REALNAME_REDIS_PREFIX": prefix,
+    }
+    b_env = {**env, "REALNAME_RUN_WORKER": "true" if b_runs_worker else "false"}
+    services: list[Service] = []
+    try:
+        services.append(launch(settings, log_path=tmp_path / "a.log", **env))
+        services.append(launch(settings, log_path=tmp_path / "b.log", **b_env))
+        for service in services:
+            service.wait_ready()
+        yield services[0], services[1]
+    finally:
+        for service in services:
+            service.stop()
+        drop_redis_keys(prefix)
+
+
+def drop_redis_keys(prefix: str) -> None:
+    """Delete the limit counters the two processes kept under ``prefix``."""
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        keys = list(itertools.islice(client.scan_iter(match=f"{prefix}*", count=500), 10_000))
+        if keys:
+            client.delete(*keys)
+    finally:
+        client.close()
+
+
+async def new_client(
+    settings: Settings, engine: AsyncEngine, *, level: str = "L2", quota: int = 0
+) -> tuple[str, str]:
+    """A test-mode client in the shared database; ``(client_id, api_key)``."""
+    async with session_scope(create_sessionmaker(engine)) as session:
+        client, key = await clients.create_client(
+            session, settings.master_key, name="scale", mode="test", default_level=level
+        )
+        client.request_quota_per_minute = quota
+    return client.id, key
+
+
+async def count_verifications(engine: AsyncEngine, *external_user_ids: str) -> int:
+    async with engine.connect() as conn:
+        result = await conn.execute(
+            text("SELECT count(*) FROM verifications WHERE external_user_id = ANY(:ids)"),
+            {"ids": list(external_user_ids)},
+        )
+        return int(result.scalar_one())
+
+
+async def test_same_person_as_two_users_through_both_processes_is_registered_once(
+    settings: Settings, scale_database: str, scale_engine: AsyncEngine, tmp_path: Path
+) -> None:
+    """One person raced in as two users via A and B: one 201, one 409 identity_in_use."""
+    _, key = await new_client(settings, scale_engine, level="L1")
+    with two_processes(settings, scale_database, tmp_path) as (a, b):
+        async with api(a.base, key) as ca, api(b.base, key) as cb:
+            for _ in range(ROUNDS):
+                person = new_person()
+                first, second = f"{person['external_user_id']}-a", f"{person['external_user_id']}-b"
+                answers = await asyncio.gather(
+                    ca.post("/v1/verifications", json={**person, "external_user_id": first}),
+                    cb.post("/v1/verifications", json={**person, "external_user_id": second}),
+                )
+                assert sorted(r.status_code for r in answers) == [201, 409], [
+                    r.text for r in answers
+                ]
+                refused = next(r for r in answers if r.status_code == 409)
+                assert refused.json()["code"] == "identity_in_use"
+                assert await count_verifications(scale_engine, first, second) == 1
+
+
+async def test_same_idempotency_key_on_both_processes_makes_one_verification(
+    settings: Settings, scale_database: str, scale_engine: AsyncEngine, tmp_path: Path
+) -> None:
+    """One Idempotency-Key raced through A and B makes one verification, replayed to all."""
+    _, key = await new_client(settings, scale_engine, level="L1")
+    with two_processes(settings, scale_database, tmp_path) as (a, b):
+        async with api(a.base, key) as ca, api(b.base, key) as cb:
+            for _ in range(ROUNDS):
+                body, idem = new_person(), {"Idempotency-Key": f"scale-{uuid.uuid4().hex}"}
+                answers = await asyncio.gather(
+                    *(
+                        (ca if i % 2 else cb).post("/v1/verifications", json=body, headers=idem)
+                        for i in range(6)
+                    )
+                )
+                created = [r for r in answers if r.status_code == 201]
+                assert created, [r.text for r in answers]
+                assert len({r.json()["id"] for r in created}) == 1
+                for r in answers:
+                    assert r.status_code == 201 or (
+                        r.status_code == 409 and r.json()["code"] == "idempotency_in_progress"
+                    ), r.text
+                assert await count_verifications(scale_engine, str(body["external_user_id"])) == 1
+                replay = await cb.post("/v1/verifications", json=body, headers=idem)
+                assert replay.json()["id"] == created[0].json()["id"]
+
+
+async def test_right_code_raced_across_both_processes_succeeds_once(
+    settings: Settings, scale_database: str, scale_engine: AsyncEngine, tmp_path: Path
+) -> None:
+    """The right code raced ten times through A and B succeeds exactly once."""
+    _, key = await new_client(settings, scale_engine)
+    with two_processes(settings, scale_database, tmp_path) as (a, b):
+        async with api(a.base, key) as ca, api(b.base, key) as cb:
+            vid = (await ca.post("/v1/verifications", json=new_person())).json()["id"]
+            assert (await wait_status(ca, vid))["status"] == "awaiting_code"
+            code = await inbox_code(cb, vid)
+            answers = await asyncio.gather(
+                *(
+                    (ca if i % 2 else cb).post(
+                        f"/v1/verifications/{vid}/sms-code", json={"code": code}
+                    )
+                    for i in range(10)
+                )
+            )
+            assert sum(r.status_code == 200 for r in answers) == 1, [r.text for r in answers]
+            for r in answers:
+                assert r.status_code == 200 or (
+                    r.status_code == 409 and r.json()["code"] == "verification_not_awaiting_code"
+                ), r.text
+            assert (await cb.get(f"/v1/verifications/{vid}")).json()["status"] == "verified"
+
+
+async def test_resend_through_b_right_after_the_code_sent_by_a_is_rate_limited(
+    settings: Settings, scale_database: str, scale_engine: AsyncEngine, tmp_path: Path
+) -> None:
+    """A resend via B right after A's worker sent the code is a 429 (the limit is in Redis)."""
+    _, key = await new_client(settings, scale_engine)
+    with two_processes(settings, scale_database, tmp_path, b_runs_worker=False) as (a, b):
+        async with api(a.base, key) as ca, api(b.base, key) as cb:
+            vid = (await ca.post("/v1/verifications", json=new_person())).json()["id"]
+            assert (await wait_status(ca, vid))["status"] == "awaiting_code"
+            await inbox_code(ca, vid)
+            resend = await cb.post(f"/v1/verifications/{vid}/sms-code/resend")
+            assert resend.status_code == 429, resend.text
+            assert resend.json()["code"] == "rate_limited"
+            assert 1 <= int(resend.headers["Retry-After"]) <= 60
+            messages = (
+                await cb.get("/v1/sandbox/messages", params={"verification_id": vid})
+            ).json()
+            assert len(messages["data"]) == 1
+
+
+async def test_client_quota_is_shared_by_both_processes(
+    settings: Settings, scale_database: str, scale_engine: AsyncEngine, tmp_path: Path
+) -> None:
+    """A client allowed 6 requests a minute gets 6 in all across A and B, not 6 from each."""
+    _, key = await new_client(settings, scale_engine, quota=6)
+    with two_processes(settings, scale_database, tmp_path) as (a, b):
+        async with api(a.base, key) as ca, api(b.base, key) as cb:
+            allowed: list[httpx.Response] = []
+            for i in range(6):
+                allowed.append(await (ca if i % 2 else cb).get("/v1/verifications/ver_missing"))
+            assert [r.status_code for r in allowed] == [404] * 6
+            for c in (ca, cb):
+                refused = await c.get("/v1/verifications/ver_missing")
+                assert refused.status_code == 429, refused.text
+                assert refused.json()["code"] == "rate_limited"
+                assert int(refused.headers["Retry-After"]) >= 1
