@@ -39,7 +39,7 @@ async def wait_status(
         v = (await client.get(f"/v1/verifications/{vid}")).json()
         if v["status"] != leave or time.monotonic() > deadline:
             return dict(v)
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(0.2)  # stay well inside the per-client quota on long waits
 
 
 async def inbox_code(
