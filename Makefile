@@ -39,3 +39,8 @@ clean: ## remove the virtualenv and caches
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis
 
 .PHONY: help install run lint test test-postgres format clean
+
+bench: install ## run the benchmarks (PostgreSQL) and print the table
+	$(BIN)/python -m bench $(BENCH_ARGS)
+
+.PHONY: bench

@@ -36,7 +36,8 @@ def create_engine(settings: Settings, **kwargs: Any) -> AsyncEngine:
     )
     kwargs.setdefault("pool_timeout", settings.db_connect_timeout_seconds)
     kwargs.setdefault("pool_size", 10)
-    kwargs.setdefault("max_overflow", 20)
+    # Per process: keep workers x (pool + overflow) under PostgreSQL's max_connections.
+    kwargs.setdefault("max_overflow", 5)
     kwargs.setdefault("pool_pre_ping", True)
     return create_async_engine(url, **kwargs)
 

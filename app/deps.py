@@ -19,7 +19,7 @@ from app.runtime import Runtime
 from app.services import admins, clients
 
 
-def get_runtime(request: Request) -> Runtime:
+async def get_runtime(request: Request) -> Runtime:  # async: no thread-pool hop per request
     runtime: Runtime = request.app.state.runtime
     return runtime
 

@@ -223,7 +223,12 @@ def is_database_outage(exc: BaseException) -> bool:
 
     if isinstance(exc, OperationalError | InterfaceError | ConnectionError | TimeoutError):
         return True
-    return isinstance(exc, DBAPIError) and bool(exc.connection_invalidated)
+    if not isinstance(exc, DBAPIError):
+        return False
+    # PostgreSQL refusing new connections (too many clients, starting up) is an outage too.
+    cause = type(getattr(exc, "orig", None)).__name__ + " " + str(getattr(exc, "orig", ""))
+    refusals = ("TooManyConnections", "CannotConnectNow", "too many clients")
+    return bool(exc.connection_invalidated) or any(r in cause for r in refusals)
 
 
 #: The body of every error response (RFC 9457), as the OpenAPI schema documents it.
