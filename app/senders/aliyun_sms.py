@@ -60,13 +60,14 @@ from app.providers import (
     mainland_mobile,
     read_env,
     safe_code,
-    screened_reference,
 )
+from app.senders._results import SmsOutcomes
 from app.senders.base import OutgoingSms, SendResult
 
 __all__ = ["AliyunSmsSender"]
 
 logger = logging.getLogger(__name__)
+_OUTCOMES = SmsOutcomes(logger, "aliyun sms")
 
 ENV_ACCESS_KEY_ID: Final = "REALNAME_ALIYUN_ACCESS_KEY_ID"
 ENV_ACCESS_KEY_SECRET: Final = "REALNAME_ALIYUN_ACCESS_KEY_SECRET"  # noqa: S105 (a name)
@@ -199,7 +200,7 @@ class AliyunSmsSender:
         code_param = message.params["code"]
         phone_numbers = _phone_numbers(message.phone)
         if phone_numbers is None:
-            return self._failed(message, None, "invalid_recipient", retriable=False)
+            return _OUTCOMES.failed(message, None, "invalid_recipient", retriable=False)
         params = {
             "PhoneNumbers": phone_numbers,
             "SignName": self._sign_name,
@@ -221,34 +222,16 @@ class AliyunSmsSender:
                 scheme=self._scheme,
             )
         except ProviderTransportError as exc:
-            reason = "timeout" if exc.reason == "timeout" else "provider_unavailable"
-            return self._failed(message, None, reason, retriable=True)
+            return _OUTCOMES.transport_failed(message, exc)
         except ProviderResponseError:
-            return self._failed(message, None, "provider_bad_response", retriable=True)
+            return _OUTCOMES.bad_response(message)
         code = safe_code(body.get("Code"))
         if code is None:
-            return self._failed(message, None, "provider_bad_response", retriable=True)
+            return _OUTCOMES.bad_response(message)
         if code == "OK":
-            reference = screened_reference(
-                body.get("BizId"), forbidden=[phone_numbers[-8:], *message.params.values()]
-            )
-            logger.info(
-                "aliyun sms accepted the message",
-                extra={"message_id": message.message_id, "provider_code": code},
-            )
-            return SendResult(delivered=True, provider_reference=reference)
+            return _OUTCOMES.accepted(message, code, body.get("BizId"))
         reason, retriable = _outcome(code)
-        return self._failed(message, code, reason, retriable=retriable)
-
-    def _failed(
-        self, message: OutgoingSms, code: str | None, reason: str, *, retriable: bool
-    ) -> SendResult:
-        logger.log(
-            logging.INFO if retriable else logging.WARNING,
-            "aliyun sms send failed",
-            extra={"message_id": message.message_id, "reason": reason, "provider_code": code},
-        )
-        return SendResult(delivered=False, retriable=retriable, reason=reason)
+        return _OUTCOMES.failed(message, code, reason, retriable=retriable)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(host={self._host!r})"

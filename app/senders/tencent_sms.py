@@ -58,14 +58,15 @@ from app.providers import (
     ProviderTransportError,
     read_env,
     safe_code,
-    screened_reference,
     tencent,
 )
+from app.senders._results import SmsOutcomes
 from app.senders.base import OutgoingSms, SendResult
 
 __all__ = ["TencentSmsSender"]
 
 logger = logging.getLogger(__name__)
+_OUTCOMES = SmsOutcomes(logger, "tencent sms")
 
 ENV_SECRET_ID: Final = "REALNAME_TENCENT_SECRET_ID"  # noqa: S105 (a name)
 ENV_SECRET_KEY: Final = "REALNAME_TENCENT_SECRET_KEY"  # noqa: S105 (a name)
@@ -230,10 +231,9 @@ class TencentSmsSender:
                 scheme=self._scheme,
             )
         except ProviderTransportError as exc:
-            reason = "timeout" if exc.reason == "timeout" else "provider_unavailable"
-            return self._failed(message, None, reason, retriable=True)
+            return _OUTCOMES.transport_failed(message, exc)
         except ProviderResponseError:
-            return self._failed(message, None, "provider_bad_response", retriable=True)
+            return _OUTCOMES.bad_response(message)
         return self._map(message, response)
 
     def _map(self, message: OutgoingSms, response: dict[str, Any]) -> SendResult:
@@ -242,33 +242,15 @@ class TencentSmsSender:
         if code is None:
             statuses = response.get("SendStatusSet")
             if not isinstance(statuses, list) or len(statuses) != 1:
-                return self._failed(message, None, "provider_bad_response", retriable=True)
+                return _OUTCOMES.bad_response(message)
             status = statuses[0]
             code = safe_code(status.get("Code")) if isinstance(status, dict) else None
             if code is None:
-                return self._failed(message, None, "provider_bad_response", retriable=True)
+                return _OUTCOMES.bad_response(message)
         if code == "Ok" and isinstance(status, dict):
-            digits = "".join(c for c in message.phone if c.isdigit())
-            reference = screened_reference(
-                status.get("SerialNo"), forbidden=[digits[-8:], *message.params.values()]
-            )
-            logger.info(
-                "tencent sms accepted the message",
-                extra={"message_id": message.message_id, "provider_code": code},
-            )
-            return SendResult(delivered=True, provider_reference=reference)
+            return _OUTCOMES.accepted(message, code, status.get("SerialNo"))
         reason, retriable = _outcome(code)
-        return self._failed(message, code, reason, retriable=retriable)
-
-    def _failed(
-        self, message: OutgoingSms, code: str | None, reason: str, *, retriable: bool
-    ) -> SendResult:
-        logger.log(
-            logging.INFO if retriable else logging.WARNING,
-            "tencent sms send failed",
-            extra={"message_id": message.message_id, "reason": reason, "provider_code": code},
-        )
-        return SendResult(delivered=False, retriable=retriable, reason=reason)
+        return _OUTCOMES.failed(message, code, reason, retriable=retriable)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(host={self._host!r}, region={self._region!r})"

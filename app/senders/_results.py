@@ -1,0 +1,46 @@
+"""How the cloud SMS senders turn a provider's answer into a :class:`SendResult`, and log it
+(message id, reason and provider code only; never the phone, body or code)."""
+
+from __future__ import annotations
+
+import logging
+
+from app.providers import ProviderTransportError, screened_reference
+from app.senders.base import OutgoingSms, SendResult
+
+
+class SmsOutcomes:
+    """The shared mapping for one provider's sender (``label`` names it in log lines)."""
+
+    def __init__(self, logger: logging.Logger, label: str) -> None:
+        self._logger = logger
+        self._label = label
+
+    def failed(
+        self, message: OutgoingSms, code: str | None, reason: str, *, retriable: bool
+    ) -> SendResult:
+        self._logger.log(
+            logging.INFO if retriable else logging.WARNING,
+            f"{self._label} send failed",
+            extra={"message_id": message.message_id, "reason": reason, "provider_code": code},
+        )
+        return SendResult(delivered=False, retriable=retriable, reason=reason)
+
+    def transport_failed(self, message: OutgoingSms, exc: ProviderTransportError) -> SendResult:
+        reason = "timeout" if exc.reason == "timeout" else "provider_unavailable"
+        return self.failed(message, None, reason, retriable=True)
+
+    def bad_response(self, message: OutgoingSms) -> SendResult:
+        # Retried: a duplicate code does less harm than a missing one.
+        return self.failed(message, None, "provider_bad_response", retriable=True)
+
+    def accepted(self, message: OutgoingSms, code: str, reference: object) -> SendResult:
+        """Delivered; the provider's reference is kept only if it echoes no phone digits or
+        message parameter (a provider that echoes personal data must not get it stored)."""
+        digits = "".join(c for c in message.phone if c.isdigit())
+        kept = screened_reference(reference, forbidden=[digits[-8:], *message.params.values()])
+        self._logger.info(
+            f"{self._label} accepted the message",
+            extra={"message_id": message.message_id, "provider_code": code},
+        )
+        return SendResult(delivered=True, provider_reference=kept)
