@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import hmac
+import os
 import secrets
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import TypeVar
 
-import anyio
 from argon2 import PasswordHasher, Type
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+_T = TypeVar("_T")
 
 API_KEY_PREFIXES = {"test": "rn_test_", "live": "rn_live_"}
 
@@ -64,21 +72,38 @@ RFC_9106_LOW_MEMORY = Argon2Profile(memory_kib=64 * 1024, time_cost=3, paralleli
 TEST_PROFILE = Argon2Profile(memory_kib=8, time_cost=1, parallelism=1)
 
 
+def _lower_thread_priority(niceness: int) -> None:
+    """Thread initializer: make this (hashing) thread yield the CPU to the event loop."""
+    # Not Linux, or not permitted: hash at normal priority.
+    with contextlib.suppress(AttributeError, OSError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), niceness)
+
+
 class Argon2Pool:
-    """argon2id hashing in worker threads, at most ``workers`` at once.
+    """argon2id hashing in its own threads, at most ``workers`` at once.
 
     argon2-cffi releases the GIL, so a pool sized to the cores reaches most of the machine's
     hashing ceiling while keeping the event loop free; an unbounded pool only adds memory and
-    latency (each hash takes the profile's memory cost).
+    latency (each hash takes the profile's memory cost). The threads run at a lower priority
+    (``niceness``, Linux): when the cores are busy, the event loop's short requests
+    (introspection, code checks) go first and hashing takes the rest of the machine.
     """
 
-    def __init__(self, profile: Argon2Profile, workers: int) -> None:
+    def __init__(self, profile: Argon2Profile, workers: int, *, niceness: int = 10) -> None:
         self.profile = profile
         self._hasher = profile.hasher()
-        self._limiter = anyio.CapacityLimiter(workers)
+        self._executor = ThreadPoolExecutor(
+            max_workers=workers,
+            thread_name_prefix="argon2",
+            initializer=_lower_thread_priority,
+            initargs=(niceness,),
+        )
+
+    async def _run(self, fn: Callable[[], _T]) -> _T:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
 
     async def hash(self, secret: bytes | str) -> str:
-        return await anyio.to_thread.run_sync(self._hasher.hash, secret, limiter=self._limiter)
+        return await self._run(lambda: self._hasher.hash(secret))
 
     async def verify(self, encoded: str, secret: bytes | str) -> bool:
         def _verify() -> bool:
@@ -87,10 +112,13 @@ class Argon2Pool:
             except (VerifyMismatchError, VerificationError, InvalidHashError):
                 return False
 
-        return await anyio.to_thread.run_sync(_verify, limiter=self._limiter)
+        return await self._run(_verify)
 
     def needs_rehash(self, encoded: str) -> bool:
         return self._hasher.check_needs_rehash(encoded)
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
 
 
 def seal(master: bytes, purpose: str, plaintext: bytes, aad: bytes) -> str:

@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
+from app.hotcache import run_after_commit
 from app.settings import Settings
 
 
@@ -76,8 +77,11 @@ async def flush_erased_pages(engine: AsyncEngine) -> None:
         await driver.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
 
-def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
-    return async_sessionmaker(engine, expire_on_commit=False, autoflush=False)
+def create_sessionmaker(
+    engine: AsyncEngine, info: dict[str, Any] | None = None
+) -> async_sessionmaker[AsyncSession]:
+    """Sessions of one runtime; ``info`` is copied into every session's ``info``."""
+    return async_sessionmaker(engine, expire_on_commit=False, autoflush=False, info=info or {})
 
 
 @asynccontextmanager
@@ -93,9 +97,11 @@ async def session_scope(factory: async_sessionmaker[AsyncSession]) -> AsyncItera
         except ProblemError as exc:
             if exc.commit:
                 await session.commit()
+                await run_after_commit(session)
             else:
                 await session.rollback()
             raise
         except BaseException:
             await session.rollback()
             raise
+        await run_after_commit(session)

@@ -50,7 +50,9 @@ async def get_client(
         raise ProblemError(
             "unauthorized", "Send the API key as 'Authorization: Bearer rn_…'", headers=challenge
         )
-    client = await clients.authenticate(session, runtime.master_key, credentials.credentials)
+    client = await clients.authenticate(
+        session, runtime.master_key, credentials.credentials, runtime.api_keys
+    )
     if client is None:
         raise ProblemError("unauthorized", "The API key is not valid", headers=challenge)
     raise_refusal(

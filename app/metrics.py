@@ -36,6 +36,12 @@ CHECKS = Counter(
     ["check", "verifier", "outcome", "reason"],
     registry=REGISTRY,
 )
+CACHE_LOOKUPS = Counter(
+    "realname_cache_lookups_total",
+    "Hot-path cache lookups (app/hotcache.py): api_key, token_claims, token_state",
+    ["cache", "result"],
+    registry=REGISTRY,
+)
 SMS_SENDS = Counter(
     "realname_sms_sends_total", "SMS send attempts", ["sender", "result"], registry=REGISTRY
 )

@@ -51,6 +51,10 @@ class RateLimits:
             else:
                 storage = MemoryStorage()
         self.storage: Storage = storage
+        #: A client on the same pool, for other shared state (None without Redis).
+        self.redis: redis.asyncio.Redis | None = (
+            redis.asyncio.Redis(connection_pool=self._pool) if self._pool is not None else None
+        )
         self.limiter = MovingWindowRateLimiter(self.storage)
         self.sms_per_phone: list[RateLimitItem] = list(parse_many(settings.sms_phone_limits))
         self.failed_codes = RateLimitItemPerDay(settings.failed_codes_per_identity)

@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.crypto import Argon2Pool, Argon2Profile
 from app.db import create_engine, create_sessionmaker
+from app.hotcache import TOKEN_STATES, TokenStates, TtlMap
 from app.identity import BlindIndexer
 from app.ratelimit import RateLimits
 from app.services.keys import KeyRing
@@ -38,6 +39,10 @@ class Runtime:
     verifiers: Verifiers
     senders: Senders
     keyring: KeyRing
+    token_states: TokenStates
+    #: API key hash -> client columns; (client id, token) -> verified claims. See app.hotcache.
+    api_keys: TtlMap
+    token_claims: TtlMap
     worker: Worker | None = None
     extras: dict[str, Any] = field(default_factory=dict)
 
@@ -51,6 +56,8 @@ class Runtime:
         return self.settings.master_key
 
     async def close(self) -> None:
+        self.identity_hasher.close()
+        self.password_hasher.close()
         await self.http_client.aclose()
         await self.limits.close()
         await self.engine.dispose()
@@ -66,7 +73,9 @@ def build_runtime(settings: Settings, *, engine: AsyncEngine | None = None) -> R
     from app.senders.registry import build_senders
     from app.verifiers.registry import build_verifiers
 
-    sessions = create_sessionmaker(engine)
+    limits = RateLimits(settings)
+    token_states = TokenStates(limits.redis, settings.redis_prefix, settings.token_cache_seconds)
+    sessions = create_sessionmaker(engine, info={TOKEN_STATES: token_states})
     http_client = httpx.AsyncClient(
         timeout=httpx.Timeout(5.0, connect=2.0),
         limits=httpx.Limits(max_connections=100, max_keepalive_connections=20),
@@ -87,8 +96,11 @@ def build_runtime(settings: Settings, *, engine: AsyncEngine | None = None) -> R
             settings.hash_workers,
         ),
         http_client=http_client,
-        limits=RateLimits(settings),
+        limits=limits,
         verifiers=build_verifiers(settings, http_client),
         senders=build_senders(settings, http_client, sessions),
         keyring=KeyRing(settings.master_key),
+        token_states=token_states,
+        api_keys=TtlMap("api_key", settings.api_key_cache_seconds),
+        token_claims=TtlMap("token_claims", settings.token_cache_seconds),
     )

@@ -59,6 +59,14 @@ class Settings(BaseSettings):
     #: Concurrent argon2 hashes; each takes its memory cost. Defaults to the number of cores.
     hash_workers: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1)
 
+    # -- hot-path caches (app/hotcache.py) --------------------------------------------------------
+    #: How long an API key's lookup is reused: a key revoked in the database stops working
+    #: within this time (0 = look up every request).
+    api_key_cache_seconds: float = Field(default=10, ge=0, le=300)
+    #: How long a token's verified signature, and (with Redis) its state, are reused by
+    #: introspection; revocations reach every process at once through Redis regardless.
+    token_cache_seconds: float = Field(default=30, ge=0, le=3600)
+
     # -- verifiers and senders ----------------------------------------------------------------
     #: Verifier by check type for live clients (test clients always get the sandbox mocks).
     live_verifiers: dict[str, str] = Field(

@@ -108,6 +108,8 @@ async def _clean_tables(request: pytest.FixtureRequest) -> AsyncIterator[None]:
         return
     rt: Runtime = request.getfixturevalue("runtime")
     await rt.limits.reset()
+    rt.api_keys.clear()
+    rt.token_claims.clear()
     tables = [
         t.name for t in reversed(SQLModel.metadata.sorted_tables) if t.name not in KEEP_TABLES
     ]

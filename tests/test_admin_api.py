@@ -200,13 +200,13 @@ async def test_password_hash_is_upgraded_on_sign_in(
     async with runtime.engine.connect() as conn:
         before = (await conn.execute(text("SELECT password_hash FROM admins"))).scalar()
     original = runtime.password_hasher
-    runtime.password_hasher = Argon2Pool(
-        Argon2Profile(memory_kib=16, time_cost=2, parallelism=1), 2
-    )
+    cheaper = Argon2Pool(Argon2Profile(memory_kib=16, time_cost=2, parallelism=1), 2)
+    runtime.password_hasher = cheaper
     try:
         assert (await sign_in(http, name)).status_code == 201
     finally:
         runtime.password_hasher = original
+        cheaper.close()
     async with runtime.engine.connect() as conn:
         after = (await conn.execute(text("SELECT password_hash FROM admins"))).scalar()
     assert before != after

@@ -216,3 +216,51 @@ async def test_client_quota_is_shared_by_both_processes(
                 assert refused.status_code == 429, refused.text
                 assert refused.json()["code"] == "rate_limited"
                 assert int(refused.headers["Retry-After"]) >= 1
+
+
+def cache_hits(metrics_text: str, cache: str) -> float:
+    """``realname_cache_lookups_total{cache=…,result="hit"}`` from a /metrics answer."""
+    for line in metrics_text.splitlines():
+        if (
+            line.startswith("realname_cache_lookups_total{")
+            and f'cache="{cache}"' in line
+            and 'result="hit"' in line
+        ):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+async def verified_token(client: httpx.AsyncClient) -> tuple[str, str]:
+    """Register a new person (L1), wait for verified, issue a token: ``(vid, token)``."""
+    created = await client.post("/v1/verifications", json=new_person())
+    assert created.status_code == 201, created.text
+    vid = created.json()["id"]
+    assert (await wait_status(client, vid))["status"] == "verified"
+    issued = await client.post(f"/v1/verifications/{vid}/tokens")
+    assert issued.status_code == 201, issued.text
+    return vid, issued.json()["access_token"]
+
+
+async def test_revocation_through_a_is_seen_at_once_by_b_which_cached_the_token_active(
+    settings: Settings, scale_database: str, scale_engine: AsyncEngine, tmp_path: Path
+) -> None:
+    """B answers repeated introspections of a token from its cache; a revocation through A
+    (RFC 7009, then an erasure) is seen by B's very next introspection, not after a TTL."""
+    _, key = await new_client(settings, scale_engine, level="L1")
+    with two_processes(settings, scale_database, tmp_path) as (a, b):
+        async with api(a.base, key) as ca, api(b.base, key) as cb:
+            for revoke in ("token", "erasure"):
+                vid, token = await verified_token(ca)
+                before = cache_hits((await cb.get("/metrics")).text, "token_state")
+                for _ in range(3):
+                    answer = (await cb.post("/v1/tokens/introspect", json={"token": token})).json()
+                    assert answer["active"] is True
+                after = cache_hits((await cb.get("/metrics")).text, "token_state")
+                assert after - before >= 2, "B did not serve the repeats from its cache"
+                if revoke == "token":
+                    r = await ca.post("/v1/tokens/revoke", json={"token": token})
+                else:
+                    r = await ca.delete(f"/v1/verifications/{vid}")
+                assert r.status_code == 200, r.text
+                answer = (await cb.post("/v1/tokens/introspect", json={"token": token})).json()
+                assert answer == {"active": False}, revoke

@@ -17,6 +17,7 @@ from sqlmodel import col, select
 
 from app.crypto import keyed_hash, seal, unseal
 from app.errors import ProblemError
+from app.hotcache import TokenState, tokens_changed
 from app.models import LIVE_STATUSES, Check, Client, Identity, ServiceToken, Status, Verification
 from app.models._types import utcnow
 from app.runtime import Runtime
@@ -170,56 +171,76 @@ async def _decode(
     return claims
 
 
+async def _claims_for_introspection(
+    session: AsyncSession, runtime: Runtime, client: Client, token: str
+) -> dict[str, Any] | None:
+    """Verified claims, reusing an earlier verification of the same token for this client
+    (``exp``/``nbf`` are checked again each time)."""
+    key = (client.id, token)
+    claims: dict[str, Any] | None = runtime.token_claims.get(key)
+    if claims is None:
+        claims = await _decode(session, runtime, client, token)
+        if claims is not None:
+            runtime.token_claims.put(key, claims)
+        return claims
+    now = utcnow().timestamp()
+    if claims["exp"] <= now or claims["nbf"] > now:
+        return None
+    return claims
+
+
+async def _token_state(
+    session: AsyncSession, runtime: Runtime, client: Client, jti: str
+) -> TokenState | None:
+    states = runtime.token_states
+    key = f"{client.id}:{jti}"
+    epoch = await states.epoch()  # read before the database: see app.hotcache
+    cached = states.get(key, epoch)
+    if cached is not None:
+        return cached
+    row = (
+        await session.execute(
+            select(
+                ServiceToken.verification_id,
+                ServiceToken.revoked_at,
+                Verification.status,
+                Verification.expires_at,
+            )
+            .join(Verification, col(Verification.id) == col(ServiceToken.verification_id))
+            .where(ServiceToken.jti == jti, ServiceToken.client_id == client.id)
+        )
+    ).first()
+    if row is None:
+        return None
+    state = TokenState(
+        verification_id=row[0], revoked=row[1] is not None, status=row[2], expires_at=row[3]
+    )
+    states.put(key, epoch, state)
+    return state
+
+
+#: Claims an active introspection answer repeats from the token.
+_ANSWERED_CLAIMS = ("client_id", "sub", "aud", "iss", "exp", "iat", "nbf", "jti", "vid", "lvl")
+
+
 async def introspect(
     session: AsyncSession, runtime: Runtime, client: Client, token: str
 ) -> dict[str, Any]:
     """RFC 7662: active only if signed by us, for this client, unexpired, unrevoked, and its
     verification still verified."""
-    claims = await _decode(session, runtime, client, token)
+    claims = await _claims_for_introspection(session, runtime, client, token)
     if claims is None:
         return INACTIVE
-    row = (
-        await session.execute(
-            select(
-                ServiceToken.revoked_at,
-                Verification.status,
-                Verification.expires_at,
-                ServiceToken.verification_id,
-            )
-            .join(Verification, col(Verification.id) == col(ServiceToken.verification_id))
-            .where(ServiceToken.jti == claims["jti"], ServiceToken.client_id == client.id)
-        )
-    ).first()
-    if row is None:
+    state = await _token_state(session, runtime, client, claims["jti"])
+    if state is None or state.verification_id != claims["vid"]:
         return INACTIVE
-    revoked_at, status, expires_at, verification_id = row
-    if verification_id != claims["vid"]:
+    if state.revoked or state.status != Status.VERIFIED:
         return INACTIVE
-    if revoked_at is not None or status != Status.VERIFIED:
+    if state.expires_at is not None and state.expires_at <= utcnow():
         return INACTIVE
-    if expires_at is not None and expires_at <= utcnow():
-        return INACTIVE
-    return {
-        "active": True,
-        "token_type": "Bearer",
-        **{
-            k: claims[k]
-            for k in (
-                "client_id",
-                "sub",
-                "aud",
-                "iss",
-                "exp",
-                "iat",
-                "nbf",
-                "jti",
-                "vid",
-                "lvl",
-                "adult",
-            )
-            if k in claims
-        },
-    }
+    answer: dict[str, Any] = {"active": True, "token_type": "Bearer"}
+    answer.update((k, claims[k]) for k in (*_ANSWERED_CLAIMS, "adult") if k in claims)
+    return answer
 
 
 async def revoke(session: AsyncSession, runtime: Runtime, client: Client, token: str) -> None:
@@ -237,6 +258,7 @@ async def revoke(session: AsyncSession, runtime: Runtime, client: Client, token:
         .values(revoked_at=utcnow(), revoked_reason="client_revoked")
     )
     if result.rowcount:  # type: ignore[attr-defined]
+        tokens_changed(session)
         await audit.record(
             session,
             action="token.revoked",
@@ -258,4 +280,6 @@ async def revoke_for_verification(session: AsyncSession, verification_id: str, r
         )
         .values(revoked_at=utcnow(), revoked_reason=reason)
     )
+    # Also when nothing was revoked: the verification's status is changing with it.
+    tokens_changed(session)
     return int(result.rowcount)  # type: ignore[attr-defined]

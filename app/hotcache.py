@@ -1,0 +1,148 @@
+"""Per-process caches for the hot read paths: API-key authentication and token introspection.
+
+Backends introspect a token on every request they serve, so introspection must not cost three
+database round trips each time. What is cached, and why it stays correct:
+
+- **API keys** (``api_key_cache_seconds``, default 10 s): the keyed hash of a key -> its client's
+  columns. A key revoked or a client disabled in the database stops working within that time.
+- **Token signatures** (``token_cache_seconds``): (client, token) -> its verified claims. A pure
+  function of the token and the published keys (public keys are never changed, only retired
+  after their tokens expire); ``exp`` and ``nbf`` are checked again on every use.
+- **Token states** (only with Redis, ``token_cache_seconds``): jti -> (revoked, verification
+  status, verification expiry). Every change that can make a token inactive (revocation,
+  erasure, correction, a verification leaving ``verified``) bumps a shared **epoch** in Redis
+  after its transaction commits and before its caller is answered. Each introspection reads the
+  epoch (one Redis ``GET``) and uses a cached state only if it was read under the same epoch,
+  so a revocation is seen by every process at once. An entry is stored under the epoch read
+  *before* its database read, so a revocation committed in between cannot hide behind it.
+  Without Redis, or when Redis does not answer, token states are always read from the database.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import redis.asyncio
+from cachetools import TTLCache
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app import metrics
+
+logger = logging.getLogger(__name__)
+
+#: ``session.info`` key of the callbacks a session scope awaits after it commits.
+AFTER_COMMIT = "after_commit"
+#: ``session.info`` key under which a runtime's sessions find its :class:`TokenStates`.
+TOKEN_STATES = "token_states"  # noqa: S105 (a dictionary key, not a secret)
+
+_MAX_ENTRIES = 100_000
+
+
+@dataclass(frozen=True, slots=True)
+class TokenState:
+    verification_id: str
+    revoked: bool
+    status: str
+    expires_at: datetime | None
+
+
+class TokenStates:
+    """jti -> :class:`TokenState`, valid while the shared revocation epoch is unchanged."""
+
+    def __init__(self, client: redis.asyncio.Redis | None, prefix: str, ttl: float) -> None:
+        self._redis = client
+        self._key = f"{prefix}:token-epoch"
+        self._entries: TTLCache[str, tuple[bytes, TokenState]] | None = (
+            TTLCache(_MAX_ENTRIES, ttl) if client is not None and ttl > 0 else None
+        )
+        self._hit = metrics.CACHE_LOOKUPS.labels("token_state", "hit")
+        self._miss = metrics.CACHE_LOOKUPS.labels("token_state", "miss")
+
+    @property
+    def enabled(self) -> bool:
+        return self._entries is not None
+
+    async def epoch(self) -> bytes | None:
+        """The current epoch, or None when states must come from the database."""
+        if self._redis is None or self._entries is None:
+            return None
+        try:
+            value = await self._redis.get(self._key)
+        except (redis.RedisError, OSError) as exc:
+            logger.warning("token epoch unreadable", extra={"error_type": type(exc).__name__})
+            return None
+        return value.encode() if isinstance(value, str) else (value or b"0")
+
+    def get(self, jti: str, epoch: bytes | None) -> TokenState | None:
+        if epoch is None or self._entries is None:
+            return None
+        entry = self._entries.get(jti)
+        if entry is None or entry[0] != epoch:
+            self._miss.inc()
+            return None
+        self._hit.inc()
+        return entry[1]
+
+    def put(self, jti: str, epoch: bytes | None, state: TokenState) -> None:
+        if epoch is not None and self._entries is not None:
+            self._entries[jti] = (epoch, state)
+
+    async def bump(self) -> None:
+        """Invalidate every process's cached states (called after a commit that revoked)."""
+        if self._entries is not None:
+            self._entries.clear()
+        if self._redis is None:
+            return
+        try:
+            await self._redis.incr(self._key)
+        except (redis.RedisError, OSError) as exc:
+            # Other processes keep their entries until they expire (token_cache_seconds).
+            logger.error("token epoch not bumped", extra={"error_type": type(exc).__name__})
+
+
+def tokens_changed(session: AsyncSession) -> None:
+    """Record that this transaction may have made tokens inactive: once it commits, the
+    session scope bumps the epoch before the caller is answered."""
+    states = session.info.get(TOKEN_STATES)
+    if isinstance(states, TokenStates) and states.enabled:
+        after_commit(session, "token_states", states.bump)
+
+
+def after_commit(session: AsyncSession, name: str, callback: Callable[[], Awaitable[None]]) -> None:
+    hooks: dict[str, Callable[[], Awaitable[None]]] = session.info.setdefault(AFTER_COMMIT, {})
+    hooks[name] = callback
+
+
+async def run_after_commit(session: AsyncSession) -> None:
+    hooks: dict[str, Callable[[], Awaitable[None]]] = session.info.pop(AFTER_COMMIT, {})
+    for callback in hooks.values():
+        await callback()
+
+
+class TtlMap:
+    """A bounded map whose entries expire, counted in ``realname_cache_lookups_total`` under
+    ``name``; a thin typed face over ``cachetools.TTLCache`` (0 seconds disables it)."""
+
+    def __init__(self, name: str, ttl: float, maxsize: int = 10_000) -> None:
+        self._cache: TTLCache[Any, Any] | None = TTLCache(maxsize, ttl) if ttl > 0 else None
+        self._hit = metrics.CACHE_LOOKUPS.labels(name, "hit")
+        self._miss = metrics.CACHE_LOOKUPS.labels(name, "miss")
+
+    def get(self, key: Any) -> Any:
+        if self._cache is None:
+            return None
+        value = self._cache.get(key)
+        (self._miss if value is None else self._hit).inc()
+        return value
+
+    def put(self, key: Any, value: Any) -> None:
+        if self._cache is not None:
+            self._cache[key] = value
+
+    def clear(self) -> None:
+        if self._cache is not None:
+            self._cache.clear()
