@@ -19,7 +19,7 @@ from limits import (
     parse_many,
 )
 from limits.aio.storage import MemoryStorage, RedisStorage, Storage
-from limits.aio.strategies import MovingWindowRateLimiter
+from limits.aio.strategies import MovingWindowRateLimiter, SlidingWindowCounterRateLimiter
 
 from app import metrics
 from app.errors import ProblemError
@@ -56,6 +56,9 @@ class RateLimits:
             redis.asyncio.Redis(connection_pool=self._pool) if self._pool is not None else None
         )
         self.limiter = MovingWindowRateLimiter(self.storage)
+        # The per-client request quota is counted on every request: a sliding window counter
+        # costs one O(1) Redis call, where the exact moving window keeps a list per client.
+        self.client_limiter = SlidingWindowCounterRateLimiter(self.storage)
         self.sms_per_phone: list[RateLimitItem] = list(parse_many(settings.sms_phone_limits))
         self.failed_codes = RateLimitItemPerDay(settings.failed_codes_per_identity)
         self.client_default = settings.client_requests_per_minute
@@ -105,9 +108,10 @@ class RateLimits:
     # -- requests per client ----------------------------------------------------------------------
     async def hit_client(self, client_id: str, per_minute: int) -> Refusal | None:
         item = RateLimitItemPerMinute(per_minute or self.client_default)
-        if await self.limiter.hit(item, "client", client_id):
+        if await self.client_limiter.hit(item, "client", client_id):
             return None
-        return Refusal(await self._retry_after(item, "client", client_id))
+        stats = await self.client_limiter.get_window_stats(item, "client", client_id)
+        return Refusal(max(1, math.ceil(stats.reset_time - time.time())))
 
     # -- admins ---------------------------------------------------------------------------------
     async def login_refused(self, username_key: str, address: str) -> Refusal | None:

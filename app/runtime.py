@@ -43,6 +43,8 @@ class Runtime:
     #: API key hash -> client columns; (client id, token) -> verified claims. See app.hotcache.
     api_keys: TtlMap
     token_claims: TtlMap
+    #: Published collection-rules versions (immutable once published).
+    policies: TtlMap
     worker: Worker | None = None
     extras: dict[str, Any] = field(default_factory=dict)
 
@@ -103,4 +105,5 @@ def build_runtime(settings: Settings, *, engine: AsyncEngine | None = None) -> R
         token_states=token_states,
         api_keys=TtlMap("api_key", settings.api_key_cache_seconds),
         token_claims=TtlMap("token_claims", settings.token_cache_seconds),
+        policies=TtlMap("policy", 3600),
     )

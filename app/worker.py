@@ -39,6 +39,7 @@ class Worker:
         self.runtime = runtime
         self._wake = asyncio.Event()
         self._swept_at = 0.0
+        self._backlog = False
 
     def notify(self) -> None:
         """Wake the loop now (called after a commit that queued a job)."""
@@ -60,21 +61,24 @@ class Worker:
             .scalar_subquery()
         )
         async with session_scope(self.runtime.sessions) as session:
-            row = (
-                await session.execute(
-                    update(OutboxJob)
-                    .where(col(OutboxJob.id) == candidate, due)
-                    .values(
-                        locked_until=now
-                        + timedelta(seconds=self.runtime.settings.worker_lease_seconds),
-                        attempts=col(OutboxJob.attempts) + 1,
+            claimed: OutboxJob | None = (
+                (
+                    await session.execute(
+                        update(OutboxJob)
+                        .where(col(OutboxJob.id) == candidate, due)
+                        .values(
+                            locked_until=now
+                            + timedelta(seconds=self.runtime.settings.worker_lease_seconds),
+                            attempts=col(OutboxJob.attempts) + 1,
+                        )
+                        .returning(OutboxJob)
+                        .execution_options(synchronize_session=False)
                     )
-                    .returning(col(OutboxJob.id))
                 )
-            ).first()
-            if row is None:
-                return None
-            return await session.get(OutboxJob, row[0])
+                .scalars()
+                .first()
+            )
+            return claimed
 
     async def run_one(self) -> bool:
         """Claim and do one due job; False when none is due."""
@@ -95,24 +99,30 @@ class Worker:
             self._swept_at = time.monotonic()
             await self.sweep()
         started = 0
+        self._backlog = False
         while not slots.locked():
             await slots.acquire()
             job = await self.claim()
             if job is None:
                 slots.release()
-                break
+                return started
             task = asyncio.create_task(self._handle_in_slot(job, slots))
             running.add(task)
             task.add_done_callback(running.discard)
             started += 1
+        self._backlog = True  # every slot taken: due jobs may be waiting for one
         return started
 
     async def _handle_in_slot(self, job: OutboxJob, slots: asyncio.Semaphore) -> None:
+        queued = True
         try:
-            await self._handle(job)
+            queued = await self._handle(job)
         finally:
             slots.release()
-            self._wake.set()  # a slot is free (and the job may have queued another)
+            # Look again only when there may be something to claim: jobs waited for this
+            # slot, or this one queued another. (An empty claim is a whole transaction.)
+            if queued or self._backlog:
+                self._wake.set()
 
     async def run_once(self) -> int:
         """Do every job that is due now, up to ``worker_concurrency`` at a time; return how many
@@ -169,13 +179,15 @@ class Worker:
             for task in running:
                 task.cancel()
 
-    async def _handle(self, job: OutboxJob) -> None:
+    async def _handle(self, job: OutboxJob) -> bool:
+        """Do ``job``; True when it may have queued another job that is due now."""
         try:
             if job.kind == "run_checks":
                 assert job.verification_id is not None
-                await checks.process(self.runtime, job.verification_id)
+                queued = await checks.process(self.runtime, job.verification_id)
                 await self._finish(job)
-            elif job.kind == "send_sms":
+                return queued
+            if job.kind == "send_sms":
                 await self._send_sms(job)
             else:
                 await self._finish(job, error="unknown_kind")
@@ -185,6 +197,7 @@ class Worker:
                 extra={"job_id": job.id, "kind": job.kind, "error_type": type(exc).__name__},
             )
             await self._retry(job, "handler_error")
+        return False
 
     async def _send_sms(self, job: OutboxJob) -> None:
         async with session_scope(self.runtime.sessions) as session:

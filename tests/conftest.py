@@ -110,6 +110,7 @@ async def _clean_tables(request: pytest.FixtureRequest) -> AsyncIterator[None]:
     await rt.limits.reset()
     rt.api_keys.clear()
     rt.token_claims.clear()
+    rt.policies.clear()
     tables = [
         t.name for t in reversed(SQLModel.metadata.sorted_tables) if t.name not in KEEP_TABLES
     ]

@@ -73,8 +73,10 @@ async def create_verification(
             return JSONResponse(
                 stored.body, status_code=stored.status_code, headers={"Idempotent-Replayed": "true"}
             )
-    verification = await verifications.create(session, runtime, client, body, canonical, prepared)
-    out = await verifications.present(session, verification)
+    verification, checks = await verifications.create(
+        session, runtime, client, body, canonical, prepared
+    )
+    out = await verifications.present(session, verification, checks)
     background.add_task(runtime.notify_worker)  # after the commit: the checks start at once
     if claim is not None:
         await idempotency.complete(

@@ -60,11 +60,12 @@ async def _load(
     return verification, client, checks, Subject(real_name=name, id_number=id_number, phone=phone)
 
 
-async def process(runtime: Runtime, verification_id: str) -> None:
-    """Run the pending automated checks in level order, then record and transition."""
+async def process(runtime: Runtime, verification_id: str) -> bool:
+    """Run the pending automated checks in level order, then record and transition. True when
+    that queued a job due now (the code's SMS)."""
     loaded = await _load(runtime, verification_id)
     if loaded is None:
-        return
+        return False
     verification, client, checks, subject = loaded
     by_type = {c.type: c for c in checks}
     results: dict[str, CheckResult] = {}
@@ -94,11 +95,12 @@ async def process(runtime: Runtime, verification_id: str) -> None:
             break
     async with session_scope(runtime.sessions) as session:
         try:
-            await _record(session, runtime, verification_id, results, subject)
+            return await _record(session, runtime, verification_id, results, subject)
         except lifecycle.StaleState:
             logger.info(
                 "verification moved on meanwhile", extra={"verification_id": verification_id}
             )
+            return False
 
 
 async def _record(
@@ -107,10 +109,11 @@ async def _record(
     verification_id: str,
     results: dict[str, CheckResult],
     subject: Subject,
-) -> None:
+) -> bool:
+    """Record ``results`` and move the verification on; True when a code was queued."""
     verification = await session.get(Verification, verification_id, with_for_update=True)
     if verification is None or verification.status != Status.PENDING:
-        return
+        return False
     checks = {
         c.type: c
         for c in (
@@ -137,7 +140,7 @@ async def _record(
             reason=failed[1].reason,
             data={"check": failed[0]},
         )
-        return
+        return False
     unavailable = next(
         ((t, r) for t, r in results.items() if r.outcome is CheckOutcome.UNAVAILABLE), None
     )
@@ -153,7 +156,7 @@ async def _record(
                 reason=result.reason,
                 data={"check": check_type, "attempts": checks[check_type].attempts},
             )
-            return
+            return False
         delay = settings.check_retry_backoff_seconds * 2 ** (checks[check_type].attempts - 1)
         session.add(
             OutboxJob(
@@ -163,9 +166,9 @@ async def _record(
             )
         )
         await session.flush()
-        return
+        return False
     if any(checks[t].status != "passed" for t in AUTOMATED if t in checks):
-        return  # nothing ran (already recorded elsewhere)
+        return False  # nothing ran (already recorded elsewhere)
     if "sms_otp" not in checks:
         await lifecycle.transition(
             session,
@@ -174,7 +177,7 @@ async def _record(
             expect=[Status.PENDING],
             valid_until=lifecycle.verified_until(runtime.settings),
         )
-        return
+        return False
     await lifecycle.transition(session, verification, Status.AWAITING_CODE, expect=[Status.PENDING])
     assert verification.phone_bidx is not None
     client = await session.get(Client, verification.client_id)
@@ -183,5 +186,6 @@ async def _record(
     if refusal is not None:
         checks["sms_otp"].reason = "rate_limited"
         await session.flush()
-        return
+        return False
     await codes.issue(session, runtime, verification, subject.phone)
+    return True

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 from importlib import resources
 
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
+from app.hotcache import TtlMap
 from app.models import Policy
 from app.services import audit
 
@@ -22,6 +24,25 @@ def default_policy_body() -> str:
 
 async def get(session: AsyncSession, version: str) -> Policy | None:
     return await session.get(Policy, version)
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyRef:
+    version: str
+    sha256: str
+
+
+async def published(session: AsyncSession, version: str, cache: TtlMap) -> PolicyRef | None:
+    """The published version ``version`` (what a consent records), or None. Published versions
+    never change, so a found one is reused from ``cache``."""
+    ref: PolicyRef | None = cache.get(version)
+    if ref is None:
+        policy = await get(session, version)
+        if policy is None:
+            return None
+        ref = PolicyRef(policy.version, policy.sha256)
+        cache.put(version, ref)
+    return ref
 
 
 async def current(session: AsyncSession) -> Policy | None:

@@ -11,9 +11,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlmodel import col, or_, select
+from sqlmodel import and_, col, or_, select
 
 from app.crypto import seal
+from app.db import insert_ignoring_conflicts
 from app.errors import ProblemError
 from app.identity import (
     IdNumber,
@@ -37,7 +38,7 @@ from app.models import (
     Status,
     Verification,
 )
-from app.models._types import utcnow
+from app.models._types import new_id, utcnow
 from app.runtime import Runtime
 from app.schemas.verification import (
     CheckOut,
@@ -169,83 +170,78 @@ def resolve_level(client: Client, requested: str | None) -> str:
 
 async def _identity_for(
     session: AsyncSession, runtime: Runtime, canonical: Canonical, prepared: Prepared
-) -> Identity:
-    """Find the person by blind index under any key version, or create them (race-safe)."""
-    for version, digest in runtime.blind.candidates("id_number", canonical.id_number.value):
-        found = (
+) -> str:
+    """The person's identity id, found by blind index under any key version or created
+    (race-safe: ``INSERT … ON CONFLICT DO NOTHING``, then read the winner's row)."""
+    candidates = runtime.blind.candidates("id_number", canonical.id_number.value)
+    if len(candidates) > 1:  # keys are rotating: the person may be indexed under an older one
+        rows = (
             await session.execute(
-                select(Identity).where(
-                    Identity.bidx_version == version, Identity.id_number_bidx == digest
+                select(Identity.id, Identity.bidx_version, Identity.id_number_bidx).where(
+                    or_(
+                        *(
+                            and_(Identity.bidx_version == v, Identity.id_number_bidx == d)
+                            for v, d in candidates
+                        )
+                    )
                 )
             )
-        ).scalar_one_or_none()
-        if found is not None:
-            return found
-    identity = Identity(
-        id_number_bidx=prepared.id_number_bidx,
-        bidx_version=prepared.bidx_version,
-        adult_on_sealed="",
-    )
+        ).all()
+        found = {(row[1], row[2]): row[0] for row in rows}
+        for candidate in candidates:  # current version first, then newest first
+            if candidate in found:
+                return str(found[candidate])
     from app.services.tokens import seal_adult_on
 
-    identity.adult_on_sealed = seal_adult_on(
-        runtime.master_key, identity.id, canonical.id_number.adult_on
+    identity_id = new_id("idn")
+    created = await session.execute(
+        insert_ignoring_conflicts(session, Identity, ["bidx_version", "id_number_bidx"])
+        .values(
+            id=identity_id,
+            id_number_bidx=prepared.id_number_bidx,
+            bidx_version=prepared.bidx_version,
+            adult_on_sealed=seal_adult_on(
+                runtime.master_key, identity_id, canonical.id_number.adult_on
+            ),
+            created_at=utcnow(),
+        )
+        .returning(col(Identity.id))
     )
-    from sqlalchemy.exc import IntegrityError
-
-    try:
-        async with session.begin_nested():
-            session.add(identity)
-            await session.flush()
-    except IntegrityError:
-        # Registered concurrently by another request: use theirs.
-        return (
-            await session.execute(
-                select(Identity).where(
-                    Identity.bidx_version == prepared.bidx_version,
-                    Identity.id_number_bidx == prepared.id_number_bidx,
-                )
-            )
-        ).scalar_one()
-    return identity
+    if created.first() is not None:
+        return identity_id
+    # Registered concurrently by another request (or before): use theirs.
+    existing = await session.execute(
+        select(Identity.id).where(
+            Identity.bidx_version == prepared.bidx_version,
+            Identity.id_number_bidx == prepared.id_number_bidx,
+        )
+    )
+    return str(existing.scalar_one())
 
 
 async def _bind(
-    session: AsyncSession, client: Client, identity: Identity, external_user_id: str
+    session: AsyncSession, client: Client, identity_id: str, external_user_id: str
 ) -> None:
     """One person, one user per client: refuse while another user of the client holds them."""
+    created = await session.execute(
+        insert_ignoring_conflicts(session, ClientIdentity, ["client_id", "identity_id"])
+        .values(
+            client_id=client.id,
+            identity_id=identity_id,
+            external_user_id=external_user_id,
+            created_at=utcnow(),
+        )
+        .returning(col(ClientIdentity.id))
+    )
+    if created.first() is not None:
+        return  # a new binding, locked by this transaction until it commits
     binding = (
         await session.execute(
             select(ClientIdentity)
-            .where(ClientIdentity.client_id == client.id, ClientIdentity.identity_id == identity.id)
+            .where(ClientIdentity.client_id == client.id, ClientIdentity.identity_id == identity_id)
             .with_for_update()
         )
-    ).scalar_one_or_none()
-    if binding is None:
-        from sqlalchemy.exc import IntegrityError
-
-        try:
-            async with session.begin_nested():
-                session.add(
-                    ClientIdentity(
-                        client_id=client.id,
-                        identity_id=identity.id,
-                        external_user_id=external_user_id,
-                    )
-                )
-                await session.flush()
-            return
-        except IntegrityError:
-            binding = (
-                await session.execute(
-                    select(ClientIdentity)
-                    .where(
-                        ClientIdentity.client_id == client.id,
-                        ClientIdentity.identity_id == identity.id,
-                    )
-                    .with_for_update()
-                )
-            ).scalar_one()
+    ).scalar_one()
     if binding.external_user_id == external_user_id:
         return
     holder_live = (
@@ -254,7 +250,7 @@ async def _bind(
             .where(
                 Verification.client_id == client.id,
                 Verification.external_user_id == binding.external_user_id,
-                Verification.identity_id == identity.id,
+                Verification.identity_id == identity_id,
                 col(Verification.status).in_([s.value for s in LIVE_STATUSES]),
                 # An unfinished verification past its expiry holds nobody.
                 or_(
@@ -328,23 +324,23 @@ async def create(
     body: VerificationCreate,
     canonical: Canonical,
     prepared: Prepared,
-) -> Verification:
+) -> tuple[Verification, list[Check]]:
     """Create a ``pending`` verification with its checks, audit event and sealed subject."""
     level = resolve_level(client, body.level)
     await precheck_sms(runtime, client.mode, level, prepared)
-    policy = await policies.get(session, body.consent.policy_version)
+    policy = await policies.published(session, body.consent.policy_version, runtime.policies)
     if policy is None:
         raise ProblemError(
             "consent_required",
             "consent.policy_version must name a published collection-rules version",
         )
-    identity = await _identity_for(session, runtime, canonical, prepared)
-    await _bind(session, client, identity, body.external_user_id)
+    identity_id = await _identity_for(session, runtime, canonical, prepared)
+    await _bind(session, client, identity_id, body.external_user_id)
     now = utcnow()
     verification = Verification(
         client_id=client.id,
         external_user_id=body.external_user_id,
-        identity_id=identity.id,
+        identity_id=identity_id,
         status=Status.PENDING,
         level=level,
         id_type=body.id_type,
@@ -366,10 +362,11 @@ async def create(
     )
     session.add(verification)
     await session.flush()
-    for check_type in LEVEL_CHECKS[level]:
-        session.add(
-            Check(verification_id=verification.id, type=check_type, created_at=now, updated_at=now)
-        )
+    checks = [
+        Check(verification_id=verification.id, type=check_type, created_at=now, updated_at=now)
+        for check_type in LEVEL_CHECKS[level]
+    ]
+    session.add_all(checks)
     # Checks run after the commit, in the worker: queued here so a crash cannot lose them.
     session.add(OutboxJob(kind="run_checks", verification_id=verification.id, run_after=now))
     await session.flush()
@@ -387,7 +384,7 @@ async def create(
             "policy_sha256": policy.sha256,
         },
     )
-    return verification
+    return verification, checks
 
 
 async def get_for_client(
@@ -400,9 +397,12 @@ async def get_for_client(
     return verification
 
 
-async def present(session: AsyncSession, verification: Verification) -> VerificationOut:
-    """The verification object as the API shows it (checks, masked values, next action)."""
-    checks = await checks_of(session, verification.id)
+async def present(
+    session: AsyncSession, verification: Verification, checks: list[Check] | None = None
+) -> VerificationOut:
+    """The verification object as the API shows it (checks, masked values, next action);
+    ``checks`` when the caller holds them already."""
+    checks = await checks_of(session, verification.id) if checks is None else checks
     expires_at = None
     if verification.status == Status.AWAITING_CODE:
         expires_at = (
