@@ -42,6 +42,7 @@ from bench.servers import (
 from bench.stats import Summary
 
 BENCH_DIR = Path(__file__).resolve().parent
+README = BENCH_DIR.parent / "README.md"
 DEFAULT_DATABASE = "postgresql://postgres@127.0.0.1:5432/postgres"
 DEFAULT_REDIS = "redis://127.0.0.1:6379/14"
 HOST = "127.0.0.1"
@@ -95,7 +96,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--parallelism", type=int, default=OWASP_MINIMUM.parallelism)
     parser.add_argument("--results-dir", type=Path, default=BENCH_DIR / "results")
     parser.add_argument(
-        "--no-readme", action="store_true", help="do not refresh the table in bench/README.md"
+        "--no-readme",
+        action="store_true",
+        help="do not refresh the tables in bench/README.md and README.md",
     )
     parser.add_argument("--seed", type=int, default=None, help="seed for the generated people")
     parser.add_argument(
@@ -554,8 +557,8 @@ async def run(args: argparse.Namespace) -> int:
         changed = _non_defaults(args)
         if changed:
             report.notes.insert(0, "Non-default settings: " + ", ".join(changed) + ".")
-        readme = None if args.no_readme or changed else BENCH_DIR / "README.md"
-        markdown = write_results(report, args.results_dir, readme)
+        readmes = [] if args.no_readme or changed else [BENCH_DIR / "README.md", README]
+        markdown = write_results(report, args.results_dir, readmes)
     print(markdown)
     return 1 if failure is not None else 0
 

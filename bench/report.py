@@ -218,8 +218,8 @@ def render_markdown(report: Report) -> str:
     return "\n".join(parts) + "\n"
 
 
-def write_results(report: Report, results_dir: Path, readme: Path | None = None) -> str:
-    """Write ``latest.json`` and ``latest.md`` (atomically); refresh the README's table."""
+def write_results(report: Report, results_dir: Path, readmes: list[Path] | None = None) -> str:
+    """Write ``latest.json`` and ``latest.md`` (atomically); refresh the READMEs' tables."""
     results_dir.mkdir(parents=True, exist_ok=True)
     markdown = render_markdown(report)
     for name, text in (
@@ -229,10 +229,12 @@ def write_results(report: Report, results_dir: Path, readme: Path | None = None)
         tmp = results_dir / (name + ".tmp")
         tmp.write_text(text + ("" if text.endswith("\n") else "\n"), encoding="utf-8")
         tmp.replace(results_dir / name)
-    if readme is not None and readme.exists():
+    pattern = re.compile(re.escape(README_START) + ".*?" + re.escape(README_END), re.S)
+    block = f"{README_START}\n{markdown}{README_END}"
+    for readme in readmes or []:
+        if not readme.exists():
+            continue
         text = readme.read_text(encoding="utf-8")
-        pattern = re.compile(re.escape(README_START) + ".*?" + re.escape(README_END), re.S)
         if pattern.search(text):
-            block = f"{README_START}\n{markdown}{README_END}"
             readme.write_text(pattern.sub(lambda _: block, text), encoding="utf-8")
     return markdown

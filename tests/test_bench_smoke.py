@@ -80,7 +80,7 @@ def test_table_rendering_and_result_files(tmp_path: Path) -> None:
     readme = tmp_path / "README.md"
     readme.write_text(f"# Bench\n\n{README_START}\nold\n{README_END}\ntail\n")
 
-    markdown = write_results(report, tmp_path / "results", readme)
+    markdown = write_results(report, tmp_path / "results", [readme, tmp_path / "missing.md"])
 
     row = next(line for line in markdown.splitlines() if line.startswith("| registration L1"))
     cells = [c.strip() for c in row.strip("|").split("|")]
