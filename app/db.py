@@ -41,6 +41,9 @@ def create_engine(settings: Settings, **kwargs: Any) -> AsyncEngine:
     # Per process: keep workers x (pool + overflow) under PostgreSQL's max_connections.
     kwargs.setdefault("max_overflow", 5)
     kwargs.setdefault("pool_pre_ping", True)
+    # Each statement sees what committed before it: introspection's cache relies on a database
+    # read after its epoch read seeing every revocation committed before that (app/hotcache.py).
+    kwargs.setdefault("isolation_level", "READ COMMITTED")
     return create_async_engine(url, **kwargs)
 
 
@@ -83,9 +86,12 @@ def insert_ignoring_conflicts(
 ) -> Any:
     """``INSERT … ON CONFLICT (conflict_columns) DO NOTHING`` in the session's dialect: one
     statement where a savepoint, an insert and a release would take three."""
-    if session.get_bind().dialect.name == "postgresql":
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
         return postgresql.insert(model).on_conflict_do_nothing(index_elements=conflict_columns)
-    return sqlite.insert(model).on_conflict_do_nothing(index_elements=conflict_columns)
+    if dialect == "sqlite":
+        return sqlite.insert(model).on_conflict_do_nothing(index_elements=conflict_columns)
+    raise NotImplementedError(f"no INSERT … ON CONFLICT for {dialect}")
 
 
 def create_sessionmaker(

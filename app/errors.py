@@ -171,6 +171,13 @@ def install_error_handlers(app: FastAPI) -> None:
             "invalid_transition", "The verification changed meanwhile; reload it"
         )
 
+    from app.hotcache import EpochNotMoved
+
+    @app.exception_handler(EpochNotMoved)
+    async def _epoch(_: Request, exc: EpochNotMoved) -> JSONResponse:
+        # Committed, but not yet in force in every process: the retry is idempotent.
+        return problem_response("service_unavailable", headers={"Retry-After": "1"})
+
     @app.exception_handler(DataError)
     async def _data(_: Request, exc: DataError) -> JSONResponse:
         # The database refused a value (out of range, bad encoding): the input's fault.

@@ -10,8 +10,9 @@ database round trips each time. What is cached, and why it stays correct:
   after their tokens expire); ``exp`` and ``nbf`` are checked again on every use.
 - **Token states** (only with Redis, ``token_cache_seconds``): jti -> (revoked, verification
   status, verification expiry). Every change that can make a token inactive (revocation,
-  erasure, correction, a verification leaving ``verified``) bumps a shared **epoch** in Redis
-  after its transaction commits and before its caller is answered. Each introspection reads the
+  erasure, correction, a verification leaving ``verified``) moves a shared **epoch** in Redis
+  (a new random value) after its transaction commits and before its caller is answered; if
+  Redis cannot be told, the caller gets 503 and retries. Each introspection reads the
   epoch (one Redis ``GET``) and uses a cached state only if it was read under the same epoch,
   so a revocation is seen by every process at once. An entry is stored under the epoch read
   *before* its database read, so a revocation committed in between cannot hide behind it.
@@ -20,7 +21,9 @@ database round trips each time. What is cached, and why it stays correct:
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -40,6 +43,8 @@ AFTER_COMMIT = "after_commit"
 TOKEN_STATES = "token_states"  # noqa: S105 (a dictionary key, not a secret)
 
 _MAX_ENTRIES = 100_000
+#: A stalled Redis must not stall introspection: past this, states come from the database.
+REDIS_TIMEOUT_SECONDS = 0.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,7 +60,9 @@ class TokenStates:
 
     def __init__(self, client: redis.asyncio.Redis | None, prefix: str, ttl: float) -> None:
         self._redis = client
-        self._key = f"{prefix}:token-epoch"
+        # Outside the rate limits' ``prefix:*`` keys (which a limits reset deletes); "|" cannot
+        # occur in a prefix, so no other deployment's key can collide with it.
+        self._key = f"{prefix}|token-epoch"
         self._entries: TTLCache[str, tuple[bytes, TokenState]] | None = (
             TTLCache(_MAX_ENTRIES, ttl) if client is not None and ttl > 0 else None
         )
@@ -67,15 +74,24 @@ class TokenStates:
         return self._entries is not None
 
     async def epoch(self) -> bytes | None:
-        """The current epoch, or None when states must come from the database."""
+        """The current epoch, or None when states must come from the database.
+
+        Epochs are random values, never a counter: if the key is lost (a Redis restart without
+        persistence, eviction, a flush), the next value cannot match an old entry."""
         if self._redis is None or self._entries is None:
             return None
         try:
-            value = await self._redis.get(self._key)
-        except (redis.RedisError, OSError) as exc:
+            async with asyncio.timeout(REDIS_TIMEOUT_SECONDS):
+                value = await self._redis.get(self._key)
+                if value is None:  # first use, or lost: start a new one (racing ones agree)
+                    await self._redis.set(self._key, uuid.uuid4().hex, nx=True)
+                    value = await self._redis.get(self._key)
+        except (redis.RedisError, OSError, TimeoutError) as exc:
             logger.warning("token epoch unreadable", extra={"error_type": type(exc).__name__})
             return None
-        return value.encode() if isinstance(value, str) else (value or b"0")
+        if value is None:
+            return None
+        return value.encode() if isinstance(value, str) else bytes(value)
 
     def get(self, jti: str, epoch: bytes | None) -> TokenState | None:
         if epoch is None or self._entries is None:
@@ -92,16 +108,30 @@ class TokenStates:
             self._entries[jti] = (epoch, state)
 
     async def bump(self) -> None:
-        """Invalidate every process's cached states (called after a commit that revoked)."""
+        """Invalidate every process's cached states (called after a commit that revoked).
+
+        Raises :class:`EpochNotMoved` when Redis cannot be told after a few tries: the caller
+        must not be told that the revocation is in force everywhere (an API caller gets 503 and
+        retries; the retry moves the epoch again)."""
         if self._entries is not None:
             self._entries.clear()
         if self._redis is None:
             return
-        try:
-            await self._redis.incr(self._key)
-        except (redis.RedisError, OSError) as exc:
-            # Other processes keep their entries until they expire (token_cache_seconds).
-            logger.error("token epoch not bumped", extra={"error_type": type(exc).__name__})
+        for attempt in range(3):
+            try:
+                async with asyncio.timeout(REDIS_TIMEOUT_SECONDS):
+                    await self._redis.set(self._key, uuid.uuid4().hex)
+                return
+            except (redis.RedisError, OSError, TimeoutError) as exc:
+                error = type(exc).__name__
+                await asyncio.sleep(0.05 * (attempt + 1))
+        # Other processes keep their entries until they expire (token_cache_seconds).
+        logger.error("token epoch not moved", extra={"error_type": error})
+        raise EpochNotMoved
+
+
+class EpochNotMoved(Exception):
+    """A revocation committed, but other processes could not be told through Redis."""
 
 
 def tokens_changed(session: AsyncSession) -> None:
@@ -118,9 +148,11 @@ def after_commit(session: AsyncSession, name: str, callback: Callable[[], Awaita
 
 
 async def run_after_commit(session: AsyncSession) -> None:
+    """Await the session's after-commit callbacks; shielded, so that a request or task
+    cancelled right after its commit still tells the other processes."""
     hooks: dict[str, Callable[[], Awaitable[None]]] = session.info.pop(AFTER_COMMIT, {})
     for callback in hooks.values():
-        await callback()
+        await asyncio.shield(callback())
 
 
 class TtlMap:

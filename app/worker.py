@@ -102,7 +102,11 @@ class Worker:
         self._backlog = False
         while not slots.locked():
             await slots.acquire()
-            job = await self.claim()
+            try:
+                job = await self.claim()
+            except BaseException:
+                slots.release()
+                raise
             if job is None:
                 slots.release()
                 return started

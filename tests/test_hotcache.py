@@ -8,9 +8,10 @@ from contextlib import contextmanager
 from typing import Any
 
 import httpx
+import pytest
 from sqlalchemy import event
 
-from app.hotcache import TokenState, TokenStates
+from app.hotcache import EpochNotMoved, TokenState, TokenStates
 from app.runtime import Runtime
 from app.worker import Worker
 from tests.conftest import auth
@@ -83,3 +84,53 @@ async def test_a_state_read_under_an_older_epoch_is_not_served(runtime: Runtime)
     after = await states.epoch()
     assert states.get("cli_1:tok_1", after) is None
     assert states.enabled is (runtime.settings.redis_url is not None)
+
+
+async def test_a_lost_epoch_key_never_revives_old_entries(runtime: Runtime) -> None:
+    """If Redis loses the epoch (a restart without persistence, eviction), entries stored
+    under the old value are not served again: epochs are random, not a counter."""
+    prefix = runtime.settings.redis_prefix + ":lost"
+    states = TokenStates(runtime.limits.redis, prefix, 30)
+    await states.bump()
+    before = await states.epoch()
+    active = TokenState("ver_1", revoked=False, status="verified", expires_at=None)
+    states.put("cli_1:tok_1", before, active)
+    if runtime.limits.redis is None:
+        assert before is None
+        return
+    await runtime.limits.redis.delete(f"{prefix}|token-epoch")
+    again = await states.epoch()
+    assert again is not None
+    assert again != before
+    assert states.get("cli_1:tok_1", again) is None
+
+
+async def test_revocation_that_cannot_reach_other_processes_answers_503_then_retry_works(
+    http: httpx.AsyncClient,
+    runtime: Runtime,
+    make_client: Any,
+    worker: Worker,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """When Redis cannot be told of a committed revocation, the caller gets 503 (not 200: the
+    revocation is not yet in force everywhere); the retry tells Redis and answers 200."""
+    _, key = await make_client("test", level="L1")
+    v = await verified(http, key, worker)
+    token = await token_for(http, key, v["id"])
+    assert (await introspect(http, key, token))["active"] is True
+
+    async def unreachable(self: TokenStates) -> None:
+        raise EpochNotMoved
+
+    with monkeypatch.context() as patched:
+        patched.setattr(TokenStates, "bump", unreachable)
+        r = await http.post("/v1/tokens/revoke", json={"token": token}, headers=auth(key))
+    if runtime.token_states.enabled:
+        assert r.status_code == 503, r.text
+        assert r.json()["code"] == "service_unavailable"
+        assert r.headers["Retry-After"] == "1"
+    else:  # without Redis there is nobody to tell
+        assert r.status_code == 200
+    retry = await http.post("/v1/tokens/revoke", json={"token": token}, headers=auth(key))
+    assert retry.status_code == 200
+    assert await introspect(http, key, token) == {"active": False}

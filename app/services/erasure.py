@@ -18,6 +18,7 @@ from sqlalchemy import delete, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
+from app.hotcache import tokens_changed
 from app.models import (
     AuditEvent,
     ClientIdentity,
@@ -112,6 +113,8 @@ async def erase(
     """
     await session.refresh(verification, with_for_update=True)  # racing erasures queue here
     if verification.status == Status.ERASED:
+        # A retry (say, after a 503 from the first attempt) tells other processes again.
+        tokens_changed(session)
         existing = await receipt_of(session, verification)
         assert existing is not None
         return existing

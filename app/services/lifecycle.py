@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
 from app import metrics
+from app.hotcache import tokens_changed
 from app.models import AuditEvent, Status, Verification
 from app.models._types import utcnow
 from app.services import audit, tokens
@@ -71,6 +72,10 @@ async def transition(
         raise StaleState(verification.id)
     metrics.TRANSITIONS.labels(to.value).inc()
     previous = verification.status
+    if Status.VERIFIED in expect and to != Status.VERIFIED:
+        # The status is part of what introspection caches: tell other processes after commit
+        # whatever the in-memory ``previous`` says.
+        tokens_changed(session)
     for key, value in values.items():
         setattr(verification, key, value)
     event = await audit.record(

@@ -257,8 +257,9 @@ async def revoke(session: AsyncSession, runtime: Runtime, client: Client, token:
         )
         .values(revoked_at=utcnow(), revoked_reason="client_revoked")
     )
+    # Also when it was revoked already: a retry (after a 503) must tell other processes again.
+    tokens_changed(session)
     if result.rowcount:  # type: ignore[attr-defined]
-        tokens_changed(session)
         await audit.record(
             session,
             action="token.revoked",
