@@ -180,11 +180,16 @@ class Bench:
             cost = pgstats.per_request(before, after, outcome.errors + len(outcome.latencies))
         return measured(outcome, cpu, cost)
 
-    # -- ceilings ---------------------------------------------------------------------------------
-    async def trivial(self, name: str, paths: list[str]) -> Measured:
-        """Closed loop on the trivial app at the scenarios' concurrency, cycling ``paths``."""
-        reqs = [self.request("GET", p, None) for p in paths]
-        check = status_is(200)
+    async def _cycled(
+        self,
+        name: str,
+        reqs: list[Request],
+        check: Check,
+        duration: float,
+        *,
+        keep_bodies: bool = False,
+    ) -> Measured:
+        """Warm up on ``reqs`` (cycled, closed loop), then time ``duration`` of the same."""
         await closed_loop(
             self.target,
             itertools.cycle(reqs),
@@ -198,10 +203,17 @@ class Bench:
                 self.target,
                 itertools.cycle(reqs),
                 concurrency=self.concurrency,
-                duration=self.d.ceiling,
+                duration=duration,
                 check=check,
+                keep_bodies=keep_bodies,
             ),
         )
+
+    # -- ceilings ---------------------------------------------------------------------------------
+    async def trivial(self, name: str, paths: list[str]) -> Measured:
+        """Closed loop on the trivial app at the scenarios' concurrency, cycling ``paths``."""
+        reqs = [self.request("GET", p, None) for p in paths]
+        return await self._cycled(name, reqs, status_is(200), self.d.ceiling)
 
     # -- registration -----------------------------------------------------------------------------
     async def registration(self, level: str, ceiling_rps: float) -> Measured:
@@ -350,24 +362,8 @@ class Bench:
         ]
         if not reqs:
             raise RuntimeError("no verified verification to issue tokens for")
-        check = status_is(201)
-        await closed_loop(
-            self.target,
-            itertools.cycle(reqs),
-            concurrency=self.concurrency,
-            duration=self.d.warmup,
-            check=check,
-        )
-        result = await self._timed(
-            "token_issue",
-            lambda: closed_loop(
-                self.target,
-                itertools.cycle(reqs),
-                concurrency=self.concurrency,
-                duration=self.d.tokens,
-                check=check,
-                keep_bodies=True,
-            ),
+        result = await self._cycled(
+            "token_issue", reqs, status_is(201), self.d.tokens, keep_bodies=True
         )
         for tag, body in result.outcome.kept[-5000:]:
             token = _field(body, "access_token")
@@ -387,24 +383,11 @@ class Bench:
 
     async def introspection(self) -> Measured:
         """``POST /v1/tokens/introspect`` of live tokens, closed loop."""
-        reqs = self._introspections()
-        check = status_and(200, b'"active":true')
-        await closed_loop(
-            self.target,
-            itertools.cycle(reqs),
-            concurrency=self.concurrency,
-            duration=self.d.warmup,
-            check=check,
-        )
-        return await self._timed(
+        return await self._cycled(
             "introspection",
-            lambda: closed_loop(
-                self.target,
-                itertools.cycle(reqs),
-                concurrency=self.concurrency,
-                duration=self.d.introspection,
-                check=check,
-            ),
+            self._introspections(),
+            status_and(200, b'"active":true'),
+            self.d.introspection,
         )
 
     # -- mixed ------------------------------------------------------------------------------------
