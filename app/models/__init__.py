@@ -8,6 +8,7 @@ from app.models.audit_head import AuditHead
 from app.models.check import Check
 from app.models.client import Client
 from app.models.client_identity import ClientIdentity
+from app.models.event import Event
 from app.models.idempotency_key import IdempotencyKey
 from app.models.identity import Identity
 from app.models.outbox_job import OutboxJob
@@ -17,6 +18,9 @@ from app.models.service_token import ServiceToken
 from app.models.signing_key import SigningKey
 from app.models.sms_code import SmsCode
 from app.models.verification import LIVE_STATUSES, Status, Verification
+from app.models.webhook_attempt import WebhookAttempt
+from app.models.webhook_delivery import WebhookDelivery
+from app.models.webhook_endpoint import WebhookEndpoint
 
 __all__ = [
     "LIVE_STATUSES",
@@ -28,6 +32,7 @@ __all__ = [
     "Check",
     "Client",
     "ClientIdentity",
+    "Event",
     "IdempotencyKey",
     "Identity",
     "OutboxJob",
@@ -38,4 +43,7 @@ __all__ = [
     "SmsCode",
     "Status",
     "Verification",
+    "WebhookAttempt",
+    "WebhookDelivery",
+    "WebhookEndpoint",
 ]
