@@ -45,6 +45,12 @@ CACHE_LOOKUPS = Counter(
 SMS_SENDS = Counter(
     "realname_sms_sends_total", "SMS send attempts", ["sender", "result"], registry=REGISTRY
 )
+WEBHOOK_ATTEMPTS = Counter(
+    "realname_webhook_attempts_total",
+    "Webhook delivery attempts by outcome (ok or an error code)",
+    ["outcome"],
+    registry=REGISTRY,
+)
 RATE_LIMITED = Counter(
     "realname_rate_limit_refusals_total",
     "Requests refused by a rate limit",

@@ -17,6 +17,7 @@ from app.db import create_engine, create_sessionmaker
 from app.hotcache import TOKEN_STATES, TokenStates, TtlMap
 from app.identity import BlindIndexer
 from app.ratelimit import RateLimits
+from app.services.events import WAKE_WORKER
 from app.services.keys import KeyRing
 from app.settings import Settings
 
@@ -45,6 +46,8 @@ class Runtime:
     token_claims: TtlMap
     #: Published collection-rules versions (immutable once published).
     policies: TtlMap
+    #: Webhook deliveries' own client: no proxies from the environment, no redirects.
+    webhook_client: httpx.AsyncClient
     worker: Worker | None = None
     extras: dict[str, Any] = field(default_factory=dict)
 
@@ -61,6 +64,7 @@ class Runtime:
         self.identity_hasher.close()
         self.password_hasher.close()
         await self.http_client.aclose()
+        await self.webhook_client.aclose()
         await self.limits.close()
         await self.engine.dispose()
 
@@ -83,7 +87,7 @@ def build_runtime(settings: Settings, *, engine: AsyncEngine | None = None) -> R
         limits=httpx.Limits(max_connections=100, max_keepalive_connections=20),
         follow_redirects=False,
     )
-    return Runtime(
+    runtime = Runtime(
         settings=settings,
         engine=engine,
         sessions=sessions,
@@ -106,4 +110,17 @@ def build_runtime(settings: Settings, *, engine: AsyncEngine | None = None) -> R
         api_keys=TtlMap("api_key", settings.api_key_cache_seconds),
         token_claims=TtlMap("token_claims", settings.token_cache_seconds),
         policies=TtlMap("policy", 3600),
+        webhook_client=httpx.AsyncClient(
+            timeout=httpx.Timeout(settings.webhook_timeout_seconds, connect=5.0),
+            limits=httpx.Limits(max_connections=100, max_keepalive_connections=20),
+            follow_redirects=False,
+            trust_env=False,
+        ),
     )
+
+    async def wake_worker() -> None:
+        runtime.notify_worker()
+
+    # Events queue deliveries deep inside services: their commit wakes the worker this way.
+    sessions.kw["info"][WAKE_WORKER] = wake_worker
+    return runtime

@@ -78,7 +78,12 @@ class Settings(BaseSettings):
     registry_token: SecretStr | None = None
     mock_people_file: Path | None = None
     sms_gateway_url: str | None = None
+    #: The gateway's signing secret, ``whsec_<base64>`` (Standard Webhooks); other values are
+    #: used as raw bytes.
     sms_gateway_secret: SecretStr | None = None
+    #: Deprecated, removed in the next release: also send the old ``X-Realname-Timestamp`` and
+    #: ``X-Realname-Signature: v1=<hex>`` headers to the SMS gateway.
+    sms_gateway_legacy_signature: bool = False
 
     # -- lifecycle -----------------------------------------------------------------------------
     otp_ttl_seconds: int = Field(default=300, ge=30)
@@ -100,6 +105,18 @@ class Settings(BaseSettings):
     #: these many seconds (a stalled, not refused, database then answers 503 instead of hanging).
     db_connect_timeout_seconds: float = Field(default=5.0, gt=0)
     db_statement_timeout_seconds: float = Field(default=30.0, gt=0)
+
+    # -- events and webhooks (app/services/events.py, app/services/deliveries.py) ---------------
+    #: Host names (comma-separated) whose webhook endpoints may resolve to internal addresses.
+    webhook_allowed_hosts: str = ""
+    #: Webhook deliveries one worker makes at once (apart from the checks' and SMS slots), and
+    #: at most this many to any one endpoint.
+    webhook_concurrency: int = Field(default=16, ge=1, le=256)
+    webhook_endpoint_concurrency: int = Field(default=2, ge=1, le=64)
+    #: A delivery succeeds on a 2xx answer within this many seconds.
+    webhook_timeout_seconds: float = Field(default=10.0, gt=0, le=30)
+    #: Events are listed at GET /v1/events this long; `realname purge` removes older ones.
+    event_retention_days: int = Field(default=30, ge=1)
 
     # -- tokens --------------------------------------------------------------------------------
     token_ttl_seconds: int = Field(default=900, ge=30, le=24 * 3600)
@@ -205,6 +222,14 @@ class Settings(BaseSettings):
         if any(len(k) < 32 for k in keys.values()):
             raise SettingsError("each blind-index key must hold at least 32 bytes")
         return keys
+
+    @property
+    def webhook_hosts(self) -> frozenset[str]:
+        return frozenset(
+            h.strip().lower().rstrip(".")
+            for h in self.webhook_allowed_hosts.split(",")
+            if h.strip()
+        )
 
     @property
     def blind_key_version(self) -> int:

@@ -5,7 +5,9 @@ Runs inside each API process by default (``REALNAME_RUN_WORKER``) and standalone
 a guarded ``UPDATE`` (``FOR UPDATE SKIP LOCKED`` on PostgreSQL), so each due job goes to one
 worker at a time; a worker that dies leaves its lease to expire and the job is taken again.
 Jobs are therefore at-least-once; their handlers are idempotent (checks are guarded on state,
-the sandbox inbox is keyed by message id, providers get the message id as idempotency key).
+the sandbox inbox is keyed by message id, providers get the message id as idempotency key,
+webhook receivers de-duplicate on ``webhook-id``). Webhook deliveries run in slots of their own,
+at most ``webhook_endpoint_concurrency`` to one endpoint per worker.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import Counter
+from dataclasses import dataclass
 from datetime import timedelta
 
 from sqlalchemy import update
@@ -25,7 +29,8 @@ from app.models import Client, OutboxJob, SmsCode, Status, Verification
 from app.models._types import utcnow
 from app.runtime import Runtime
 from app.senders.base import OutgoingSms, SendResult
-from app.services import checks, codes, lifecycle
+from app.services import checks, codes, deliveries, lifecycle
+from app.services.events import WEBHOOK_JOB
 
 logger = logging.getLogger(__name__)
 
@@ -34,24 +39,54 @@ SMS_MAX_ATTEMPTS = 6
 SMS_BODY = "【实名核验】您的验证码是 {code}, {ttl_minutes} 分钟内有效。请勿告诉他人。"
 
 
+@dataclass(frozen=True)
+class _Slots:
+    """Checks and SMS share ``jobs``; webhook deliveries have slots of their own, so a slow
+    receiver never holds up a verification."""
+
+    jobs: asyncio.Semaphore
+    webhooks: asyncio.Semaphore
+
+
 class Worker:
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
         self._wake = asyncio.Event()
         self._swept_at = 0.0
         self._backlog = False
+        #: Webhook deliveries in flight per endpoint (the job's lane).
+        self._lanes: Counter[str] = Counter()
+
+    def _slots(self) -> _Slots:
+        settings = self.runtime.settings
+        return _Slots(
+            asyncio.Semaphore(settings.worker_concurrency),
+            asyncio.Semaphore(settings.webhook_concurrency),
+        )
+
+    def _busy_lanes(self) -> list[str]:
+        cap = self.runtime.settings.webhook_endpoint_concurrency
+        return [lane for lane, n in self._lanes.items() if n >= cap]
 
     def notify(self) -> None:
         """Wake the loop now (called after a commit that queued a job)."""
         self._wake.set()
 
-    async def claim(self) -> OutboxJob | None:
+    async def claim(self, *, webhooks: bool = False) -> OutboxJob | None:
+        """Claim one due job: a webhook delivery to an endpoint with a free lane if
+        ``webhooks``, else any other job."""
         now = utcnow()
         due = (
             (col(OutboxJob.done_at).is_(None))
             & (col(OutboxJob.run_after) <= now)
             & (col(OutboxJob.locked_until).is_(None) | (col(OutboxJob.locked_until) < now))
         )
+        if webhooks:
+            due = due & (col(OutboxJob.kind) == WEBHOOK_JOB)
+            if busy := self._busy_lanes():
+                due = due & col(OutboxJob.lane).not_in(busy)
+        else:
+            due = due & (col(OutboxJob.kind) != WEBHOOK_JOB)
         candidate = (
             select(OutboxJob.id)
             .where(due)
@@ -82,7 +117,7 @@ class Worker:
 
     async def run_one(self) -> bool:
         """Claim and do one due job; False when none is due."""
-        job = await self.claim()
+        job = await self.claim() or await self.claim(webhooks=True)
         if job is None:
             return False
         await self._handle(job)
@@ -93,23 +128,31 @@ class Worker:
         async with session_scope(self.runtime.sessions) as session:
             return await lifecycle.expire_due(session)
 
-    async def _claim_into(self, slots: asyncio.Semaphore, running: set[asyncio.Task[None]]) -> int:
+    async def _claim_into(self, slots: _Slots, running: set[asyncio.Task[None]]) -> int:
         """Start due jobs while there are free slots; return how many were started."""
         if time.monotonic() - self._swept_at > SWEEP_SECONDS:
             self._swept_at = time.monotonic()
             await self.sweep()
-        started = 0
         self._backlog = False
+        started = await self._claim_lane(slots.jobs, running, webhooks=False)
+        return started + await self._claim_lane(slots.webhooks, running, webhooks=True)
+
+    async def _claim_lane(
+        self, slots: asyncio.Semaphore, running: set[asyncio.Task[None]], *, webhooks: bool
+    ) -> int:
+        started = 0
         while not slots.locked():
             await slots.acquire()
             try:
-                job = await self.claim()
+                job = await self.claim(webhooks=webhooks)
             except BaseException:
                 slots.release()
                 raise
             if job is None:
                 slots.release()
                 return started
+            if job.lane is not None:
+                self._lanes[job.lane] += 1
             task = asyncio.create_task(self._handle_in_slot(job, slots))
             running.add(task)
             task.add_done_callback(running.discard)
@@ -123,15 +166,23 @@ class Worker:
             queued = await self._handle(job)
         finally:
             slots.release()
+            if job.lane is not None:
+                # Deliveries to this endpoint may have waited for its lane.
+                queued = queued or self._lanes[job.lane] >= (
+                    self.runtime.settings.webhook_endpoint_concurrency
+                )
+                self._lanes[job.lane] -= 1
+                if self._lanes[job.lane] <= 0:
+                    del self._lanes[job.lane]
             # Look again only when there may be something to claim: jobs waited for this
             # slot, or this one queued another. (An empty claim is a whole transaction.)
             if queued or self._backlog:
                 self._wake.set()
 
     async def run_once(self) -> int:
-        """Do every job that is due now, up to ``worker_concurrency`` at a time; return how many
-        were handled."""
-        slots = asyncio.Semaphore(self.runtime.settings.worker_concurrency)
+        """Do every job that is due now, up to ``worker_concurrency`` at a time (and
+        ``webhook_concurrency`` deliveries); return how many were handled."""
+        slots = self._slots()
         running: set[asyncio.Task[None]] = set()
         handled = 0
         while True:
@@ -166,7 +217,7 @@ class Worker:
         """Claim due jobs into ``worker_concurrency`` slots, so one stalled provider call
         cannot hold up every other verification's checks and codes."""
         poll = self.runtime.settings.worker_poll_seconds
-        slots = asyncio.Semaphore(self.runtime.settings.worker_concurrency)
+        slots = self._slots()
         running: set[asyncio.Task[None]] = set()
         try:
             while True:
@@ -191,7 +242,9 @@ class Worker:
                 queued = await checks.process(self.runtime, job.verification_id)
                 await self._finish(job)
                 return queued
-            if job.kind == "send_sms":
+            if job.kind == WEBHOOK_JOB:
+                await deliveries.deliver(self.runtime, job)
+            elif job.kind == "send_sms":
                 await self._send_sms(job)
             else:
                 await self._finish(job, error="unknown_kind")

@@ -3,7 +3,8 @@
 Erasing one verification erases every verification the same client holds for the same person,
 since the person asked the operator to delete their information: blind indexes, the argon2id
 hash, masked values, the sealed copy, codes, sandbox messages, queued payloads and stored
-idempotent answers. The person's identity row goes too unless another client still holds a
+idempotent answers; the client's events (and their undelivered webhooks) show
+``[erased]`` for the user id. The person's identity row goes too unless another client still holds a
 verification of them. Tokens are revoked. The person may then register again.
 """
 
@@ -31,10 +32,10 @@ from app.models import (
     Verification,
 )
 from app.models._types import utcnow
-from app.services import lifecycle, tokens
+from app.services import events, lifecycle, tokens
 
-#: What the tombstone shows instead of the client's user id.
-ERASED_USER = "[erased]"
+#: What the tombstone (and the events) show instead of the client's user id.
+ERASED_USER = events.ERASED_USER
 
 
 @dataclass(frozen=True)
@@ -73,6 +74,7 @@ async def receipt_of(session: AsyncSession, verification: Verification) -> Recei
 async def scrub(session: AsyncSession, verification: Verification) -> None:
     vid = verification.id
     await tokens.revoke_for_verification(session, vid, "erased")
+    await events.redact_user(session, vid)
     await session.execute(delete(SmsCode).where(col(SmsCode.verification_id) == vid))
     await session.execute(delete(SandboxMessage).where(col(SandboxMessage.verification_id) == vid))
     await session.execute(

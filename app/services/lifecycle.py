@@ -1,4 +1,4 @@
-"""Guarded state transitions of a verification, each with its audit event.
+"""Guarded state transitions of a verification, each with its audit event and its event.
 
 A transition is an ``UPDATE … WHERE status IN (expected)``: when two actors race (a worker and
 a code check, two processes), exactly one wins and the other sees :class:`StaleState`.
@@ -18,7 +18,7 @@ from app import metrics
 from app.hotcache import tokens_changed
 from app.models import AuditEvent, Status, Verification
 from app.models._types import utcnow
-from app.services import audit, tokens
+from app.services import audit, events, tokens
 from app.settings import Settings
 
 #: States in which the sealed subject is still needed (checks running, codes being sent, a
@@ -47,8 +47,8 @@ async def transition(
     data: dict[str, Any] | None = None,
     valid_until: datetime | None = None,
 ) -> AuditEvent:
-    """Move ``verification`` to ``to`` if it is in one of ``expect``; audit it in the same
-    transaction and return the audit event.
+    """Move ``verification`` to ``to`` if it is in one of ``expect``; audit it and emit its
+    ``verification.<status>`` event in the same transaction, and return the audit event.
 
     Side effects that belong to every such move happen here, once:
     - leaving the states that need the sealed subject wipes it;
@@ -86,6 +86,13 @@ async def transition(
         actor_type=actor_type,
         actor_id=actor_id,
         data={"from": previous, "reason": reason, **(data or {})},
+    )
+    await events.emit(
+        session,
+        client_id=verification.client_id,
+        type=f"verification.{to.value}",
+        verification=verification,
+        reason=reason,
     )
     if previous == Status.VERIFIED and to != Status.VERIFIED:
         await tokens.revoke_for_verification(session, verification.id, reason or to.value)

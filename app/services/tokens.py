@@ -21,7 +21,7 @@ from app.hotcache import TokenState, tokens_changed
 from app.models import LIVE_STATUSES, Check, Client, Identity, ServiceToken, Status, Verification
 from app.models._types import utcnow
 from app.runtime import Runtime
-from app.services import audit
+from app.services import audit, events
 
 REQUIRED_CLAIMS = ["exp", "iat", "nbf", "aud", "iss", "sub", "jti", "vid", "lvl"]
 INACTIVE: dict[str, Any] = {"active": False}
@@ -269,18 +269,43 @@ async def revoke(session: AsyncSession, runtime: Runtime, client: Client, token:
             actor_id=client.id,
             data={"jti": claims["jti"], "reason": "client_revoked"},
         )
+        verification = await session.get(Verification, claims["vid"])
+        await events.emit(
+            session,
+            client_id=client.id,
+            type=events.TOKEN_REVOKED,
+            verification=verification,
+            reason="client_revoked",
+            jti=claims["jti"],
+        )
 
 
 async def revoke_for_verification(session: AsyncSession, verification_id: str, reason: str) -> int:
-    """Revoke every live token of a verification (no longer verified, erased, corrected)."""
-    result = await session.execute(
-        update(ServiceToken)
-        .where(
-            col(ServiceToken.verification_id) == verification_id,
-            col(ServiceToken.revoked_at).is_(None),
+    """Revoke every live token of a verification (no longer verified, erased, corrected),
+    with a ``token.revoked`` event for each."""
+    revoked = (
+        await session.execute(
+            update(ServiceToken)
+            .where(
+                col(ServiceToken.verification_id) == verification_id,
+                col(ServiceToken.revoked_at).is_(None),
+            )
+            .values(revoked_at=utcnow(), revoked_reason=reason)
+            .returning(col(ServiceToken.jti), col(ServiceToken.client_id))
+            .execution_options(synchronize_session=False)
         )
-        .values(revoked_at=utcnow(), revoked_reason=reason)
-    )
+    ).all()
     # Also when nothing was revoked: the verification's status is changing with it.
     tokens_changed(session)
-    return int(result.rowcount)  # type: ignore[attr-defined]
+    if revoked:
+        verification = await session.get(Verification, verification_id)
+        for jti, client_id in revoked:
+            await events.emit(
+                session,
+                client_id=client_id,
+                type=events.TOKEN_REVOKED,
+                verification=verification,
+                reason=reason,
+                jti=jti,
+            )
+    return len(revoked)
