@@ -59,6 +59,10 @@ ERROR_CODES: dict[str, tuple[int, str]] = {
     "reason_required": (422, "A reason is required"),
     "invalid_transition": (409, "The verification is not in a state that allows this"),
     "csrf_failed": (403, "The form is stale or did not come from this site; reload and retry"),
+    "invalid_webhook_url": (422, "The webhook URL is not a usable absolute http(s) URL"),
+    "webhook_url_not_allowed": (422, "The webhook URL is not allowed (https, public address)"),
+    "unknown_event_type": (422, "An event type is not known"),
+    "too_many_endpoints": (422, "The client has the most webhook endpoints allowed"),
     "service_unavailable": (503, "The service is temporarily unavailable"),
     "internal_error": (500, "Internal error"),
 }

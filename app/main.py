@@ -13,7 +13,7 @@ from app.admin import routes as admin_ui
 from app.errors import document_problems, install_error_handlers
 from app.logging import configure_logging
 from app.middleware import ServiceMiddleware
-from app.routers import admin, codes, health, policies, sandbox, tokens, verifications
+from app.routers import admin, codes, events, health, policies, sandbox, tokens, verifications
 from app.runtime import Runtime, build_runtime
 from app.settings import Settings, get_settings
 from app.worker import Worker
@@ -60,6 +60,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     app.include_router(codes.router)
     app.include_router(sandbox.router)
     app.include_router(tokens.router)
+    app.include_router(events.router)
     app.include_router(admin.router)
     app.include_router(admin_ui.router)
     document_problems(app)

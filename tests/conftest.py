@@ -79,6 +79,7 @@ def settings(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Set
         password_hash_parallelism=1,
         redis_url=os.environ.get("REALNAME_TEST_REDIS_URL") or None,
         check_retry_backoff_seconds=0.01,
+        webhook_timeout_seconds=2,
         _env_file=None,  # type: ignore[call-arg]
     )
 

@@ -1,0 +1,174 @@
+"""Integrator API: the client's events, and its webhook endpoints."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Response
+
+from app.deps import CurrentClient, RuntimeDep, SessionDep
+from app.models import WebhookEndpoint
+from app.routers.verifications import problems
+from app.schemas.events import (
+    AttemptList,
+    AttemptOut,
+    EndpointCreate,
+    EndpointCreated,
+    EndpointList,
+    EndpointOut,
+    EventPage,
+    PingOut,
+    SecretOut,
+)
+from app.services import events, webhooks
+
+router = APIRouter(tags=["events"])
+
+
+@router.get(
+    "/v1/events",
+    response_model=EventPage,
+    summary="List the client's events of the last 30 days, oldest first",
+    responses=problems("unauthorized", "invalid_request"),
+)
+async def list_events(
+    client: CurrentClient,
+    session: SessionDep,
+    runtime: RuntimeDep,
+    after: Annotated[str | None, Query(max_length=40, description="An event id")] = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 50,
+) -> Any:
+    rows, more = await events.page(
+        session,
+        client.id,
+        after=after,
+        limit=limit,
+        retention_days=runtime.settings.event_retention_days,
+    )
+    return {
+        "data": [events.as_object(e) for e in rows],
+        "has_more": more,
+        "next_after": rows[-1].id if rows else after,
+    }
+
+
+def _endpoint(endpoint: WebhookEndpoint) -> dict[str, Any]:
+    return {
+        "id": endpoint.id,
+        "url": endpoint.url,
+        "events": webhooks.event_types(endpoint),
+        "disabled": endpoint.disabled_at is not None,
+        "created_at": endpoint.created_at,
+    }
+
+
+@router.post(
+    "/v1/webhook-endpoints",
+    status_code=201,
+    response_model=EndpointCreated,
+    summary="Register a webhook endpoint; its signing secret is shown once",
+    responses=problems(
+        "invalid_webhook_url", "webhook_url_not_allowed", "unknown_event_type", "too_many_endpoints"
+    ),
+)
+async def create_endpoint(
+    body: EndpointCreate, client: CurrentClient, session: SessionDep, runtime: RuntimeDep
+) -> Any:
+    created = await webhooks.create(
+        session, runtime.settings, client, url=body.url, types=body.events
+    )
+    return {**_endpoint(created.endpoint), "secret": created.secret}
+
+
+@router.get(
+    "/v1/webhook-endpoints",
+    response_model=EndpointList,
+    summary="List the client's webhook endpoints",
+)
+async def list_endpoints(client: CurrentClient, session: SessionDep) -> Any:
+    return {"data": [_endpoint(e) for e in await webhooks.list_for(session, client.id)]}
+
+
+@router.get(
+    "/v1/webhook-endpoints/{endpoint_id}",
+    response_model=EndpointOut,
+    summary="Read a webhook endpoint",
+    responses=problems("not_found"),
+)
+async def get_endpoint(endpoint_id: str, client: CurrentClient, session: SessionDep) -> Any:
+    return _endpoint(await webhooks.get_for_client(session, client, endpoint_id))
+
+
+@router.delete(
+    "/v1/webhook-endpoints/{endpoint_id}",
+    status_code=204,
+    response_class=Response,
+    summary="Remove a webhook endpoint; its queued deliveries are dropped",
+    responses=problems("not_found"),
+)
+async def delete_endpoint(endpoint_id: str, client: CurrentClient, session: SessionDep) -> Response:
+    await webhooks.delete(session, client, endpoint_id)
+    return Response(status_code=204)
+
+
+@router.post(
+    "/v1/webhook-endpoints/{endpoint_id}/rotate-secret",
+    response_model=SecretOut,
+    summary="Give the endpoint a new secret; the old one keeps signing for 24 hours",
+    responses=problems("not_found"),
+)
+async def rotate_secret(
+    endpoint_id: str, client: CurrentClient, session: SessionDep, runtime: RuntimeDep
+) -> Any:
+    secret = await webhooks.rotate(session, runtime.settings, client, endpoint_id)
+    endpoint = await webhooks.get_for_client(session, client, endpoint_id)
+    return {
+        "id": endpoint.id,
+        "secret": secret,
+        "previous_secret_expires_at": endpoint.previous_secret_until,
+    }
+
+
+@router.post(
+    "/v1/webhook-endpoints/{endpoint_id}/test",
+    status_code=202,
+    response_model=PingOut,
+    summary="Send a ping event to the endpoint",
+    responses=problems("not_found"),
+)
+async def test_endpoint(endpoint_id: str, client: CurrentClient, session: SessionDep) -> Any:
+    event = await webhooks.ping(session, client, endpoint_id)
+    return {"event_id": event.id}
+
+
+@router.get(
+    "/v1/webhook-endpoints/{endpoint_id}/deliveries",
+    response_model=AttemptList,
+    summary="Recent delivery attempts to the endpoint, newest first",
+    responses=problems("not_found"),
+)
+async def list_deliveries(
+    endpoint_id: str,
+    client: CurrentClient,
+    session: SessionDep,
+    limit: Annotated[int, Query(ge=1, le=100)] = 50,
+) -> Any:
+    endpoint = await webhooks.get_for_client(session, client, endpoint_id)
+    rows = await webhooks.attempts(session, endpoint_id=endpoint.id, limit=limit)
+    return {"data": [attempt_out(r) for r in rows]}
+
+
+def attempt_out(row: webhooks.AttemptRow) -> AttemptOut:
+    a = row.attempt
+    return AttemptOut(
+        id=a.id,
+        delivery_id=a.delivery_id,
+        event_id=row.event_id,
+        event_type=row.event_type,
+        attempted_at=a.attempted_at,
+        status_code=a.status_code,
+        latency_ms=a.latency_ms,
+        error=a.error,
+        response_excerpt=a.response_excerpt,
+        next_retry_at=a.next_retry_at,
+    )
