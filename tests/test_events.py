@@ -18,8 +18,8 @@ from app.runtime import Runtime
 from app.services import lifecycle
 from app.worker import Worker
 from tests.conftest import auth
-from tests.test_intake import GOOD
 from tests.support import new_person
+from tests.test_intake import GOOD
 from tests.test_lifecycle import inbox_code, start, submit
 
 
@@ -133,12 +133,16 @@ async def test_a_failed_transition_leaves_no_event(
 ) -> None:
     """An event commits with its change or not at all: a rolled-back move leaves none."""
     v = await start(http, api_key, worker)
-    with pytest.raises(RuntimeError):
+
+    async def move_then_fail() -> None:
         async with session_scope(runtime.sessions) as session:
             row = await session.get(Verification, v["id"])
             assert row is not None
             await lifecycle.transition(session, row, Status.REVOKED, expect=[Status.VERIFIED])
             raise RuntimeError("the transaction fails after the move")
+
+    with pytest.raises(RuntimeError):
+        await move_then_fail()
     async with session_scope(runtime.sessions) as session:
         count = (await session.execute(select(func.count()).select_from(Event))).scalar_one()
     assert count == 1  # verification.verified only

@@ -32,8 +32,8 @@ class Receiver:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/hooks/realname"
 
-    async def wait_for(self, count: int, timeout: float = 10.0) -> None:
-        async with asyncio.timeout(timeout):
+    async def wait_for(self, count: int, seconds: float = 10.0) -> None:
+        async with asyncio.timeout(seconds):
             while len(self.received) < count:
                 self.arrived.clear()
                 await self.arrived.wait()
@@ -60,9 +60,8 @@ class Receiver:
             if action == "hang":
                 await asyncio.sleep(3600)
             extra = "Location: http://127.0.0.1:1/\r\n" if action.startswith("3") else ""
-            writer.write(
-                f"HTTP/1.1 {action} X\r\n{extra}Content-Length: 2\r\nConnection: close\r\n\r\nok".encode()
-            )
+            status_line = f"HTTP/1.1 {action} X\r\n{extra}"
+            writer.write(status_line.encode() + b"Content-Length: 2\r\nConnection: close\r\n\r\nok")
             await writer.drain()
         except (asyncio.IncompleteReadError, ConnectionError):
             pass
