@@ -56,6 +56,7 @@ class Worker:
         self._backlog = False
         #: Webhook deliveries in flight per endpoint (the job's lane).
         self._lanes: Counter[str] = Counter()
+        self._finished = 0
 
     def _slots(self) -> _Slots:
         settings = self.runtime.settings
@@ -165,6 +166,7 @@ class Worker:
         try:
             queued = await self._handle(job)
         finally:
+            self._finished += 1
             slots.release()
             if job.lane is not None:
                 # Deliveries to this endpoint may have waited for its lane.
@@ -186,10 +188,15 @@ class Worker:
         running: set[asyncio.Task[None]] = set()
         handled = 0
         while True:
-            handled += await self._claim_into(slots, running)
-            if not running:
+            finished = self._finished
+            started = await self._claim_into(slots, running)
+            handled += started
+            if finished != self._finished:
+                continue  # a job ended while we were claiming: it may have queued another
+            if not running and not started:
                 return handled
-            await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+            if running:
+                await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
 
     async def run_until_idle(self, *, max_wait: float = 10.0) -> int:
         """Do due jobs, also waiting for ones scheduled within ``max_wait`` seconds (tests, CLI)."""

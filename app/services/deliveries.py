@@ -211,6 +211,20 @@ async def _track_endpoint(
         )
     ).first()
     if disabled is not None:
+        # Its queued deliveries end here; their jobs finish when next claimed.
+        await session.execute(
+            update(WebhookDelivery)
+            .where(
+                col(WebhookDelivery.endpoint_id) == endpoint_id,
+                col(WebhookDelivery.status) == PENDING,
+            )
+            .values(
+                status=FAILED,
+                last_error="endpoint_disabled",
+                completed_at=now,
+                next_attempt_at=None,
+            )
+        )
         await audit.record(
             session,
             action="webhook_endpoint.disabled",
