@@ -40,7 +40,7 @@ default ``{"detail": "..."}`` body.
 # No ``from __future__ import annotations`` here: FastAPI reads the dependency's annotations at
 # runtime.
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Annotated, Any
 
 import httpx
@@ -58,8 +58,15 @@ from realname_sdk.tokens import (
     TokenVerifier,
     level_at_least,
 )
+from realname_sdk.webhooks import DEFAULT_TOLERANCE_SECONDS, Event, InvalidWebhook, verify
 
-__all__ = ["PROBLEM_JSON", "TokenRejected", "install_problem_handler", "require_verified"]
+__all__ = [
+    "PROBLEM_JSON",
+    "TokenRejected",
+    "install_problem_handler",
+    "require_verified",
+    "webhook_event",
+]
 
 PROBLEM_JSON = "application/problem+json"
 
@@ -223,3 +230,28 @@ def require_verified(
         return claims
 
     return verified_person
+
+
+def webhook_event(
+    secret: str | Sequence[str], *, tolerance: int = DEFAULT_TOLERANCE_SECONDS
+) -> Callable[[Request], Awaitable[Event]]:
+    """A dependency that verifies the request as a webhook delivery and returns its event;
+    anything unverifiable is answered ``400`` (the service retries genuine deliveries)::
+
+        @app.post("/hooks/realname", status_code=204)
+        async def hook(event: Annotated[Event, Depends(webhook_event("whsec_..."))]) -> None:
+            ...
+
+    Args:
+        secret: The endpoint's ``whsec_…`` secret (or several, while rotating).
+        tolerance: Largest accepted clock difference in seconds.
+    """
+
+    async def dependency(request: Request) -> Event:
+        body = await request.body()
+        try:
+            return verify(body, dict(request.headers), secret, tolerance=tolerance)
+        except InvalidWebhook as exc:
+            raise HTTPException(status_code=400, detail=exc.reason) from None
+
+    return dependency

@@ -1,4 +1,4 @@
-"""Test doubles for backends that accept service tokens.
+"""Test doubles for backends that accept service tokens and webhooks.
 
 :class:`FakeIssuer` signs tokens the way the service does (EdDSA, same header and claims) with
 keys it generates, and serves its JWKS through an :class:`httpx.MockTransport`, so a backend's
@@ -13,7 +13,10 @@ tests can exercise :class:`~realname_sdk.TokenVerifier` and
     )
     token = issuer.mint(level="L2", adult=True)
 
-Never use it outside tests: anyone holding a :class:`FakeIssuer` can mint tokens for its keys.
+:class:`FakeWebhookSender` signs webhook deliveries with a ``whsec_`` secret the way the
+service does, for tests of a receiver (see :mod:`realname_sdk.webhooks`).
+
+Never use them outside tests: anyone holding a :class:`FakeIssuer` can mint tokens for its keys.
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ import json
 import time
 import uuid
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -29,7 +34,9 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from jwt.algorithms import OKPAlgorithm
 
-__all__ = ["FakeIssuer"]
+from realname_sdk import webhooks
+
+__all__ = ["FakeIssuer", "FakeWebhookSender", "SignedDelivery"]
 
 
 class FakeIssuer:
@@ -147,3 +154,63 @@ class FakeIssuer:
             return httpx.Response(404)
 
         return httpx.MockTransport(handle)
+
+
+@dataclass(frozen=True)
+class SignedDelivery:
+    """A webhook delivery as the service would send it: the exact body and its headers."""
+
+    body: bytes
+    headers: dict[str, str]
+
+
+class FakeWebhookSender:
+    """Signs webhook deliveries the way the service does (Standard Webhooks, ``whsec_``
+    secrets), so a receiver's tests can post genuine-looking events to it::
+
+        sender = FakeWebhookSender()           # or FakeWebhookSender(secret="whsec_...")
+        delivery = sender.delivery("verification.verified", verification_id="ver_1",
+                                   external_user_id="user-1", status="verified", level="L2")
+        client.post("/hooks/realname", content=delivery.body, headers=delivery.headers)
+
+    Attributes:
+        secret: The ``whsec_…`` secret to configure the receiver with.
+    """
+
+    def __init__(self, secret: str | None = None, *, livemode: bool = False) -> None:
+        self.secret = secret or webhooks.new_secret()
+        self.livemode = livemode
+
+    def event(self, type: str, *, event_id: str | None = None, **data: Any) -> dict[str, Any]:
+        """An event object; ``data`` fills ``verification_id``, ``external_user_id``,
+        ``status``, ``reason``, ``level`` (and ``jti`` for ``token.revoked``)."""
+        body: dict[str, Any] = {
+            "verification_id": None,
+            "external_user_id": None,
+            "status": None,
+            "reason": None,
+            "level": None,
+        }
+        body.update(data)
+        return {
+            "id": event_id or f"evt_{uuid.uuid4().hex}",
+            "type": type,
+            "created_at": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+            "livemode": self.livemode,
+            "data": body,
+        }
+
+    def delivery(
+        self,
+        type: str = "ping",
+        *,
+        event_id: str | None = None,
+        timestamp: int | None = None,
+        **data: Any,
+    ) -> SignedDelivery:
+        """A signed delivery of a new event (``timestamp`` overrides the signing time)."""
+        event = self.event(type, event_id=event_id, **data)
+        body = json.dumps(event, ensure_ascii=False, separators=(",", ":")).encode()
+        return SignedDelivery(
+            body, webhooks.sign(event["id"], body, self.secret, timestamp=timestamp)
+        )

@@ -22,6 +22,7 @@ from app.runtime import Runtime
 from app.services import deliveries
 from app.webhooks import transport, urls
 from app.worker import Worker
+from realname_sdk import webhooks as sdk_webhooks
 from tests.conftest import auth
 from tests.support import new_person
 from tests.test_intake import GOOD
@@ -426,3 +427,28 @@ def test_the_retry_schedule_spans_about_three_days() -> None:
         assert delay is not None
         assert base * 0.9 <= delay <= base * 1.1
     assert deliveries.next_delay(len(deliveries.RETRY_SCHEDULE) + 1) is None
+
+
+async def test_the_sdk_reads_deliveries_as_the_events_api_lists_them(
+    http: httpx.AsyncClient, api_key: str, worker: Worker
+) -> None:
+    """realname_sdk.webhooks.verify accepts real deliveries, and they are the events that
+    GET /v1/events returns, in the same order."""
+    async with receiver() as r:
+        endpoint = await register(http, api_key, r.url)
+        v = await start(http, api_key, worker)
+        await http.post(f"/v1/verifications/{v['id']}/tokens", headers=auth(api_key))
+        await http.delete(f"/v1/verifications/{v['id']}", headers=auth(api_key))
+        await worker.run_until_idle()
+    delivered = [
+        sdk_webhooks.verify(got.body, got.headers, endpoint["secret"]) for got in r.received
+    ]
+    listed = (await http.get("/v1/events", headers=auth(api_key))).json()["data"]
+    assert [e.id for e in delivered] == [e["id"] for e in listed]
+    parsed = [sdk_webhooks.parse(e) for e in listed]
+    assert [(e.type, e.created_at, e.data.jti) for e in parsed] == [
+        (e.type, e.created_at, e.data.jti) for e in delivered
+    ]
+    # Delivered before the erasure with the user id; listed after it with [erased].
+    assert delivered[0].data.external_user_id == GOOD["external_user_id"]
+    assert {e.data.external_user_id for e in parsed} == {"[erased]"}
