@@ -15,11 +15,10 @@ headers
 ``Idempotency-Key: <message_id>``
     The same value as ``message_id`` in the body. The outbox worker calls the sender *at least
     once* per message, so a gateway should deliver each ``message_id`` at most once.
-``X-Realname-Timestamp: <unix seconds>``
-    The time of signing, as a decimal integer. A retry is signed afresh: it carries the same
-    ``message_id`` but a new timestamp and signature.
-``X-Realname-Signature: v1=<hex>``
-    See *Signature* below.
+``webhook-id: <message_id>``, ``webhook-timestamp: <unix s>``, ``webhook-signature: v1,<b64>``
+    The Standard Webhooks signature, exactly as on this service's event webhooks (see
+    *Signature* below). A retry is signed afresh: the same ``message_id`` with a new timestamp
+    and signature.
 
 and the body ::
 
@@ -31,8 +30,19 @@ and the body ::
 
 Signature
 ---------
-The scheme follows Stripe and Standard Webhooks, and is the HMAC-SHA-256 over
-``timestamp.body`` that this service's design prescribes for its webhooks::
+Standard Webhooks (``standard-webhooks/standard-webhooks``, ``spec/standard-webhooks.md``): the
+base64 HMAC-SHA-256 of ``"{webhook-id}.{webhook-timestamp}.{raw body}"`` under the key that the
+``whsec_<base64>`` secret (``REALNAME_SMS_GATEWAY_SECRET``) encodes; a secret in any other form
+is used as raw UTF-8 bytes. A gateway verifies with the reference library, unchanged::
+
+    from standardwebhooks import Webhook
+    Webhook("whsec_...").verify(raw_body, request_headers)  # raises if forged or stale
+
+Deprecated signature
+--------------------
+Until the next release, ``REALNAME_SMS_GATEWAY_LEGACY_SIGNATURE=true`` also sends the headers of
+the previous scheme, ``X-Realname-Timestamp: <unix seconds>`` and
+``X-Realname-Signature: v1=<hex>``, keyed with the secret's UTF-8 bytes as before::
 
     signed_payload = ASCII(timestamp) || "." || raw_body_bytes
     signature      = lowercase_hex(HMAC-SHA-256(key=secret, msg=signed_payload))
@@ -50,8 +60,8 @@ a gateway should:
    limit replays; and de-duplicate on ``message_id`` within that window;
 4. check that ``Idempotency-Key`` equals the body's ``message_id``.
 
-:func:`verify_signature` does steps 1-3 and can be used as-is by gateways written in Python.
-The secret should be at least 32 random bytes, shared only with the gateway.
+:func:`verify_signature` does steps 1-3 of that deprecated scheme. The secret should hold at
+least 32 random bytes, shared only with the gateway.
 
 Outcomes
 --------
@@ -89,11 +99,13 @@ import logging
 import re
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any, ClassVar, Final
 
 import httpx
 
 from app.senders.base import OutgoingSms, SendResult
+from app.webhooks import signing
 
 __all__ = [
     "DEFAULT_TIMEOUT",
@@ -111,9 +123,9 @@ logger = logging.getLogger(__name__)
 DEFAULT_TIMEOUT: Final = httpx.Timeout(5.0, connect=2.0)
 #: The largest clock difference, in seconds, that :func:`verify_signature` accepts by default.
 DEFAULT_TOLERANCE_SECONDS: Final = 300
-#: The header carrying the signing time in Unix seconds.
+#: Deprecated (with ``legacy_signature``): the signing time in Unix seconds.
 TIMESTAMP_HEADER: Final = "X-Realname-Timestamp"
-#: The header carrying one or more ``v1=<hex>`` signatures.
+#: Deprecated (with ``legacy_signature``): one or more ``v1=<hex>`` signatures.
 SIGNATURE_HEADER: Final = "X-Realname-Signature"
 
 _SCHEME: Final = "v1"
@@ -216,7 +228,10 @@ class HttpGatewaySender:
         client: The shared :class:`httpx.AsyncClient`; its lifetime belongs to the caller.
         url: The gateway endpoint, an absolute ``http`` or ``https`` URL. It is used unchanged
             and must not contain secrets that could end up in logs of intermediaries.
-        secret: The HMAC key shared with the gateway (at least 32 random bytes recommended).
+        secret: The secret shared with the gateway: ``whsec_<base64>`` (or raw bytes, the
+            HMAC key itself).
+        legacy_signature: Deprecated: also send ``X-Realname-Timestamp`` and
+            ``X-Realname-Signature`` (the previous scheme).
         timeout: Per-request timeouts, :data:`DEFAULT_TIMEOUT` by default.
         clock: Returns the current Unix time for the timestamp header; tests inject a fake.
 
@@ -231,8 +246,9 @@ class HttpGatewaySender:
         self,
         client: httpx.AsyncClient,
         url: str,
-        secret: bytes,
+        secret: str | bytes,
         *,
+        legacy_signature: bool = False,
         timeout: httpx.Timeout = DEFAULT_TIMEOUT,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -246,7 +262,10 @@ class HttpGatewaySender:
             raise ValueError("secret must not be empty")
         self._client = client
         self._url = url
-        self._secret = secret
+        self._key = signing.key_of(secret) if isinstance(secret, str) else secret
+        # The previous scheme keyed the HMAC with the configured text itself.
+        self._secret = secret.encode() if isinstance(secret, str) else secret
+        self._legacy = legacy_signature
         self._timeout = timeout
         self._clock = clock
 
@@ -273,14 +292,19 @@ class HttpGatewaySender:
         if not _MESSAGE_ID.fullmatch(message.message_id):
             raise ValueError("message_id must be 1-255 printable ASCII characters without spaces")
         body = _encode_body(message)
-        timestamp = str(int(self._clock()))
+        now = int(self._clock())
         headers = {
             "Content-Type": "application/json",
             "Accept": "application/json",
             "Idempotency-Key": message.message_id,
-            TIMESTAMP_HEADER: timestamp,
-            SIGNATURE_HEADER: f"{_SCHEME}={compute_signature(self._secret, timestamp, body)}",
+            **signing.headers(message.message_id, body, [self._key], at=_utc(now)),
         }
+        if self._legacy:
+            timestamp = str(now)
+            headers[TIMESTAMP_HEADER] = timestamp
+            headers[SIGNATURE_HEADER] = (
+                f"{_SCHEME}={compute_signature(self._secret, timestamp, body)}"
+            )
         try:
             response = await self._client.post(
                 self._url, content=body, headers=headers, timeout=self._timeout
@@ -302,6 +326,10 @@ class HttpGatewaySender:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(url={self._url!r})"
+
+
+def _utc(seconds: int) -> datetime:
+    return datetime.fromtimestamp(seconds, UTC)
 
 
 def _encode_body(message: OutgoingSms) -> bytes:

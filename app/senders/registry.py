@@ -36,7 +36,10 @@ def _gateway(ctx: SenderContext) -> Sender:
     if not s.sms_gateway_url or s.sms_gateway_secret is None:
         raise ValueError("REALNAME_SMS_GATEWAY_URL and REALNAME_SMS_GATEWAY_SECRET must be set")
     return HttpGatewaySender(
-        ctx.http_client, s.sms_gateway_url, s.sms_gateway_secret.get_secret_value().encode()
+        ctx.http_client,
+        s.sms_gateway_url,
+        s.sms_gateway_secret.get_secret_value(),
+        legacy_signature=s.sms_gateway_legacy_signature,
     )
 
 

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import json
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import httpx
 import pytest
+from standardwebhooks import Webhook
 
 from app.senders.base import OutgoingSms, Sender, SendResult
 from app.senders.http_gateway import (
@@ -69,6 +72,8 @@ async def connect() -> AsyncIterator[Connect]:
     def build(handler: Handler, **kwargs: object) -> HttpGatewaySender:
         clients.append(httpx.AsyncClient(transport=httpx.MockTransport(handler)))
         kwargs.setdefault("clock", lambda: NOW)
+        # Most tests here pin down the deprecated scheme, still sent behind the setting.
+        kwargs.setdefault("legacy_signature", True)
         return HttpGatewaySender(clients[-1], URL, SECRET, **kwargs)  # type: ignore[arg-type]
 
     yield build
@@ -77,6 +82,39 @@ async def connect() -> AsyncIterator[Connect]:
 
 
 # The request on the wire ------------------------------------------------------------------------
+
+
+async def test_a_gateway_verifies_with_the_standardwebhooks_library() -> None:
+    """With a whsec_ secret, the reference library verifies the request unchanged, and the
+    webhook-id is the message id."""
+    secret = "whsec_" + base64.b64encode(b"k" * 32).decode()
+    seen: list[dict[str, Any]] = []
+
+    def gateway(request: httpx.Request) -> httpx.Response:
+        seen.append(Webhook(secret).verify(request.content, dict(request.headers)))
+        assert request.headers["webhook-id"] == MESSAGE.message_id
+        return httpx.Response(200)
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(gateway)) as client:
+        assert (await HttpGatewaySender(client, URL, secret).send(MESSAGE)).delivered
+    assert seen[0]["message_id"] == MESSAGE.message_id
+
+
+async def test_the_deprecated_headers_are_sent_only_behind_the_setting(connect: Connect) -> None:
+    """Without legacy_signature only the Standard Webhooks headers are sent."""
+    requests: list[httpx.Request] = []
+
+    def gateway(request: httpx.Request) -> httpx.Response:
+        requests.append(request)
+        return httpx.Response(200)
+
+    await connect(gateway, legacy_signature=False).send(MESSAGE)
+    await connect(gateway, legacy_signature=True).send(MESSAGE)
+    assert TIMESTAMP_HEADER not in requests[0].headers
+    assert SIGNATURE_HEADER not in requests[0].headers
+    assert requests[0].headers["webhook-signature"].startswith("v1,")
+    assert requests[1].headers[SIGNATURE_HEADER].startswith("v1=")
+    assert requests[1].headers["webhook-signature"] == requests[0].headers["webhook-signature"]
 
 
 async def test_signature_verifies_over_raw_body_and_timestamp(connect: Connect) -> None:
