@@ -10,10 +10,21 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from app.admin import routes as admin_ui
+from app.admin import webhooks as admin_webhooks_ui
 from app.errors import document_problems, install_error_handlers
 from app.logging import configure_logging
 from app.middleware import ServiceMiddleware
-from app.routers import admin, codes, events, health, policies, sandbox, tokens, verifications
+from app.routers import (
+    admin,
+    admin_webhooks,
+    codes,
+    events,
+    health,
+    policies,
+    sandbox,
+    tokens,
+    verifications,
+)
 from app.runtime import Runtime, build_runtime
 from app.settings import Settings, get_settings
 from app.worker import Worker
@@ -62,6 +73,8 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     app.include_router(tokens.router)
     app.include_router(events.router)
     app.include_router(admin.router)
+    app.include_router(admin_webhooks.router)
+    app.include_router(admin_webhooks_ui.router)  # before the UI's catch-all 404
     app.include_router(admin_ui.router)
     document_problems(app)
     return app

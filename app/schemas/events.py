@@ -104,3 +104,27 @@ class AttemptOut(BaseModel):
 
 class AttemptList(BaseModel):
     data: list[AttemptOut]
+
+
+class AdminEndpointOut(EndpointOut):
+    client_id: str
+    failing_since: datetime | None
+
+
+class AdminDeliveryOut(BaseModel):
+    id: str
+    client_id: str
+    endpoint_id: str
+    event_id: str
+    event_type: str
+    status: Literal["pending", "succeeded", "failed"]
+    attempts: int
+    last_status_code: int | None
+    last_error: str | None
+    next_attempt_at: datetime | None
+    completed_at: datetime | None
+    created_at: datetime
+
+
+class AdminDeliveryList(BaseModel):
+    data: list[AdminDeliveryOut]

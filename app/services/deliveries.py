@@ -237,19 +237,23 @@ async def _track_endpoint(
         logger.warning("webhook endpoint disabled", extra={"endpoint_id": endpoint_id})
 
 
-async def failed(
-    session: AsyncSession, *, client_id: str | None = None, limit: int = 100
+async def recent(
+    session: AsyncSession,
+    *,
+    status: str = FAILED,
+    client_id: str | None = None,
+    limit: int = 100,
 ) -> list[tuple[WebhookDelivery, Event]]:
-    """Deliveries that gave up, newest first (admins)."""
+    """Deliveries in ``status``, newest first (admins)."""
     query = (
         select(WebhookDelivery, Event)
         .join(Event, col(Event.id) == col(WebhookDelivery.event_id))
-        .where(col(WebhookDelivery.status) == FAILED)
+        .where(col(WebhookDelivery.status) == status)
     )
     if client_id is not None:
         query = query.where(col(WebhookDelivery.client_id) == client_id)
     rows = await session.execute(
-        query.order_by(col(WebhookDelivery.completed_at).desc()).limit(limit)
+        query.order_by(col(WebhookDelivery.created_at).desc(), col(WebhookDelivery.id)).limit(limit)
     )
     return [(d, e) for d, e in rows.all()]
 
