@@ -311,6 +311,9 @@ def document_problems(app: FastAPI) -> None:
                 for status, entry in responses.items():
                     if status.startswith(("4", "5")):
                         entry["content"] = problem_content()
+        for operations in schema.get("webhooks", {}).values():
+            for operation in operations.values():  # requests we send: no validation answers
+                operation.get("responses", {}).pop("422", None)
         for name in ("HTTPValidationError", "ValidationError"):
             schema.get("components", {}).get("schemas", {}).pop(name, None)
         return schema

@@ -72,6 +72,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     app.include_router(sandbox.router)
     app.include_router(tokens.router)
     app.include_router(events.router)
+    events.document_webhooks(app)
     app.include_router(admin.router)
     app.include_router(admin_webhooks.router)
     app.include_router(admin_webhooks_ui.router)  # before the UI's catch-all 404

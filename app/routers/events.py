@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, FastAPI, Header, Query, Response
 
 from app.deps import CurrentClient, RuntimeDep, SessionDep
 from app.models import WebhookEndpoint
@@ -16,6 +16,7 @@ from app.schemas.events import (
     EndpointCreated,
     EndpointList,
     EndpointOut,
+    EventOut,
     EventPage,
     PingOut,
     SecretOut,
@@ -172,3 +173,41 @@ def attempt_out(row: webhooks.AttemptRow) -> AttemptOut:
         response_excerpt=a.response_excerpt,
         next_retry_at=a.next_retry_at,
     )
+
+
+_WEBHOOK_DOC = """Sent to each of the client's webhook endpoints subscribed to this type, as a JSON
+event signed per Standard Webhooks: verify `webhook-signature` (`v1,<base64 HMAC-SHA-256 of
+"{webhook-id}.{webhook-timestamp}.{body}">`, keyed with the endpoint's `whsec_` secret; two
+signatures while a rotated secret overlaps) over the raw body, refuse timestamps more than five
+minutes off, and de-duplicate on `webhook-id` (the event id; retries repeat it). Answer 2xx within
+10 seconds; anything else is retried with back-off for about three days."""
+
+
+def document_webhooks(app: FastAPI) -> None:
+    """Describe every event type in the OpenAPI 3.1 ``webhooks`` section."""
+
+    async def receive(
+        event: EventOut,
+        webhook_id: Annotated[str, Header(alias="webhook-id", description="The event id")],
+        webhook_timestamp: Annotated[
+            str, Header(alias="webhook-timestamp", description="Unix seconds of signing")
+        ],
+        webhook_signature: Annotated[
+            str,
+            Header(alias="webhook-signature", description="`v1,<base64>`, space-separated"),
+        ],
+    ) -> None:
+        """Receives an event (documentation only)."""
+
+    for event_type in events.EVENT_TYPES:
+        app.webhooks.add_api_route(
+            event_type,
+            receive,
+            methods=["POST"],
+            summary=f"`{event_type}`",
+            description=_WEBHOOK_DOC,
+            status_code=204,
+            response_class=Response,
+            operation_id=f"webhook_{event_type.replace('.', '_')}",
+            tags=["webhooks"],
+        )
