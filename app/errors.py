@@ -123,6 +123,7 @@ FIELD_CODES = {
     "external_user_id": "invalid_external_user_id",
     "id_type": "unsupported_id_type",
     "reason": "reason_required",
+    "events": "unknown_event_type",
 }
 
 

@@ -190,8 +190,8 @@ async def test_clients_see_only_their_own_events(
     _, other = await make_client("test", level="L1", name="Other")
     assert await events_of(http, other) == []
     r = await http.get("/v1/events", params={"after": mine[0]["id"]}, headers=auth(other))
-    assert r.status_code == 422
-    assert r.json()["code"] == "invalid_request"
+    assert r.status_code == 404
+    assert r.json()["code"] == "not_found"
 
 
 async def test_events_older_than_the_retention_are_not_listed(

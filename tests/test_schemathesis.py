@@ -352,6 +352,15 @@ EXCLUDED: dict[str, list[Exclusion]] = {
             when=lambda case: "cursor" in (case.query or {}),
         )
     ],
+    "POST /v1/webhook-endpoints": [
+        Exclusion(
+            "positive_data_acceptance",
+            "A schema-valid URL is mostly not one deliveries may go to (it does not resolve, or"
+            " resolves to a loopback, private or reserved address), and a client has at most"
+            " five endpoints: refused with 422 invalid_webhook_url, webhook_url_not_allowed or"
+            " too_many_endpoints by design.",
+        )
+    ],
     "GET /v1/verifications/{verification_id}": [
         Exclusion(
             "use_after_free",

@@ -30,7 +30,7 @@ router = APIRouter(tags=["events"])
     "/v1/events",
     response_model=EventPage,
     summary="List the client's events of the last 30 days, oldest first",
-    responses=problems("unauthorized", "invalid_request"),
+    responses=problems("unauthorized", "not_found"),
 )
 async def list_events(
     client: CurrentClient,
@@ -75,9 +75,8 @@ def _endpoint(endpoint: WebhookEndpoint) -> dict[str, Any]:
 async def create_endpoint(
     body: EndpointCreate, client: CurrentClient, session: SessionDep, runtime: RuntimeDep
 ) -> Any:
-    created = await webhooks.create(
-        session, runtime.settings, client, url=body.url, types=body.events
-    )
+    types = None if body.events is None else [str(t) for t in body.events]
+    created = await webhooks.create(session, runtime.settings, client, url=body.url, types=types)
     return {**_endpoint(created.endpoint), "secret": created.secret}
 
 

@@ -21,6 +21,20 @@ EventType = Literal[
 ]
 
 
+#: What an endpoint may subscribe to (a ``ping`` goes only where it is sent).
+SubscribableType = Literal[
+    "verification.awaiting_code",
+    "verification.verified",
+    "verification.rejected",
+    "verification.needs_review",
+    "verification.expired",
+    "verification.locked",
+    "verification.revoked",
+    "verification.erased",
+    "token.revoked",
+]
+
+
 class EventData(BaseModel):
     verification_id: str | None = None
     external_user_id: str | None = Field(
@@ -54,10 +68,11 @@ class EndpointCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     url: str = Field(description="https URL that receives the events (at most 2000 characters)")
-    events: list[str] | None = Field(
+    events: list[SubscribableType] | None = Field(
         default=None,
+        min_length=1,
         max_length=20,
-        description="Event types to receive (all when omitted)",
+        description="Event types to receive (all but `ping` when omitted)",
     )
 
 

@@ -197,7 +197,7 @@ async def page(
             )
         ).scalar_one_or_none()
         if cursor is None:
-            raise ProblemError("invalid_request", "'after' names no event of this client")
+            raise ProblemError("not_found", "'after' names no event of this client")
         query = query.where(col(Event.seq) > cursor)
     rows = list((await session.execute(query.order_by(col(Event.seq)).limit(limit + 1))).scalars())
     return rows[:limit], len(rows) > limit
