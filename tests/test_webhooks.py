@@ -16,10 +16,10 @@ from sqlmodel import col, select
 from standardwebhooks import Webhook, WebhookVerificationError
 
 from app.db import session_scope
-from app.models import AuditEvent, OutboxJob, WebhookDelivery, WebhookEndpoint
+from app.models import AuditEvent, Event, OutboxJob, WebhookDelivery, WebhookEndpoint
 from app.models._types import utcnow
 from app.runtime import Runtime
-from app.services import deliveries
+from app.services import deliveries, purge
 from app.webhooks import transport, urls
 from app.worker import Worker
 from realname_sdk import webhooks as sdk_webhooks
@@ -452,3 +452,28 @@ async def test_the_sdk_reads_deliveries_as_the_events_api_lists_them(
     # Delivered before the erasure with the user id; listed after it with [erased].
     assert delivered[0].data.external_user_id == GOOD["external_user_id"]
     assert {e.data.external_user_id for e in parsed} == {"[erased]"}
+
+
+async def test_purge_removes_events_past_their_retention_with_their_deliveries(
+    http: httpx.AsyncClient, api_key: str, worker: Worker, runtime: Runtime
+) -> None:
+    """`realname purge` drops events older than 30 days, their deliveries and attempts, and
+    keeps newer ones."""
+    async with receiver() as r:
+        await register(http, api_key, r.url)
+        await begin(http, api_key, worker)
+        async with session_scope(runtime.sessions) as session:
+            await session.execute(update(Event).values(created_at=utcnow() - timedelta(days=31)))
+        await begin(http, api_key, worker, **new_person())
+    counts = await purge_now(runtime)
+    assert (counts["events"], counts["webhook_deliveries"], counts["webhook_attempts"]) == (1, 1, 1)
+    assert len(await events_listed(http, api_key)) == 1
+
+
+async def purge_now(runtime: Runtime) -> dict[str, int]:
+    async with session_scope(runtime.sessions) as session:
+        return await purge.run(session, runtime.settings)
+
+
+async def events_listed(http: httpx.AsyncClient, key: str) -> list[dict[str, Any]]:
+    return list((await http.get("/v1/events", headers=auth(key))).json()["data"])

@@ -2,7 +2,8 @@
 
 - Unfinished verifications (pending, awaiting_code) older than ``purge_unfinished_after_days``
   (default 7) become ``expired`` and lose everything personal, as in an erasure.
-- Expired one-time codes, sandbox messages, idempotency records, admin sessions and tokens go.
+- Expired one-time codes, sandbox messages, idempotency records, admin sessions and tokens go,
+  and events older than ``event_retention_days`` (30) with their webhook deliveries.
 - Audit events are never removed here: they are kept at least ``audit_retention_days`` (≥ 180,
   Cybersecurity Law Art. 21).
 """
@@ -18,6 +19,7 @@ from sqlmodel import col, select
 from app.models import (
     AdminSession,
     ClientIdentity,
+    Event,
     IdempotencyKey,
     Identity,
     OutboxJob,
@@ -26,6 +28,8 @@ from app.models import (
     SmsCode,
     Status,
     Verification,
+    WebhookAttempt,
+    WebhookDelivery,
 )
 from app.models._types import utcnow
 from app.services import erasure, lifecycle
@@ -86,6 +90,9 @@ async def run(
         .values(sealed_subject=None)
     )
     counts["review_sealed_copies_wiped"] = int(stale_review.rowcount)  # type: ignore[attr-defined]
+    old_events = select(Event.id).where(
+        col(Event.created_at) < now - timedelta(days=settings.event_retention_days)
+    )
     deletions = {
         "expired_codes": delete(SmsCode).where(col(SmsCode.expires_at) < now - timedelta(hours=1)),
         "sandbox_messages": delete(SandboxMessage).where(col(SandboxMessage.expires_at) < now),
@@ -97,6 +104,18 @@ async def run(
         "admin_sessions": delete(AdminSession).where(col(AdminSession.expires_at) < now),
         "expired_tokens": delete(ServiceToken).where(
             col(ServiceToken.expires_at) < now - timedelta(days=1)
+        ),
+        # Deliveries and their attempts go with their event (foreign keys: children first).
+        "webhook_attempts": delete(WebhookAttempt).where(
+            col(WebhookAttempt.delivery_id).in_(
+                select(WebhookDelivery.id).where(col(WebhookDelivery.event_id).in_(old_events))
+            )
+        ),
+        "webhook_deliveries": delete(WebhookDelivery).where(
+            col(WebhookDelivery.event_id).in_(old_events)
+        ),
+        "events": delete(Event).where(
+            col(Event.created_at) < now - timedelta(days=settings.event_retention_days)
         ),
     }
     for name, statement in deletions.items():
