@@ -1,12 +1,15 @@
 """Python client SDK of the realname identity verification service.
 
-Two halves:
+Three parts:
 
 * :class:`RealnameClient` / :class:`AsyncRealnameClient` call the integrator API with your API key:
   start a verification, submit the SMS code, issue a service token, introspect or revoke it,
   erase a verification.
 * :class:`TokenVerifier` checks service tokens offline (EdDSA, against the service's JWKS) in
   the backend that receives them; :func:`realname_sdk.fastapi.require_verified` wraps it as a
+  FastAPI dependency.
+* :mod:`realname_sdk.webhooks` verifies the service's webhook deliveries (Standard Webhooks)
+  and reads them as typed events; :func:`realname_sdk.fastapi.webhook_event` wraps it as a
   FastAPI dependency.
 
 A complete sandbox run (a test-mode key, ``realname serve`` on port 8000)::

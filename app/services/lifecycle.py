@@ -87,13 +87,14 @@ async def transition(
         actor_id=actor_id,
         data={"from": previous, "reason": reason, **(data or {})},
     )
-    await events.emit(
-        session,
-        client_id=verification.client_id,
-        type=f"verification.{to.value}",
-        verification=verification,
-        reason=reason,
-    )
+    if to in events.ANNOUNCED_STATUSES:
+        await events.emit(
+            session,
+            client_id=verification.client_id,
+            type=f"verification.{to.value}",
+            verification=verification,
+            reason=reason,
+        )
     if previous == Status.VERIFIED and to != Status.VERIFIED:
         await tokens.revoke_for_verification(session, verification.id, reason or to.value)
     if to == Status.VERIFIED:
