@@ -5,6 +5,7 @@ addresses."""
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 from datetime import timedelta
 from typing import Any
@@ -343,7 +344,7 @@ async def test_live_endpoints_must_be_https_on_public_addresses(
 async def test_test_mode_may_use_loopback_but_not_private_addresses() -> None:
     """The dev relaxation covers loopback only, never the private network."""
     relaxed = urls.Policy(relaxed=True)
-    assert (await urls.check("http://127.0.0.1:8000/h", relaxed)).address is not None
+    assert (await urls.check("http://127.0.0.1:8000/h", relaxed)).addresses
     with pytest.raises(urls.UrlRefused) as refused:
         await urls.check("http://10.0.0.1/h", relaxed)
     assert refused.value.code == "webhook_url_not_allowed"
@@ -352,7 +353,7 @@ async def test_test_mode_may_use_loopback_but_not_private_addresses() -> None:
 async def test_allowed_hosts_may_be_internal() -> None:
     """A host named in REALNAME_WEBHOOK_ALLOWED_HOSTS passes although it is internal."""
     strict = urls.Policy(relaxed=False, allowed_hosts=frozenset({"localhost"}))
-    assert (await urls.check("https://localhost/h", strict)).address is None
+    assert (await urls.check("https://localhost/h", strict)).addresses == ()
     with pytest.raises(urls.UrlRefused):
         await urls.check("https://127.0.0.1/h", strict)
 
@@ -477,3 +478,26 @@ async def purge_now(runtime: Runtime) -> dict[str, int]:
 
 async def events_listed(http: httpx.AsyncClient, key: str) -> list[dict[str, Any]]:
     return list((await http.get("/v1/events", headers=auth(key))).json()["data"])
+
+
+async def test_a_delivery_tries_each_checked_address_until_one_connects(
+    runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A name resolving to ::1 first (where nothing listens) and then 127.0.0.1 is delivered
+    to 127.0.0.1."""
+
+    async def resolver(host: str, port: int) -> list[urls.IPAddress]:
+        return [ipaddress.ip_address("::1"), ipaddress.ip_address("127.0.0.1")]
+
+    monkeypatch.setattr(urls, "_resolve", resolver)  # stands in for the DNS answer
+    async with receiver() as r:
+        outcome = await transport.post(
+            runtime.webhook_client,
+            r.url.replace("127.0.0.1", "receiver.test"),
+            b"{}",
+            {},
+            policy=urls.Policy(relaxed=True),
+            deadline_seconds=2,
+        )
+    assert outcome.ok, outcome
+    assert r.received[0].headers["host"] == f"receiver.test:{r.port}"

@@ -8,14 +8,13 @@ later. At most :data:`EXCERPT_BYTES` of the answer are read and kept.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import time
 from dataclasses import dataclass
 from typing import Final
 
 import httpx
 
-from app.webhooks.urls import Policy, UrlRefused, check
+from app.webhooks.urls import IPAddress, Policy, UrlRefused, check
 
 EXCERPT_BYTES: Final = 200
 
@@ -34,11 +33,15 @@ class Outcome:
 
 
 def _pinned_request(
-    client: httpx.AsyncClient, url: httpx.URL, address: object, body: bytes, headers: dict[str, str]
+    client: httpx.AsyncClient,
+    url: httpx.URL,
+    address: IPAddress | None,
+    body: bytes,
+    headers: dict[str, str],
 ) -> httpx.Request:
     extensions: dict[str, object] = {}
     target = url
-    if isinstance(address, ipaddress.IPv4Address | ipaddress.IPv6Address):
+    if address is not None:
         target = url.copy_with(host=str(address))
         if url.scheme == "https":
             extensions["sni_hostname"] = url.host
@@ -85,10 +88,19 @@ async def post(
         target = await check(url, policy)
     except UrlRefused as refused:
         return Outcome(False, None, elapsed(), refused.code)
-    request = _pinned_request(client, target.url, target.address, body, headers)
+    # Each checked address in turn while connecting fails (localhost may be ::1 and 127.0.0.1).
+    addresses: list[IPAddress | None] = list(target.addresses) or [None]
     try:
         async with asyncio.timeout(deadline_seconds):
-            response = await client.send(request, stream=True, follow_redirects=False)
+            for n, address in enumerate(addresses, start=1):
+                request = _pinned_request(client, target.url, address, body, headers)
+                try:
+                    response = await client.send(request, stream=True, follow_redirects=False)
+                except httpx.ConnectError:
+                    if n == len(addresses):
+                        raise
+                    continue
+                break
             try:
                 excerpt = await _excerpt(response)
             finally:

@@ -48,10 +48,11 @@ class Policy:
 
 @dataclass(frozen=True)
 class Target:
-    """A checked URL and the address to connect to."""
+    """A checked URL and the addresses to connect to, in the resolver's order (empty: an
+    allowed host, connected to by name)."""
 
     url: httpx.URL
-    address: IPAddress | None  # None: an allowed host, connected to by name
+    addresses: tuple[IPAddress, ...]
 
 
 def parse(url: str, policy: Policy) -> httpx.URL:
@@ -118,7 +119,7 @@ async def check(url: str, policy: Policy) -> Target:
     port = parsed.port or (443 if parsed.scheme == "https" else 80)
     literal = _literal(host)
     if literal is None and host in policy.allowed_hosts:
-        return Target(parsed, None)
+        return Target(parsed, ())
     addresses = [literal] if literal is not None else await _resolve(host, port)
     # Every address must pass: a name that also resolves inside the network is refused.
     if not all(address_allowed(a, policy) for a in addresses):
@@ -126,4 +127,4 @@ async def check(url: str, policy: Policy) -> Target:
             "webhook_url_not_allowed",
             "The URL's host resolves to a loopback, private, link-local or reserved address",
         )
-    return Target(parsed, addresses[0])
+    return Target(parsed, tuple(addresses))
