@@ -102,18 +102,54 @@ def cmd_policies_publish(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_audit_verify(args: argparse.Namespace, settings: Settings) -> int:
     from app.services import audit
 
-    report = _run_db(settings, audit.verify_chain)
+    checkpoints: list[dict[str, Any]] = []
+    for path in args.checkpoint or []:
+        try:
+            doc = json.loads(Path(path).read_text("utf-8"))
+        except (OSError, ValueError) as exc:
+            print(f"realname: cannot read checkpoint {path}: {type(exc).__name__}", file=sys.stderr)
+            return 2
+        checkpoints.extend(doc if isinstance(doc, list) else [doc])
+    public = audit.public_keys(settings.audit_checkpoint_seeds)
+
+    async def work(session: Any) -> Any:
+        return await audit.verify_chain(session, checkpoints=checkpoints, public_keys=public)
+
+    report = _run_db(settings, work)
     print(
         json.dumps(
             {
                 "ok": report.ok,
                 "checked": report.checked,
+                "checkpoints": report.checkpoints,
                 "first_broken_seq": report.first_broken_seq,
                 "problem": report.problem,
             }
         )
     )
     return 0 if report.ok else 1
+
+
+def cmd_audit_checkpoint(args: argparse.Namespace, settings: Settings) -> int:
+    from app.services import audit
+
+    async def work(session: Any) -> dict[str, Any]:
+        return await audit.checkpoint(session, settings.audit_checkpoint_seeds)
+
+    text = json.dumps(_run_db(settings, work), indent=2) + "\n"
+    if args.output in (None, "-"):
+        sys.stdout.write(text)
+    else:
+        Path(args.output).write_text(text, "utf-8")
+    return 0
+
+
+def cmd_audit_public_key(args: argparse.Namespace, settings: Settings) -> int:
+    from app.services import audit
+
+    keys = audit.public_keys(settings.audit_checkpoint_seeds)
+    print(json.dumps({str(v): audit.public_key_text(k) for v, k in sorted(keys.items())}))
+    return 0
 
 
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
@@ -275,7 +311,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     aud = sub.add_parser("audit", help="the audit trail").add_subparsers(dest="sub", required=True)
     verify = aud.add_parser("verify", help="check the hash chain; non-zero exit on a break")
+    verify.add_argument(
+        "--checkpoint",
+        action="append",
+        metavar="FILE",
+        help="a signed checkpoint (repeatable): events it covers must be unchanged",
+    )
     verify.set_defaults(func=cmd_audit_verify)
+    cp = aud.add_parser("checkpoint", help="print (or write) a signed checkpoint of the chain")
+    cp.add_argument("--output", "-o", default=None, help="file to write (default: stdout)")
+    cp.set_defaults(func=cmd_audit_checkpoint)
+    pk = aud.add_parser("public-key", help="print the checkpoint signing public keys")
+    pk.set_defaults(func=cmd_audit_public_key)
     return parser
 
 

@@ -8,6 +8,7 @@ from app.models.audit_head import AuditHead
 from app.models.check import Check
 from app.models.client import Client
 from app.models.client_identity import ClientIdentity
+from app.models.emergency_measure import EmergencyMeasure
 from app.models.idempotency_key import IdempotencyKey
 from app.models.identity import Identity
 from app.models.outbox_job import OutboxJob
@@ -28,6 +29,7 @@ __all__ = [
     "Check",
     "Client",
     "ClientIdentity",
+    "EmergencyMeasure",
     "IdempotencyKey",
     "Identity",
     "OutboxJob",
