@@ -36,6 +36,55 @@ def _run_db(settings: Settings, work: Callable[[Any], Awaitable[Any]]) -> Any:
     return asyncio.run(_main())
 
 
+def _run_with_runtime(settings: Settings, work: Callable[[Any, Any], Awaitable[Any]]) -> Any:
+    """Run ``work(session, runtime)`` in one committed transaction (after-commit hooks too)."""
+    from app.db import session_scope
+    from app.runtime import build_runtime
+
+    async def _main() -> Any:
+        runtime = build_runtime(settings)
+        try:
+            async with session_scope(runtime.sessions) as session:
+                return await work(session, runtime)
+        finally:
+            await runtime.close()
+
+    return asyncio.run(_main())
+
+
+def _problem_exit(exc: Exception) -> int:
+    """Print a refused command's stable code and reason; exit 2."""
+    code, detail = getattr(exc, "code", "error"), getattr(exc, "detail", str(exc))
+    print(json.dumps({"error": code, "detail": detail}), file=sys.stderr)
+    return 2
+
+
+def cmd_emergency(args: argparse.Namespace, settings: Settings) -> int:
+    from app.errors import ProblemError
+    from app.services import emergency
+
+    async def work(session: Any, runtime: Any) -> Any:
+        if args.action == "status":
+            return [emergency.measure_json(m) for m in await emergency.in_force(session)]
+        outcome = await emergency.act(
+            session,
+            action=args.action,
+            reason_code=args.reason_code,
+            client_id=args.client_id,
+            provider=args.provider,
+            known_providers=emergency.known_providers(runtime),
+            actor_type="system",
+            actor_id="cli",
+        )
+        return outcome.as_json()
+
+    try:
+        print(json.dumps(_run_with_runtime(settings, work), default=str))
+    except ProblemError as exc:
+        return _problem_exit(exc)
+    return 0
+
+
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
 
@@ -308,6 +357,27 @@ def build_parser() -> argparse.ArgumentParser:
         "rotate", help="make a new signing key active; the old stays published"
     )
     rotate.set_defaults(func=cmd_keys_rotate)
+
+    emg = sub.add_parser(
+        "emergency", help="Art. 25 emergency actions (works with the API down)"
+    ).add_subparsers(dest="action", required=True)
+    emg.add_parser("status", help="measures in force").set_defaults(func=cmd_emergency)
+    for action, text in (
+        ("suspend-issuance", "refuse new verifications and tokens (503 issuance_suspended)"),
+        ("resume-issuance", "end a suspension"),
+        ("revoke-tokens", "revoke every token issued until now"),
+        ("quarantine-provider", "stop calling a verifier or sender"),
+        ("release-provider", "end a quarantine"),
+    ):
+        one = emg.add_parser(action, help=text)
+        one.add_argument("--reason-code", required=True, help="a documented reason code")
+        if action.endswith("provider"):
+            one.add_argument("--provider", required=True, help="verifier or sender name")
+            one.set_defaults(client_id=None)
+        else:
+            one.add_argument("--client-id", default=None, help="one client only (default: all)")
+            one.set_defaults(provider=None)
+        one.set_defaults(func=cmd_emergency)
 
     aud = sub.add_parser("audit", help="the audit trail").add_subparsers(dest="sub", required=True)
     verify = aud.add_parser("verify", help="check the hash chain; non-zero exit on a break")

@@ -59,6 +59,12 @@ ERROR_CODES: dict[str, tuple[int, str]] = {
     "reason_required": (422, "A reason is required"),
     "invalid_transition": (409, "The verification is not in a state that allows this"),
     "csrf_failed": (403, "The form is stale or did not come from this site; reload and retry"),
+    "issuance_suspended": (503, "New verifications and tokens are suspended"),
+    "invalid_reason_code": (422, "The reason code is not one of the documented codes"),
+    "unknown_client": (422, "No client has that id"),
+    "unknown_provider": (422, "No verifier or sender has that name"),
+    "not_suspended": (409, "Issuance is not suspended for that scope"),
+    "not_quarantined": (409, "That provider is not in quarantine"),
     "service_unavailable": (503, "The service is temporarily unavailable"),
     "internal_error": (500, "Internal error"),
 }

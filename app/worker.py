@@ -25,7 +25,7 @@ from app.models import Client, OutboxJob, SmsCode, Status, Verification
 from app.models._types import utcnow
 from app.runtime import Runtime
 from app.senders.base import OutgoingSms, SendResult
-from app.services import checks, codes, lifecycle
+from app.services import checks, codes, emergency, lifecycle
 
 logger = logging.getLogger(__name__)
 
@@ -234,6 +234,11 @@ class Worker:
             await self._finish(job, error="code_superseded")
             return
         sender = self.runtime.senders.for_mode(client.mode)
+        async with self.runtime.sessions() as session:
+            held = sender.name in await emergency.quarantined(session)
+        if held:  # Art. 25: the sender is not called while quarantined; the code may expire
+            await self._retry(job, "sender_quarantined")
+            return
         message = OutgoingSms(
             message_id=job.id,
             phone=payload["phone"],

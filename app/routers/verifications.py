@@ -12,7 +12,7 @@ from app.db import flush_erased_pages
 from app.deps import CurrentClient, RuntimeDep, SessionDep
 from app.errors import ERROR_CODES, problem_content
 from app.schemas.verification import VerificationCreate, VerificationOut
-from app.services import erasure, idempotency, verifications
+from app.services import emergency, erasure, idempotency, verifications
 
 router = APIRouter(prefix="/v1/verifications", tags=["verifications"])
 
@@ -40,6 +40,7 @@ def problems(*codes: str) -> dict[int | str, dict[str, Any]]:
         "payload_too_large",
         "unsupported_media_type",
         "malformed_json",
+        "issuance_suspended",
     ),
 )
 async def create_verification(
@@ -50,6 +51,9 @@ async def create_verification(
     background: BackgroundTasks,
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
 ) -> Any:
+    await emergency.ensure_issuing(
+        session, client.id, runtime.settings.issuance_retry_after_seconds
+    )
     canonical = verifications.canonicalise(body)
     ttl = timedelta(seconds=runtime.settings.idempotency_ttl_seconds)
     claim = None
