@@ -34,7 +34,7 @@ from app.schemas.admin import (
 )
 from app.schemas.emergency import EmergencyIn, EmergencyOut, MeasureOut
 from app.schemas.verification import CheckOut, Masked
-from app.services import admins, audit, clients, emergency, keys, review
+from app.services import admins, audit, clients, emergency, export, keys, review
 
 router = APIRouter(prefix="/v1/admin", tags=["admin"])
 
@@ -167,6 +167,20 @@ async def verification_detail(
         timeline=[AuditEventOut(**review.event_out(e)) for e in detail.timeline],
         client_name=detail.client.name if detail.client else None,
         adult=detail.adult,
+    )
+
+
+@router.get(
+    "/verifications/{verification_id}/export",
+    summary="The user's data export (PIPL Art. 45), as the client API gives it (audited read)",
+    responses=problems("not_found", "bulk_access_blocked", "unauthorized", "forbidden"),
+)
+async def verification_export(
+    verification_id: str, ctx: AnyAdmin, session: SessionDep, runtime: RuntimeDep
+) -> dict[str, Any]:
+    detail = await review.open_record(session, runtime, ctx.admin.id, verification_id)
+    return await export.build(
+        session, detail.verification, actor_type="admin", actor_id=ctx.admin.id
     )
 
 
