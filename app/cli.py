@@ -85,6 +85,41 @@ def cmd_emergency(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _utc(text: str) -> Any:
+    from datetime import UTC, datetime
+
+    value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+
+
+def cmd_incident_report(args: argparse.Namespace, settings: Settings) -> int:
+    from app.models._types import utcnow
+    from app.services import incident
+
+    try:
+        since = _utc(args.since)
+        until = _utc(args.until) if args.until else utcnow()
+    except ValueError:
+        print("realname: --since/--until must be ISO 8601 times", file=sys.stderr)
+        return 2
+    if until <= since:
+        print("realname: --until must be after --since", file=sys.stderr)
+        return 2
+
+    async def work(session: Any) -> dict[str, Any]:
+        return await incident.build(session, since, until, settings.audit_checkpoint_seeds)
+
+    report = _run_db(settings, work)
+    out = Path(args.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = "incident-" + since.strftime("%Y%m%dT%H%M%SZ")
+    paths = {"markdown": out / f"{stem}.md", "json": out / f"{stem}.json"}
+    paths["markdown"].write_text(incident.to_markdown(report), "utf-8")
+    paths["json"].write_text(json.dumps(report, indent=2) + "\n", "utf-8")
+    print(json.dumps({k: str(p) for k, p in paths.items()}))
+    return 0
+
+
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
 
@@ -378,6 +413,15 @@ def build_parser() -> argparse.ArgumentParser:
             one.add_argument("--client-id", default=None, help="one client only (default: all)")
             one.set_defaults(provider=None)
         one.set_defaults(func=cmd_emergency)
+
+    inc = sub.add_parser("incident", help="incident handling").add_subparsers(
+        dest="sub", required=True
+    )
+    rep = inc.add_parser("report", help="draft the incident notification (Markdown and JSON)")
+    rep.add_argument("--since", required=True, help="start of the window (ISO 8601, UTC)")
+    rep.add_argument("--until", default=None, help="end of the window (default: now)")
+    rep.add_argument("--output-dir", default=".", help="where to write the two files")
+    rep.set_defaults(func=cmd_incident_report)
 
     aud = sub.add_parser("audit", help="the audit trail").add_subparsers(dest="sub", required=True)
     verify = aud.add_parser("verify", help="check the hash chain; non-zero exit on a break")
