@@ -12,9 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
+import os
 import time
 from datetime import timedelta
+from pathlib import Path
 
 from sqlalchemy import update
 from sqlmodel import col, select
@@ -25,7 +28,7 @@ from app.models import Client, OutboxJob, SmsCode, Status, Verification
 from app.models._types import utcnow
 from app.runtime import Runtime
 from app.senders.base import OutgoingSms, SendResult
-from app.services import checks, codes, emergency, lifecycle
+from app.services import audit, checks, codes, emergency, lifecycle
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +42,7 @@ class Worker:
         self.runtime = runtime
         self._wake = asyncio.Event()
         self._swept_at = 0.0
+        self._checkpoint_at: float | None = None
         self._backlog = False
 
     def notify(self) -> None:
@@ -173,6 +177,7 @@ class Worker:
                 self._wake.clear()
                 try:
                     await self._claim_into(slots, running)
+                    await self.checkpoint_if_due()
                 except Exception as exc:  # keep the loop alive; a claimed job's lease expires
                     logger.error(
                         "worker iteration failed", extra={"error_type": type(exc).__name__}
@@ -182,6 +187,28 @@ class Worker:
         finally:
             for task in running:
                 task.cancel()
+
+    async def checkpoint_if_due(self) -> Path | None:
+        """Every ``audit_checkpoint_seconds``, write a signed checkpoint of the audit chain to
+        ``audit_checkpoint_dir`` (when set): ``checkpoint-<seq>.json``, written atomically."""
+        settings = self.runtime.settings
+        directory = settings.audit_checkpoint_dir
+        now = time.monotonic()
+        if directory is None or (
+            self._checkpoint_at is not None
+            and now - self._checkpoint_at < settings.audit_checkpoint_seconds
+        ):
+            return None
+        self._checkpoint_at = now
+        async with self.runtime.sessions() as session:
+            doc = await audit.checkpoint(session, settings.audit_checkpoint_seeds)
+        directory.mkdir(parents=True, exist_ok=True)
+        path = directory / f"checkpoint-{doc['seq']:012d}.json"
+        partial = path.with_suffix(f".{os.getpid()}.tmp")
+        partial.write_text(json.dumps(doc, indent=2) + "\n", "utf-8")
+        os.replace(partial, path)
+        logger.info("audit checkpoint written", extra={"seq": doc["seq"]})
+        return path
 
     async def _handle(self, job: OutboxJob) -> bool:
         """Do ``job``; True when it may have queued another job that is due now."""

@@ -183,3 +183,26 @@ async def test_old_links_stay_verifiable_after_a_chain_key_rotation(
         runtime.settings, "audit", "verify", "--checkpoint", str(tmp_path / "a.json"), **rotated
     )
     assert done.returncode == 0, done.stdout
+
+
+async def test_worker_writes_checkpoints_to_the_configured_directory(
+    http: httpx.AsyncClient, api_key: str, runtime: Runtime, tmp_path: Path
+) -> None:
+    """With a checkpoint directory set, the worker writes one that `audit verify` accepts,
+    and waits the configured interval before the next."""
+    from app.runtime import build_runtime
+    from app.worker import Worker
+
+    await _grow_chain(http, api_key, 1)
+    settings = runtime.settings.model_copy(update={"audit_checkpoint_dir": tmp_path / "cps"})
+    rt = build_runtime(settings)
+    try:
+        worker = Worker(rt)
+        first = await worker.checkpoint_if_due()
+        again = await worker.checkpoint_if_due()
+    finally:
+        await rt.close()
+    assert first is not None
+    assert again is None
+    code, report = _verify(runtime, first)
+    assert code == 0, report
