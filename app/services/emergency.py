@@ -81,6 +81,17 @@ class Outcome:
         }
 
 
+def describe(m: EmergencyMeasure) -> str:
+    """One line for the admin banner."""
+    since = m.started_at.strftime("%Y-%m-%d %H:%M UTC")
+    if m.kind == QUARANTINED:
+        what = f"Provider {m.scope} quarantined"
+    else:
+        who = "every client" if m.scope == ALL else f"client {m.scope}"
+        what = f"Issuance suspended for {who}"
+    return f"{what} since {since} ({m.reason_code})"
+
+
 def measure_json(m: EmergencyMeasure) -> dict[str, Any]:
     return {
         "id": m.id,
