@@ -16,6 +16,7 @@ from app.faults import EXIT_CODE
 from app.runtime import Runtime
 from app.services import audit
 from app.worker import Worker
+from realname_sdk import InvalidToken, TokenVerifier
 from tests.conftest import auth
 from tests.support import run_cli, serve
 from tests.test_admin_api import admin_token, bearer
@@ -152,6 +153,24 @@ async def test_revoke_all_makes_earlier_tokens_inactive_and_later_ones_work(
     kids = {k["kid"] for k in (await http.get("/.well-known/jwks.json")).json()["keys"]}
     assert old_kid not in kids
     assert json.loads(_segment(new, 0))["kid"] in kids
+
+
+async def test_offline_verifier_rejects_earlier_tokens_once_it_refreshes_the_jwks(
+    http: httpx.AsyncClient, runtime: Runtime, make_client: Any, worker: Worker
+) -> None:
+    """The SDK's offline TokenVerifier accepts a token before revoke-all and, with a refreshed
+    key set, refuses it afterwards (its key was withdrawn)."""
+    cid, key = await make_client("test", level="L1")
+    token = await token_for(http, key, (await verified(http, key, worker))["id"])
+    jwks_url = "http://testserver/.well-known/jwks.json"
+    before = TokenVerifier(jwks_url, audience=cid, issuer="urn:realname", http_client=http)
+    assert (await before.averify(token)).verification_id
+    admin = await admin_token(http, runtime, "admin")
+    await act(http, admin, "revoke-tokens", reason_code="key_compromise")
+    refreshed = TokenVerifier(jwks_url, audience=cid, issuer="urn:realname", http_client=http)
+    with pytest.raises(InvalidToken) as refused:
+        await refreshed.averify(token)
+    assert refused.value.reason == "unknown_key"
 
 
 async def test_revoke_all_also_catches_a_token_committed_after_it(

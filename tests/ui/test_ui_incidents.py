@@ -74,7 +74,7 @@ async def test_printable_export_page_shows_the_users_data(
     page = await http.get(f"/admin/verifications/{v['id']}/export")
     assert page.status_code == 200
     assert v["masked"]["id_number"] in page.text
-    assert f"Verification <span class=\"mono\">{v['id']}</span>" in page.text
+    assert f'Verification <span class="mono">{v["id"]}</span>' in page.text
     async with runtime.engine.connect() as conn:
         exported = (
             await conn.execute(
