@@ -60,6 +60,46 @@ async def test_suspension_refuses_registration_and_tokens_but_not_introspection(
     assert (await http.get(f"/v1/verifications/{v['id']}", headers=auth(api_key))).is_success
 
 
+async def test_suspension_still_replays_an_earlier_answer(
+    http: httpx.AsyncClient, runtime: Runtime, api_key: str
+) -> None:
+    """A retried registration with its Idempotency-Key gets its stored answer, not 503."""
+    headers = auth(api_key, **{"Idempotency-Key": "signup-1"})
+    first = await http.post("/v1/verifications", json=GOOD, headers=headers)
+    admin = await admin_token(http, runtime, "admin")
+    await act(http, admin, "suspend-issuance", reason_code="drill")
+    again = await http.post("/v1/verifications", json=GOOD, headers=headers)
+    assert again.status_code == 201
+    assert again.json()["id"] == first.json()["id"]
+
+
+async def test_quarantined_sender_is_not_called(
+    http: httpx.AsyncClient, runtime: Runtime, make_client: Any, worker: Worker
+) -> None:
+    """With the sandbox sender quarantined, no message is delivered; the send is held."""
+    _, key = await make_client("test", level="L2")
+    admin = await admin_token(http, runtime, "admin")
+    r = await act(
+        http, admin, "quarantine-provider", reason_code="provider_compromised", provider="sandbox"
+    )
+    assert r.status_code == 200, r.text
+    v = await start(http, key, worker)
+    assert v["status"] == "awaiting_code"
+    inbox = await http.get(
+        "/v1/sandbox/messages", params={"verification_id": v["id"]}, headers=auth(key)
+    )
+    assert inbox.json()["data"] == []
+    async with runtime.engine.connect() as conn:
+        held = (
+            await conn.execute(
+                text(
+                    "SELECT last_error FROM outbox_jobs WHERE kind = 'send_sms' AND done_at IS NULL"
+                )
+            )
+        ).scalar_one()
+    assert held == "sender_quarantined"
+
+
 async def test_resume_ends_the_suspension(
     http: httpx.AsyncClient, runtime: Runtime, api_key: str
 ) -> None:

@@ -148,6 +148,6 @@ async def test_admin_export_matches_the_client_export(
     """The admin API gives the same document for a verification."""
     v = await verified(http, api_key, worker)
     token = await admin_token(http, runtime, "auditor")
-    r = await http.get(f"/v1/admin/verifications/{v['id']}/export", headers=bearer(token))
+    r = await http.get(f"/v1/admin/exports/{v['id']}", headers=bearer(token))
     assert r.status_code == 200, r.text
     assert [x["id"] for x in r.json()["verifications"]] == [v["id"]]

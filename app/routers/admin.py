@@ -171,7 +171,7 @@ async def verification_detail(
 
 
 @router.get(
-    "/verifications/{verification_id}/export",
+    "/exports/{verification_id}",
     summary="The user's data export (PIPL Art. 45), as the client API gives it (audited read)",
     responses=problems("not_found", "bulk_access_blocked", "unauthorized", "forbidden"),
 )

@@ -51,9 +51,6 @@ async def create_verification(
     background: BackgroundTasks,
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
 ) -> Any:
-    await emergency.ensure_issuing(
-        session, client.id, runtime.settings.issuance_retry_after_seconds
-    )
     canonical = verifications.canonicalise(body)
     ttl = timedelta(seconds=runtime.settings.idempotency_ttl_seconds)
     claim = None
@@ -70,6 +67,10 @@ async def create_verification(
             return JSONResponse(
                 stored.body, status_code=stored.status_code, headers={"Idempotent-Replayed": "true"}
             )
+    # After the replay of a stored answer (a read), before any work: Art. 25 suspension.
+    await emergency.ensure_issuing(
+        session, client.id, runtime.settings.issuance_retry_after_seconds
+    )
     prepared = await verifications.prepare(runtime, canonical)
     if idempotency_key is not None:
         claim, stored = await idempotency.claim(session, client.id, key, request_hash, ttl)
