@@ -144,6 +144,8 @@ def validation_problem(exc: RequestValidationError) -> JSONResponse:
             code = "malformed_json"
         elif kind == "extra_forbidden":
             code = "unknown_field"
+        elif field == "reason_code":  # emergency actions: a documented code is required
+            code = "reason_required" if kind == "missing" else "invalid_reason_code"
         elif field in FIELD_CODES:
             code = FIELD_CODES[field]
         else:

@@ -36,6 +36,16 @@ async def count(runtime: Runtime, sql: str) -> int:
         return int((await conn.execute(text(sql))).scalar_one())
 
 
+def test_documented_reason_codes_are_the_schemas() -> None:
+    """The API schema's reason codes are the service's documented list."""
+    from typing import get_args
+
+    from app.schemas.emergency import ReasonCode
+    from app.services.emergency import REASON_CODES
+
+    assert list(get_args(ReasonCode)) == list(REASON_CODES)
+
+
 async def test_suspension_refuses_registration_and_tokens_but_not_introspection(
     http: httpx.AsyncClient, runtime: Runtime, api_key: str, worker: Worker
 ) -> None:

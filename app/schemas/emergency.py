@@ -3,8 +3,23 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+#: The documented reason codes (``app.services.emergency.REASON_CODES``; a test keeps them equal).
+ReasonCode = Literal[
+    "security_incident",
+    "data_breach_suspected",
+    "key_compromise",
+    "credential_stuffing",
+    "provider_compromised",
+    "provider_outage",
+    "regulator_order",
+    "maintenance",
+    "drill",
+    "incident_resolved",
+]
 
 
 class EmergencyIn(BaseModel):
@@ -13,7 +28,7 @@ class EmergencyIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    reason_code: str | None = Field(default=None, max_length=40)
+    reason_code: ReasonCode
     client_id: str | None = Field(default=None, min_length=1, max_length=40)
     provider: str | None = Field(default=None, min_length=1, max_length=64)
 
