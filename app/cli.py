@@ -36,6 +36,90 @@ def _run_db(settings: Settings, work: Callable[[Any], Awaitable[Any]]) -> Any:
     return asyncio.run(_main())
 
 
+def _run_with_runtime(settings: Settings, work: Callable[[Any, Any], Awaitable[Any]]) -> Any:
+    """Run ``work(session, runtime)`` in one committed transaction (after-commit hooks too)."""
+    from app.db import session_scope
+    from app.runtime import build_runtime
+
+    async def _main() -> Any:
+        runtime = build_runtime(settings)
+        try:
+            async with session_scope(runtime.sessions) as session:
+                return await work(session, runtime)
+        finally:
+            await runtime.close()
+
+    return asyncio.run(_main())
+
+
+def _problem_exit(exc: Exception) -> int:
+    """Print a refused command's stable code and reason; exit 2."""
+    code, detail = getattr(exc, "code", "error"), getattr(exc, "detail", str(exc))
+    print(json.dumps({"error": code, "detail": detail}), file=sys.stderr)
+    return 2
+
+
+def cmd_emergency(args: argparse.Namespace, settings: Settings) -> int:
+    from app.errors import ProblemError
+    from app.services import emergency
+
+    async def work(session: Any, runtime: Any) -> Any:
+        if args.action == "status":
+            return [emergency.measure_json(m) for m in await emergency.in_force(session)]
+        outcome = await emergency.act(
+            session,
+            action=args.action,
+            reason_code=args.reason_code,
+            client_id=args.client_id,
+            provider=args.provider,
+            known_providers=emergency.known_providers(runtime),
+            actor_type="system",
+            actor_id="cli",
+        )
+        return outcome.as_json()
+
+    try:
+        print(json.dumps(_run_with_runtime(settings, work), default=str))
+    except ProblemError as exc:
+        return _problem_exit(exc)
+    return 0
+
+
+def _utc(text: str) -> Any:
+    from datetime import UTC, datetime
+
+    value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+
+
+def cmd_incident_report(args: argparse.Namespace, settings: Settings) -> int:
+    from app.models._types import utcnow
+    from app.services import incident
+
+    try:
+        since = _utc(args.since)
+        until = _utc(args.until) if args.until else utcnow()
+    except ValueError:
+        print("realname: --since/--until must be ISO 8601 times", file=sys.stderr)
+        return 2
+    if until <= since:
+        print("realname: --until must be after --since", file=sys.stderr)
+        return 2
+
+    async def work(session: Any) -> dict[str, Any]:
+        return await incident.build(session, since, until, settings.audit_checkpoint_seeds)
+
+    report = _run_db(settings, work)
+    out = Path(args.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = "incident-" + since.strftime("%Y%m%dT%H%M%SZ")
+    paths = {"markdown": out / f"{stem}.md", "json": out / f"{stem}.json"}
+    paths["markdown"].write_text(incident.to_markdown(report), "utf-8")
+    paths["json"].write_text(json.dumps(report, indent=2) + "\n", "utf-8")
+    print(json.dumps({k: str(p) for k, p in paths.items()}))
+    return 0
+
+
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
 
@@ -102,18 +186,54 @@ def cmd_policies_publish(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_audit_verify(args: argparse.Namespace, settings: Settings) -> int:
     from app.services import audit
 
-    report = _run_db(settings, audit.verify_chain)
+    checkpoints: list[dict[str, Any]] = []
+    for path in args.checkpoint or []:
+        try:
+            doc = json.loads(Path(path).read_text("utf-8"))
+        except (OSError, ValueError) as exc:
+            print(f"realname: cannot read checkpoint {path}: {type(exc).__name__}", file=sys.stderr)
+            return 2
+        checkpoints.extend(doc if isinstance(doc, list) else [doc])
+    public = audit.public_keys(settings.audit_checkpoint_seeds)
+
+    async def work(session: Any) -> Any:
+        return await audit.verify_chain(session, checkpoints=checkpoints, public_keys=public)
+
+    report = _run_db(settings, work)
     print(
         json.dumps(
             {
                 "ok": report.ok,
                 "checked": report.checked,
+                "checkpoints": report.checkpoints,
                 "first_broken_seq": report.first_broken_seq,
                 "problem": report.problem,
             }
         )
     )
     return 0 if report.ok else 1
+
+
+def cmd_audit_checkpoint(args: argparse.Namespace, settings: Settings) -> int:
+    from app.services import audit
+
+    async def work(session: Any) -> dict[str, Any]:
+        return await audit.checkpoint(session, settings.audit_checkpoint_seeds)
+
+    text = json.dumps(_run_db(settings, work), indent=2) + "\n"
+    if args.output in (None, "-"):
+        sys.stdout.write(text)
+    else:
+        Path(args.output).write_text(text, "utf-8")
+    return 0
+
+
+def cmd_audit_public_key(args: argparse.Namespace, settings: Settings) -> int:
+    from app.services import audit
+
+    keys = audit.public_keys(settings.audit_checkpoint_seeds)
+    print(json.dumps({str(v): audit.public_key_text(k) for v, k in sorted(keys.items())}))
+    return 0
 
 
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
@@ -273,9 +393,50 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rotate.set_defaults(func=cmd_keys_rotate)
 
+    emg = sub.add_parser(
+        "emergency", help="Art. 25 emergency actions (works with the API down)"
+    ).add_subparsers(dest="action", required=True)
+    emg.add_parser("status", help="measures in force").set_defaults(func=cmd_emergency)
+    for action, text in (
+        ("suspend-issuance", "refuse new verifications and tokens (503 issuance_suspended)"),
+        ("resume-issuance", "end a suspension"),
+        ("revoke-tokens", "revoke every token issued until now"),
+        ("quarantine-provider", "stop calling a verifier or sender"),
+        ("release-provider", "end a quarantine"),
+    ):
+        one = emg.add_parser(action, help=text)
+        one.add_argument("--reason-code", required=True, help="a documented reason code")
+        if action.endswith("provider"):
+            one.add_argument("--provider", required=True, help="verifier or sender name")
+            one.set_defaults(client_id=None)
+        else:
+            one.add_argument("--client-id", default=None, help="one client only (default: all)")
+            one.set_defaults(provider=None)
+        one.set_defaults(func=cmd_emergency)
+
+    inc = sub.add_parser("incident", help="incident handling").add_subparsers(
+        dest="sub", required=True
+    )
+    rep = inc.add_parser("report", help="draft the incident notification (Markdown and JSON)")
+    rep.add_argument("--since", required=True, help="start of the window (ISO 8601, UTC)")
+    rep.add_argument("--until", default=None, help="end of the window (default: now)")
+    rep.add_argument("--output-dir", default=".", help="where to write the two files")
+    rep.set_defaults(func=cmd_incident_report)
+
     aud = sub.add_parser("audit", help="the audit trail").add_subparsers(dest="sub", required=True)
     verify = aud.add_parser("verify", help="check the hash chain; non-zero exit on a break")
+    verify.add_argument(
+        "--checkpoint",
+        action="append",
+        metavar="FILE",
+        help="a signed checkpoint (repeatable): events it covers must be unchanged",
+    )
     verify.set_defaults(func=cmd_audit_verify)
+    cp = aud.add_parser("checkpoint", help="print (or write) a signed checkpoint of the chain")
+    cp.add_argument("--output", "-o", default=None, help="file to write (default: stdout)")
+    cp.set_defaults(func=cmd_audit_checkpoint)
+    pk = aud.add_parser("public-key", help="print the checkpoint signing public keys")
+    pk.set_defaults(func=cmd_audit_public_key)
     return parser
 
 

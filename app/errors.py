@@ -63,6 +63,12 @@ ERROR_CODES: dict[str, tuple[int, str]] = {
     "webhook_url_not_allowed": (422, "The webhook URL is not allowed (https, public address)"),
     "unknown_event_type": (422, "An event type is not known"),
     "too_many_endpoints": (422, "The client has the most webhook endpoints allowed"),
+    "issuance_suspended": (503, "New verifications and tokens are suspended"),
+    "invalid_reason_code": (422, "The reason code is not one of the documented codes"),
+    "unknown_client": (422, "No client has that id"),
+    "unknown_provider": (422, "No verifier or sender has that name"),
+    "not_suspended": (409, "Issuance is not suspended for that scope"),
+    "not_quarantined": (409, "That provider is not in quarantine"),
     "service_unavailable": (503, "The service is temporarily unavailable"),
     "internal_error": (500, "Internal error"),
 }
@@ -143,6 +149,8 @@ def validation_problem(exc: RequestValidationError) -> JSONResponse:
             code = "malformed_json"
         elif kind == "extra_forbidden":
             code = "unknown_field"
+        elif field == "reason_code":  # emergency actions: a documented code is required
+            code = "reason_required" if kind == "missing" else "invalid_reason_code"
         elif field in FIELD_CODES:
             code = FIELD_CODES[field]
         else:

@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from app.admin import incident_pages
 from app.admin import routes as admin_ui
 from app.admin import webhooks as admin_webhooks_ui
 from app.errors import document_problems, install_error_handlers
@@ -76,6 +77,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     app.include_router(admin.router)
     app.include_router(admin_webhooks.router)
     app.include_router(admin_webhooks_ui.router)  # before the UI's catch-all 404
+    app.include_router(incident_pages.router)  # before the UI's catch-all 404
     app.include_router(admin_ui.router)
     document_problems(app)
     return app

@@ -17,6 +17,7 @@ from app.db import create_engine, create_sessionmaker
 from app.hotcache import TOKEN_STATES, TokenStates, TtlMap
 from app.identity import BlindIndexer
 from app.ratelimit import RateLimits
+from app.services.audit import AUDIT_KEYS
 from app.services.events import WAKE_WORKER
 from app.services.keys import KeyRing
 from app.settings import Settings
@@ -81,7 +82,9 @@ def build_runtime(settings: Settings, *, engine: AsyncEngine | None = None) -> R
 
     limits = RateLimits(settings)
     token_states = TokenStates(limits.redis, settings.redis_prefix, settings.token_cache_seconds)
-    sessions = create_sessionmaker(engine, info={TOKEN_STATES: token_states})
+    sessions = create_sessionmaker(
+        engine, info={TOKEN_STATES: token_states, AUDIT_KEYS: settings.audit_chain_keys}
+    )
     http_client = httpx.AsyncClient(
         timeout=httpx.Timeout(5.0, connect=2.0),
         limits=httpx.Limits(max_connections=100, max_keepalive_connections=20),

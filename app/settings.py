@@ -137,6 +137,17 @@ class Settings(BaseSettings):
     admin_records_per_hour: int = Field(default=50, ge=1)
     #: Audit events are kept at least this long (Art. 21: six months); shorter is refused.
     audit_retention_days: int = Field(default=180, ge=180)
+    #: Versioned keys of the audit chain's HMAC, ``"1:<base64>,2:<base64>"`` (highest current);
+    #: unset: one key derived from REALNAME_SECRET_KEY. Never stored in the database.
+    audit_keys: SecretStr = SecretStr("")
+    #: Versioned Ed25519 seeds (32 bytes) that sign audit checkpoints, same syntax; unset: one
+    #: derived from REALNAME_SECRET_KEY. Keep the printed public key apart from the database.
+    audit_signing_keys: SecretStr = SecretStr("")
+    #: Where the worker writes a signed audit checkpoint every ``audit_checkpoint_seconds``.
+    audit_checkpoint_dir: Path | None = None
+    audit_checkpoint_seconds: float = Field(default=3600, ge=10)
+    #: ``Retry-After`` of a request refused while issuance is suspended.
+    issuance_retry_after_seconds: int = Field(default=300, ge=1)
     #: `realname purge` ends unfinished verifications older than this.
     purge_unfinished_after_days: int = Field(default=7, ge=1)
 
@@ -222,6 +233,33 @@ class Settings(BaseSettings):
         if any(len(k) < 32 for k in keys.values()):
             raise SettingsError("each blind-index key must hold at least 32 bytes")
         return keys
+
+    def _versioned(self, raw: str, name: str, purpose: str) -> dict[int, bytes]:
+        if not raw:
+            from app.crypto import derive_key
+
+            return {1: derive_key(self.master_key, purpose)}
+        keys: dict[int, bytes] = {}
+        for part in raw.split(","):
+            version, _, key = part.strip().partition(":")
+            if not version.isascii() or not version.isdigit() or not key:
+                raise SettingsError(f"REALNAME_{name} must look like '1:<base64>,2:<base64>'")
+            keys[int(version)] = _decode_key(key)
+        if any(len(k) != 32 for k in keys.values()):
+            raise SettingsError(f"each key in REALNAME_{name} must hold exactly 32 bytes")
+        return keys
+
+    @cached_property
+    def audit_chain_keys(self) -> dict[int, bytes]:
+        """HMAC keys of the audit chain by version (the highest writes)."""
+        return self._versioned(self.audit_keys.get_secret_value(), "AUDIT_KEYS", "audit-chain")
+
+    @cached_property
+    def audit_checkpoint_seeds(self) -> dict[int, bytes]:
+        """Ed25519 seeds that sign audit checkpoints by version (the highest signs)."""
+        return self._versioned(
+            self.audit_signing_keys.get_secret_value(), "AUDIT_SIGNING_KEYS", "audit-checkpoint"
+        )
 
     @property
     def webhook_hosts(self) -> frozenset[str]:

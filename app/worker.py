@@ -14,11 +14,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
+import os
 import time
 from collections import Counter
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 
 from sqlalchemy import update
 from sqlmodel import col, select
@@ -29,7 +32,7 @@ from app.models import Client, OutboxJob, SmsCode, Status, Verification
 from app.models._types import utcnow
 from app.runtime import Runtime
 from app.senders.base import OutgoingSms, SendResult
-from app.services import checks, codes, deliveries, lifecycle
+from app.services import audit, checks, codes, deliveries, emergency, lifecycle
 from app.services.events import WEBHOOK_JOB
 
 logger = logging.getLogger(__name__)
@@ -53,6 +56,7 @@ class Worker:
         self.runtime = runtime
         self._wake = asyncio.Event()
         self._swept_at = 0.0
+        self._checkpoint_at: float | None = None
         self._backlog = False
         #: Webhook deliveries in flight per endpoint (the job's lane).
         self._lanes: Counter[str] = Counter()
@@ -231,6 +235,7 @@ class Worker:
                 self._wake.clear()
                 try:
                     await self._claim_into(slots, running)
+                    await self.checkpoint_if_due()
                 except Exception as exc:  # keep the loop alive; a claimed job's lease expires
                     logger.error(
                         "worker iteration failed", extra={"error_type": type(exc).__name__}
@@ -240,6 +245,28 @@ class Worker:
         finally:
             for task in running:
                 task.cancel()
+
+    async def checkpoint_if_due(self) -> Path | None:
+        """Every ``audit_checkpoint_seconds``, write a signed checkpoint of the audit chain to
+        ``audit_checkpoint_dir`` (when set): ``checkpoint-<seq>.json``, written atomically."""
+        settings = self.runtime.settings
+        directory = settings.audit_checkpoint_dir
+        now = time.monotonic()
+        if directory is None or (
+            self._checkpoint_at is not None
+            and now - self._checkpoint_at < settings.audit_checkpoint_seconds
+        ):
+            return None
+        self._checkpoint_at = now
+        async with self.runtime.sessions() as session:
+            doc = await audit.checkpoint(session, settings.audit_checkpoint_seeds)
+        directory.mkdir(parents=True, exist_ok=True)
+        path = directory / f"checkpoint-{doc['seq']:012d}.json"
+        partial = path.with_suffix(f".{os.getpid()}.tmp")
+        partial.write_text(json.dumps(doc, indent=2) + "\n", "utf-8")
+        os.replace(partial, path)
+        logger.info("audit checkpoint written", extra={"seq": doc["seq"]})
+        return path
 
     async def _handle(self, job: OutboxJob) -> bool:
         """Do ``job``; True when it may have queued another job that is due now."""
@@ -294,6 +321,11 @@ class Worker:
             await self._finish(job, error="code_superseded")
             return
         sender = self.runtime.senders.for_mode(client.mode)
+        async with self.runtime.sessions() as session:
+            held = sender.name in await emergency.quarantined(session)
+        if held:  # Art. 25: the sender is not called while quarantined; the code may expire
+            await self._retry(job, "sender_quarantined")
+            return
         message = OutgoingSms(
             message_id=job.id,
             phone=payload["phone"],

@@ -202,3 +202,14 @@ async def test_events_older_than_the_retention_are_not_listed(
     async with session_scope(runtime.sessions) as session:
         await session.execute(update(Event).values(created_at=utcnow() - timedelta(days=31)))
     assert await events_of(http, api_key) == []
+
+
+def test_the_schema_names_every_event_type_the_service_emits() -> None:
+    """The OpenAPI enumerations of event types are the service's own list."""
+    from typing import get_args
+
+    from app.schemas.events import EventType, SubscribableType
+    from app.services.events import EVENT_TYPES, PING
+
+    assert list(get_args(EventType)) == list(EVENT_TYPES)
+    assert list(get_args(SubscribableType)) == [t for t in EVENT_TYPES if t != PING]

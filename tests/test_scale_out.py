@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.db import create_engine, create_sessionmaker, session_scope
 from app.services import clients
+from app.services.audit import AUDIT_KEYS
 from app.settings import Settings
 from tests.support import Service, launch, new_person, scratch_postgres
 from tests.test_e2e_verifiers import api, inbox_code, wait_status
@@ -88,7 +89,8 @@ async def new_client(
     settings: Settings, engine: AsyncEngine, *, level: str = "L2", quota: int = 0
 ) -> tuple[str, str]:
     """A test-mode client in the shared database; ``(client_id, api_key)``."""
-    async with session_scope(create_sessionmaker(engine)) as session:
+    factory = create_sessionmaker(engine, info={AUDIT_KEYS: settings.audit_chain_keys})
+    async with session_scope(factory) as session:
         client, key = await clients.create_client(
             session, settings.master_key, name="scale", mode="test", default_level=level
         )

@@ -36,11 +36,13 @@ from requests.structures import CaseInsensitiveDict
 from schemathesis import Case, GenerationMode
 from schemathesis.checks import CHECKS, load_all_checks
 from schemathesis.core.transport import Response
+from sqlalchemy import text
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from stdnum.cn import ric
 
 from app.db import session_scope
 from app.main import create_app
+from app.models._types import utcnow
 from app.runtime import Runtime
 from app.services import admins
 from app.services.review import _DIGIT_RUN as DIGIT_RUN
@@ -83,6 +85,7 @@ class FuzzContext:
     new_admin_token: Callable[[], Awaitable[str]]
     run_worker: Callable[[], Awaitable[int]]
     reset_limits: Callable[[], Awaitable[None]]
+    lift_emergency: Callable[[], Awaitable[None]]
 
 
 #: What generated cases carry in ``Authorization``; the bridge swaps in the running test's
@@ -257,12 +260,21 @@ async def fuzz_context(runtime: Runtime, make_client: Any) -> FuzzContext:
             session, runtime, username=ADMIN_USERNAME, password=ADMIN_PASSWORD, role="admin"
         )
     token = await _admin_session(runtime)
+
+    async def lift_emergency() -> None:
+        async with runtime.engine.begin() as conn:
+            await conn.execute(
+                text("UPDATE emergency_measures SET ended_at = :now WHERE ended_at IS NULL"),
+                {"now": utcnow()},
+            )
+
     return FuzzContext(
         api_key=api_key,
         admin_token=token,
         new_admin_token=lambda: _admin_session(runtime),
         run_worker=Worker(runtime).run_once,
         reset_limits=runtime.limits.reset,
+        lift_emergency=lift_emergency,
     )
 
 
@@ -361,11 +373,42 @@ EXCLUDED: dict[str, list[Exclusion]] = {
             " too_many_endpoints by design.",
         )
     ],
+    "POST /v1/admin/emergency/{action}": [
+        Exclusion(
+            "positive_data_acceptance",
+            "A client id the service did not create is refused with 422 unknown_client, a"
+            " provider name it does not run with 422 unknown_provider, and a quarantine needs a"
+            " provider while the other actions take none (422 invalid_request): which ids and"
+            " names exist, and which action takes which, is not in one body's schema.",
+            when=lambda case: (
+                isinstance(case.body, dict)
+                and (
+                    "client_id" in case.body
+                    or "provider" in case.body
+                    or str((case.path_parameters or {}).get("action", "")).endswith("-provider")
+                )
+            ),
+        )
+    ],
     "GET /v1/verifications/{verification_id}": [
         Exclusion(
             "use_after_free",
             "Erasure (DELETE) keeps a tombstone by contract: the verification reads as status"
             " `erased` with its erasure receipt afterwards, not 404.",
+        )
+    ],
+    "GET /v1/verifications/{verification_id}/consent-receipt": [
+        Exclusion(
+            "use_after_free",
+            "The tombstone keeps the consent (version, time): nothing personal, and what the"
+            " client may need to show later; its receipt stays available after erasure.",
+        )
+    ],
+    "GET /v1/verifications/{verification_id}/export": [
+        Exclusion(
+            "use_after_free",
+            "The export of an erased user shows the tombstone and its history (PIPL Art. 45):"
+            " what is still held, which after erasure is nothing personal.",
         )
     ],
 }
@@ -453,6 +496,11 @@ class APIWorkflow(schema.as_state_machine()):  # type: ignore[misc]
         if response.status_code in (201, 202):
             # The registry check and the SMS run in the outbox worker: run its due jobs now.
             run_on(_bound().loop, _bound().context.run_worker())
+        if case.operation.path == "/v1/admin/emergency/{action}":
+            # A suspension or quarantine left in force makes every later registration answer
+            # 503 issuance_suspended (or needs_review) by design, which the server-error check
+            # would count against the operations that follow: lift it before the next step.
+            run_on(_bound().loop, _bound().context.lift_emergency())
 
     def validate_response(
         self,

@@ -34,7 +34,7 @@ from app.errors import ERROR_CODES, ProblemError, is_database_outage
 from app.middleware import _BodyTooLarge
 from app.models import Status
 from app.runtime import Runtime
-from app.services import admins
+from app.services import admins, emergency
 
 logger = logging.getLogger("app.admin")
 
@@ -149,6 +149,8 @@ class Viewer:
     username: str
     role: str
     csrf_token: str
+    #: Emergency measures in force, one line each: the banner on every page.
+    emergency: tuple[str, ...] = ()
 
     @property
     def can_decide(self) -> bool:
@@ -351,7 +353,8 @@ async def current_admin(request: Request, db: DB, runtime: RuntimeDep) -> AdminC
         admin, session = await admins.authenticate(db, runtime, token)
     except ProblemError:
         raise SignInRequired(expired=True) from None
-    request.state.viewer = Viewer(admin.id, admin.username, admin.role, session.csrf_token)
+    banner = tuple(emergency.describe(m) for m in await emergency.in_force(db))
+    request.state.viewer = Viewer(admin.id, admin.username, admin.role, session.csrf_token, banner)
     return AdminContext(admin, session)
 
 

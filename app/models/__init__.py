@@ -8,6 +8,7 @@ from app.models.audit_head import AuditHead
 from app.models.check import Check
 from app.models.client import Client
 from app.models.client_identity import ClientIdentity
+from app.models.emergency_measure import EmergencyMeasure
 from app.models.event import Event
 from app.models.idempotency_key import IdempotencyKey
 from app.models.identity import Identity
@@ -32,6 +33,7 @@ __all__ = [
     "Check",
     "Client",
     "ClientIdentity",
+    "EmergencyMeasure",
     "Event",
     "IdempotencyKey",
     "Identity",

@@ -24,3 +24,8 @@ class SigningKey(SQLModel, table=True):
     retired_at: datetime | None = Field(
         default=None, sa_column=Column(UTCDateTime(), nullable=True)
     )
+    #: Set by an emergency revocation of every token: no longer published at all, so offline
+    #: verifiers reject what it signed as soon as they refresh the JWKS.
+    withdrawn_at: datetime | None = Field(
+        default=None, sa_column=Column(UTCDateTime(), nullable=True)
+    )

@@ -32,8 +32,9 @@ from app.schemas.admin import (
     SignInIn,
     Stats,
 )
+from app.schemas.emergency import EmergencyIn, EmergencyOut, MeasureOut
 from app.schemas.verification import CheckOut, Masked
-from app.services import admins, audit, clients, keys, review
+from app.services import admins, audit, clients, emergency, export, keys, review
 
 router = APIRouter(prefix="/v1/admin", tags=["admin"])
 
@@ -169,6 +170,20 @@ async def verification_detail(
     )
 
 
+@router.get(
+    "/exports/{verification_id}",
+    summary="The user's data export (PIPL Art. 45), as the client API gives it (audited read)",
+    responses=problems("not_found", "bulk_access_blocked", "unauthorized", "forbidden"),
+)
+async def verification_export(
+    verification_id: str, ctx: AnyAdmin, session: SessionDep, runtime: RuntimeDep
+) -> dict[str, Any]:
+    detail = await review.open_record(session, runtime, ctx.admin.id, verification_id)
+    return await export.build(
+        session, detail.verification, actor_type="admin", actor_id=ctx.admin.id
+    )
+
+
 @router.post(
     "/verifications/search",
     response_model=list[AdminVerification],
@@ -282,3 +297,57 @@ async def rotate_signing_key(
     key = await keys.rotate(session, runtime.master_key, actor_id=ctx.admin.id)
     runtime.keyring.forget_active()
     return {"kid": key.kid}
+
+
+@router.get(
+    "/emergency",
+    response_model=list[MeasureOut],
+    summary="Emergency measures in force (suspensions, quarantines)",
+    responses=AUTH,
+)
+async def emergency_measures(_: AnyAdmin, session: SessionDep) -> Any:
+    return [MeasureOut(**emergency.measure_json(m)) for m in await emergency.in_force(session)]
+
+
+@router.post(
+    "/emergency/{action}",
+    response_model=EmergencyOut,
+    summary="Take an emergency action (Art. 25): suspend or resume issuance, revoke every "
+    "token, quarantine or release a provider",
+    responses=problems(
+        "reason_required",
+        "invalid_reason_code",
+        "unknown_client",
+        "unknown_provider",
+        "not_suspended",
+        "not_quarantined",
+        "insufficient_role",
+        "not_found",
+    ),
+)
+async def emergency_action(
+    action: Literal[
+        "suspend-issuance",
+        "resume-issuance",
+        "revoke-tokens",
+        "quarantine-provider",
+        "release-provider",
+    ],
+    body: EmergencyIn,
+    ctx: SuperAdmin,
+    session: SessionDep,
+    runtime: RuntimeDep,
+) -> Any:
+    outcome = await emergency.act(
+        session,
+        action=action,
+        reason_code=body.reason_code,
+        client_id=body.client_id,
+        provider=body.provider,
+        known_providers=emergency.known_providers(runtime),
+        actor_type="admin",
+        actor_id=ctx.admin.id,
+    )
+    if action == "revoke-tokens":
+        runtime.keyring.forget_active()
+    return outcome.as_json()

@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse
 from app.deps import CurrentClient, RuntimeDep, SessionDep
 from app.routers.verifications import problems
 from app.schemas.tokens import Introspection, Jwks, TokenIn, TokenOut
-from app.services import keys, tokens, verifications
+from app.services import emergency, keys, tokens, verifications
 
 router = APIRouter(tags=["tokens"])
 
@@ -20,11 +20,16 @@ router = APIRouter(tags=["tokens"])
     status_code=201,
     response_model=TokenOut,
     summary="Issue a service token for a verified user",
-    responses=problems("verification_not_verified", "not_found", "unauthorized"),
+    responses=problems(
+        "verification_not_verified", "not_found", "unauthorized", "issuance_suspended"
+    ),
 )
 async def issue_token(
     verification_id: str, client: CurrentClient, session: SessionDep, runtime: RuntimeDep
 ) -> Any:
+    await emergency.ensure_issuing(
+        session, client.id, runtime.settings.issuance_retry_after_seconds
+    )
     verification = await verifications.get_for_client(session, client, verification_id)
     issued = await tokens.issue(session, runtime, client, verification)
     return TokenOut(

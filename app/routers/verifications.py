@@ -11,8 +11,8 @@ from fastapi.responses import JSONResponse
 from app.db import flush_erased_pages
 from app.deps import CurrentClient, RuntimeDep, SessionDep
 from app.errors import ERROR_CODES, problem_content
-from app.schemas.verification import VerificationCreate, VerificationOut
-from app.services import erasure, idempotency, verifications
+from app.schemas.verification import ConsentReceiptOut, VerificationCreate, VerificationOut
+from app.services import consent, emergency, erasure, export, idempotency, verifications
 
 router = APIRouter(prefix="/v1/verifications", tags=["verifications"])
 
@@ -40,6 +40,7 @@ def problems(*codes: str) -> dict[int | str, dict[str, Any]]:
         "payload_too_large",
         "unsupported_media_type",
         "malformed_json",
+        "issuance_suspended",
     ),
 )
 async def create_verification(
@@ -66,6 +67,10 @@ async def create_verification(
             return JSONResponse(
                 stored.body, status_code=stored.status_code, headers={"Idempotent-Replayed": "true"}
             )
+    # After the replay of a stored answer (a read), before any work: Art. 25 suspension.
+    await emergency.ensure_issuing(
+        session, client.id, runtime.settings.issuance_retry_after_seconds
+    )
     prepared = await verifications.prepare(runtime, canonical)
     if idempotency_key is not None:
         claim, stored = await idempotency.claim(session, client.id, key, request_hash, ttl)
@@ -113,3 +118,28 @@ async def erase_verification(
     await erasure.erase(session, verification, actor_type="client", actor_id=client.id)
     background.add_task(flush_erased_pages, runtime.engine)  # after the commit
     return await verifications.present(session, verification)
+
+
+@router.get(
+    "/{verification_id}/export",
+    summary="Everything held about this user at this client, for the user (PIPL Art. 45; audited)",
+    responses=problems("unauthorized", "not_found"),
+)
+async def export_verification(
+    verification_id: str, client: CurrentClient, session: SessionDep
+) -> dict[str, Any]:
+    verification = await verifications.get_for_client(session, client, verification_id)
+    return await export.build(session, verification, actor_type="client", actor_id=client.id)
+
+
+@router.get(
+    "/{verification_id}/consent-receipt",
+    response_model=ConsentReceiptOut,
+    summary="A receipt of the user's consent, signed by the service (verify with the JWKS)",
+    responses=problems("unauthorized", "not_found"),
+)
+async def consent_receipt(
+    verification_id: str, client: CurrentClient, session: SessionDep, runtime: RuntimeDep
+) -> Any:
+    verification = await verifications.get_for_client(session, client, verification_id)
+    return await consent.signed_receipt(session, runtime, verification)

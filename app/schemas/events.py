@@ -17,6 +17,8 @@ EventType = Literal[
     "verification.revoked",
     "verification.erased",
     "token.revoked",
+    "issuance.suspended",
+    "issuance.resumed",
     "ping",
 ]
 
@@ -32,6 +34,8 @@ SubscribableType = Literal[
     "verification.revoked",
     "verification.erased",
     "token.revoked",
+    "issuance.suspended",
+    "issuance.resumed",
 ]
 
 

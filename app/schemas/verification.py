@@ -59,6 +59,28 @@ class Erasure(BaseModel):
     verification_ids: list[str]
 
 
+class ConsentOut(BaseModel):
+    """What the user consented to: the published rules' version and SHA-256, when, and the id
+    of the signed receipt (``GET /v1/verifications/{id}/consent-receipt``)."""
+
+    policy_version: str
+    policy_sha256: str | None
+    consented_at: datetime
+    receipt_id: str
+
+
+class ConsentReceiptOut(BaseModel):
+    """A consent receipt: ``receipt`` is a JWS (EdDSA, ``typ: consent-receipt+jwt``) over the
+    same facts, verifiable with the keys at ``/.well-known/jwks.json``."""
+
+    receipt_id: str
+    verification_id: str
+    consent: ConsentOut
+    receipt: str
+    kid: str
+    jwks_uri: str
+
+
 class VerificationOut(BaseModel):
     id: str
     external_user_id: str
@@ -69,6 +91,7 @@ class VerificationOut(BaseModel):
     masked: Masked
     next_action: NextAction | None = None
     policy_version: str
+    consent: ConsentOut | None = None
     superseded_by: str | None = None
     erasure: Erasure | None = None
     created_at: datetime

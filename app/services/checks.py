@@ -20,7 +20,7 @@ from app.db import session_scope
 from app.models import Check, Client, OutboxJob, Status, Verification
 from app.models._types import utcnow
 from app.runtime import Runtime
-from app.services import codes, lifecycle
+from app.services import codes, emergency, lifecycle
 from app.services.verifications import SUBJECT_SEAL
 from app.verifiers.base import CheckOutcome, CheckResult, Subject, run_check
 
@@ -28,7 +28,9 @@ logger = logging.getLogger(__name__)
 
 AUTOMATED = ("id_registry", "carrier_3e")
 #: Unavailable reasons that retrying soon will not cure: straight to manual review.
-NO_RETRY = frozenset({"registry_quota_exceeded", "phone_unsupported", "provider_auth_failed"})
+NO_RETRY = frozenset(
+    {"registry_quota_exceeded", "phone_unsupported", "provider_auth_failed", "provider_quarantined"}
+)
 
 
 async def _load(
@@ -67,6 +69,8 @@ async def process(runtime: Runtime, verification_id: str) -> bool:
     if loaded is None:
         return False
     verification, client, checks, subject = loaded
+    async with runtime.sessions() as session:
+        quarantine = await emergency.quarantined(session)
     by_type = {c.type: c for c in checks}
     results: dict[str, CheckResult] = {}
     for check_type in AUTOMATED:
@@ -74,9 +78,14 @@ async def process(runtime: Runtime, verification_id: str) -> bool:
         if check is None or check.status == "passed":
             continue
         verifier = runtime.verifiers.for_mode(client.mode, check_type)
-        result = await run_check(
-            verifier, subject, attempt_key=f"{verification.id}:{check_type}:{check.attempts + 1}"
-        )
+        if verifier.name in quarantine:  # Art. 25: not called; a person decides instead
+            result = CheckResult(CheckOutcome.UNAVAILABLE, "provider_quarantined")
+        else:
+            result = await run_check(
+                verifier,
+                subject,
+                attempt_key=f"{verification.id}:{check_type}:{check.attempts + 1}",
+            )
         results[check_type] = result
         metrics.CHECKS.labels(
             check_type, verifier.name, result.outcome.value, result.reason or ""

@@ -30,11 +30,16 @@ from app.models._types import utcnow
 #: Statuses whose reaching is announced (``pending`` is where verifications start).
 ANNOUNCED_STATUSES: Final = tuple(s for s in Status if s != Status.PENDING)
 TOKEN_REVOKED: Final = "token.revoked"  # noqa: S105 (an event type)
+#: Emergency suspension of new verifications and token issue (Art. 25) and its end.
+ISSUANCE_SUSPENDED: Final = "issuance.suspended"
+ISSUANCE_RESUMED: Final = "issuance.resumed"
 PING: Final = "ping"
 #: Every event type, in the order the documentation lists them.
 EVENT_TYPES: Final = (
     *(f"verification.{s.value}" for s in ANNOUNCED_STATUSES),
     TOKEN_REVOKED,
+    ISSUANCE_SUSPENDED,
+    ISSUANCE_RESUMED,
     PING,
 )
 WEBHOOK_JOB: Final = "webhook"

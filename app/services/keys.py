@@ -107,14 +107,16 @@ async def rotate(
 
 
 async def published(session: AsyncSession, token_ttl_seconds: int) -> list[SigningKey]:
-    """Active keys and keys retired recently enough that tokens they signed may still be valid."""
+    """Active keys and keys retired recently enough that tokens they signed may still be valid;
+    never a key withdrawn by an emergency revocation."""
     cutoff = utcnow() - timedelta(seconds=token_ttl_seconds + 300)
     return list(
         (
             await session.execute(
                 select(SigningKey)
                 .where(
-                    or_(col(SigningKey.retired_at).is_(None), col(SigningKey.retired_at) > cutoff)
+                    or_(col(SigningKey.retired_at).is_(None), col(SigningKey.retired_at) > cutoff),
+                    col(SigningKey.withdrawn_at).is_(None),
                 )
                 .order_by(col(SigningKey.created_at).desc())
             )

@@ -11,6 +11,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import jwt
+from sqlalchemy import select as sa_select
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
@@ -18,10 +19,19 @@ from sqlmodel import col, select
 from app.crypto import keyed_hash, seal, unseal
 from app.errors import ProblemError
 from app.hotcache import TokenState, tokens_changed
-from app.models import LIVE_STATUSES, Check, Client, Identity, ServiceToken, Status, Verification
+from app.models import (
+    LIVE_STATUSES,
+    Check,
+    Client,
+    Identity,
+    ServiceToken,
+    SigningKey,
+    Status,
+    Verification,
+)
 from app.models._types import utcnow
 from app.runtime import Runtime
-from app.services import audit, events
+from app.services import audit, emergency, events
 
 REQUIRED_CLAIMS = ["exp", "iat", "nbf", "aud", "iss", "sub", "jti", "vid", "lvl"]
 INACTIVE: dict[str, Any] = {"active": False}
@@ -106,6 +116,10 @@ async def issue(
     assert identity is not None
     settings = runtime.settings
     key = await runtime.keyring.signing_key(session)
+    if await session.scalar(select(SigningKey.withdrawn_at).where(SigningKey.kid == key.kid)):
+        # Withdrawn by a revocation of every token in another process: take the new key.
+        runtime.keyring.forget_active()
+        key = await runtime.keyring.signing_key(session)
     jti = "tok_" + secrets.token_hex(16)
     expires_at = now + timedelta(seconds=settings.token_ttl_seconds)
     claims = {
@@ -200,20 +214,27 @@ async def _token_state(
         return cached
     row = (
         await session.execute(
-            select(
-                ServiceToken.verification_id,
-                ServiceToken.revoked_at,
-                Verification.status,
-                Verification.expires_at,
+            sa_select(
+                col(ServiceToken.verification_id),
+                col(ServiceToken.revoked_at),
+                col(Verification.status),
+                col(Verification.expires_at),
+                col(ServiceToken.issued_at),
+                emergency.cutoff_subquery(client.id),
             )
             .join(Verification, col(Verification.id) == col(ServiceToken.verification_id))
-            .where(ServiceToken.jti == jti, ServiceToken.client_id == client.id)
+            .where(col(ServiceToken.jti) == jti, col(ServiceToken.client_id) == client.id)
         )
     ).first()
     if row is None:
         return None
+    # A revocation of every token also catches one whose issue committed after it (row[5]).
+    cut_off = row[5] is not None and row[4] <= row[5]
     state = TokenState(
-        verification_id=row[0], revoked=row[1] is not None, status=row[2], expires_at=row[3]
+        verification_id=row[0],
+        revoked=row[1] is not None or cut_off,
+        status=row[2],
+        expires_at=row[3],
     )
     states.put(key, epoch, state)
     return state

@@ -48,7 +48,7 @@ from app.schemas.verification import (
     VerificationCreate,
     VerificationOut,
 )
-from app.services import audit, policies
+from app.services import audit, consent, policies
 
 LEVELS = ("L1", "L2", "L3")
 #: Checks each level requires, in the order they run.
@@ -416,6 +416,7 @@ async def present(
             )
         ).scalar_one_or_none()
     out = to_out(verification, checks, expires_at)
+    out.consent = await consent.consent_of(session, verification)
     if verification.status == Status.ERASED:
         from app.services import erasure
 
