@@ -69,7 +69,8 @@ async def test_report_window_excludes_earlier_activity(
 ) -> None:
     """Activity before --since is not counted."""
     await verified(http, api_key, worker)
-    report = _report(runtime, tmp_path, "--since", (utcnow() + timedelta(seconds=1)).isoformat())
+    since, until = utcnow() + timedelta(seconds=1), utcnow() + timedelta(hours=1)
+    report = _report(runtime, tmp_path, "--since", since.isoformat(), "--until", until.isoformat())
     assert report["affected"] == []
 
 

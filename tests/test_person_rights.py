@@ -79,7 +79,7 @@ async def test_altered_consent_receipt_does_not_verify(
 async def test_export_holds_the_users_history(
     http: httpx.AsyncClient, api_key: str, worker: Worker
 ) -> None:
-    """The export shows statuses with times, checks, consent, tokens and audit events."""
+    """The export shows statuses with times, checks, consent, tokens, events and audit events."""
     v = await verified(http, api_key, worker)
     await token_for(http, api_key, v["id"])
     r = await http.get(f"/v1/verifications/{v['id']}/export", headers=auth(api_key))
@@ -92,6 +92,7 @@ async def test_export_holds_the_users_history(
     assert len(mine["tokens"]) == 1
     assert mine["tokens"][0]["revoked_at"] is None
     assert {e["action"] for e in mine["audit_events"]} >= {"verification.created", "token.issued"}
+    assert "verification.verified" in {e["type"] for e in mine["events"]}
     assert mine["masked"]["id_number"] == "110105********002X"
 
 

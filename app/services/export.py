@@ -1,8 +1,9 @@
 """The person's copy of their data (PIPL Art. 45): everything held about one user of one client.
 
 Masked values only (the service holds nothing more readable), statuses with their times,
-checks and reasons, consent, tokens, SMS code metadata (never a code), and the audit events
-about them. Nothing of any other client. The export itself is an audit event.
+checks and reasons, consent, tokens, SMS code metadata (never a code), the events sent to the
+client and the audit events about them. Nothing of any other client. The export itself is an
+audit event.
 """
 
 from __future__ import annotations
@@ -14,7 +15,15 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
-from app.models import AuditEvent, Check, ServiceToken, SmsCode, Status, Verification
+from app.models import (
+    AuditEvent,
+    Check,
+    Event,
+    ServiceToken,
+    SmsCode,
+    Status,
+    Verification,
+)
 from app.models._types import utcnow
 from app.services import audit, consent
 
@@ -50,6 +59,11 @@ async def build(
     checks = await _rows(session, Check, Check.verification_id, ids)
     tokens = await _rows(session, ServiceToken, ServiceToken.verification_id, ids)
     codes = await _rows(session, SmsCode, SmsCode.verification_id, ids)
+    notices = [
+        e
+        for e in await _rows(session, Event, Event.verification_id, ids)
+        if e.client_id == verification.client_id
+    ]
     events = list(
         (
             await session.execute(
@@ -132,6 +146,18 @@ async def build(
                     }
                     for t in sorted(tokens, key=lambda t: t.issued_at)
                     if t.verification_id == v.id
+                ],
+                "events": [
+                    {
+                        "id": e.id,
+                        "type": e.type,
+                        "created_at": _ts(e.created_at),
+                        "status": e.status,
+                        "reason": e.reason,
+                        "jti": e.jti,
+                    }
+                    for e in sorted(notices, key=lambda e: e.created_at)
+                    if e.verification_id == v.id
                 ],
                 "audit_events": [
                     {
