@@ -5,7 +5,7 @@ the last code accepted. Reviewers' free-text notes leave the audit trail (which 
 reason code) for ``verifications.review_notes_sealed``, which erasure wipes.
 
 Revision ID: 0006
-Revises: 0008
+Revises: 0010
 """
 
 from collections.abc import Sequence
@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0006"
-down_revision: str | None = "0008"
+down_revision: str | None = "0010"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
