@@ -40,9 +40,25 @@ SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
 _bearer = HTTPBearer(auto_error=False, description="API key: `rn_test_…` or `rn_live_…`")
 
 
+def client_address(request: Request) -> str:
+    """The caller's address (behind proxies: as uvicorn's FORWARDED_ALLOW_IPS lets it see it)."""
+    return request.client.host if request.client else "unknown"
+
+
+async def refuse_guessers(runtime: Runtime, address: str) -> None:
+    """429 while ``address`` has failed to authenticate too often: checked in the limits'
+    storage before any database read, so guessing costs the database nothing."""
+    raise_refusal(
+        await runtime.limits.auth_refused(address),
+        "Too many failed authentications from this address",
+        limit="auth_failures",
+    )
+
+
 async def get_client(
     session: SessionDep,
     runtime: RuntimeDep,
+    request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Client:
     challenge = {"WWW-Authenticate": "Bearer"}
@@ -50,11 +66,16 @@ async def get_client(
         raise ProblemError(
             "unauthorized", "Send the API key as 'Authorization: Bearer rn_…'", headers=challenge
         )
-    client = await clients.authenticate(
-        session, runtime.master_key, credentials.credentials, runtime.api_keys
-    )
+    client = clients.cached(runtime.master_key, credentials.credentials, runtime.api_keys)
     if client is None:
-        raise ProblemError("unauthorized", "The API key is not valid", headers=challenge)
+        address = client_address(request)
+        await refuse_guessers(runtime, address)
+        client = await clients.authenticate(
+            session, runtime.master_key, credentials.credentials, runtime.api_keys
+        )
+        if client is None:
+            await runtime.limits.record_auth_failure(address)
+            raise ProblemError("unauthorized", "The API key is not valid", headers=challenge)
     raise_refusal(
         await runtime.limits.hit_client(client.id, client.request_quota_per_minute),
         "This client's request quota is used up",
@@ -80,6 +101,7 @@ class AdminContext:
 async def get_admin(
     session: SessionDep,
     runtime: RuntimeDep,
+    request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_admin_bearer)],
 ) -> AdminContext:
     challenge = {"WWW-Authenticate": "Bearer"}
@@ -87,8 +109,22 @@ async def get_admin(
         raise ProblemError("unauthorized", "Sign in at POST /v1/admin/sessions", headers=challenge)
     if credentials.credentials.startswith(("rn_test_", "rn_live_")):
         raise ProblemError("forbidden", "Integrator API keys cannot use the admin API")
-    admin, admin_session = await admins.authenticate(session, runtime, credentials.credentials)
+    admin, admin_session = await admin_session_of(
+        session, runtime, credentials.credentials, client_address(request)
+    )
     return AdminContext(admin, admin_session)
+
+
+async def admin_session_of(
+    session: AsyncSession, runtime: Runtime, token: str, address: str
+) -> tuple[Admin, AdminSession]:
+    """The admin behind a session token; failures count towards the address's limit."""
+    await refuse_guessers(runtime, address)
+    try:
+        return await admins.authenticate(session, runtime, token)
+    except ProblemError:
+        await runtime.limits.record_auth_failure(address)
+        raise
 
 
 CurrentAdmin = Annotated[AdminContext, Depends(get_admin)]

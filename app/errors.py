@@ -130,6 +130,7 @@ FIELD_CODES = {
     "id_type": "unsupported_id_type",
     "reason": "reason_required",
     "events": "unknown_event_type",
+    "note": "reason_required",
 }
 
 
@@ -173,7 +174,7 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
         return validation_problem(exc)
 
-    from sqlalchemy.exc import DataError
+    from sqlalchemy.exc import DBAPIError
 
     from app.services.lifecycle import StaleState
 
@@ -191,8 +192,10 @@ def install_error_handlers(app: FastAPI) -> None:
         # Committed, but not yet in force in every process: the retry is idempotent.
         return problem_response("service_unavailable", headers={"Retry-After": "1"})
 
-    @app.exception_handler(DataError)
-    async def _data(_: Request, exc: DataError) -> JSONResponse:
+    @app.exception_handler(DBAPIError)
+    async def _database(_: Request, exc: DBAPIError) -> JSONResponse:
+        if not is_input_refusal(exc):
+            raise exc  # an outage (503) or a bug (500): the middleware answers
         # The database refused a value (out of range, bad encoding): the input's fault.
         logger.info("database refused a value", extra={"error_type": type(exc.orig).__name__})
         return problem_response("invalid_request", "A value in the request is out of range")
@@ -235,6 +238,20 @@ def allowed_methods(request: Request) -> str:
         return ""
     fewest = min(params for params, _ in matched)
     return ", ".join(sorted(set().union(*(m for params, m in matched if params == fewest))))
+
+
+def is_input_refusal(exc: BaseException) -> bool:
+    """True for a database error caused by a value sent (SQLSTATE class 22, data exception:
+    out of range, bad encoding, NUL in text...), which is the client's to fix: a 4xx."""
+    from sqlalchemy.exc import DataError, DBAPIError
+
+    if isinstance(exc, DataError):
+        return True
+    if not isinstance(exc, DBAPIError) or is_database_outage(exc):
+        return False
+    orig = exc.orig
+    sqlstate = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None) or ""
+    return isinstance(sqlstate, str) and sqlstate.startswith("22")
 
 
 def is_database_outage(exc: BaseException) -> bool:
@@ -312,7 +329,7 @@ def document_problems(app: FastAPI) -> None:
                     _add_problem(responses, "invalid_request", 400)  # NUL characters
                 if operation.get("security"):
                     if path.startswith("/v1/admin/"):
-                        codes += ["unauthorized", "session_expired", "forbidden"]
+                        codes += ["unauthorized", "session_expired", "forbidden", "rate_limited"]
                     else:
                         codes += ["unauthorized", "rate_limited"]
                 for code in codes:

@@ -57,6 +57,12 @@ RATE_LIMITED = Counter(
     ["limit"],
     registry=REGISTRY,
 )
+BULK_ACCESS_BLOCKED = Counter(
+    "realname_admin_bulk_access_blocked_total",
+    "Admins stopped by the bulk-access guard, by what they were about to be shown",
+    ["what"],
+    registry=REGISTRY,
+)
 VERIFICATIONS = Gauge(
     "realname_verifications",
     "Verifications by status (read at scrape time)",

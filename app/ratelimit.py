@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import redis.asyncio
 from limits import (
@@ -19,7 +22,11 @@ from limits import (
     parse_many,
 )
 from limits.aio.storage import MemoryStorage, RedisStorage, Storage
-from limits.aio.strategies import MovingWindowRateLimiter, SlidingWindowCounterRateLimiter
+from limits.aio.strategies import (
+    FixedWindowRateLimiter,
+    MovingWindowRateLimiter,
+    SlidingWindowCounterRateLimiter,
+)
 
 from app import metrics
 from app.errors import ProblemError
@@ -29,6 +36,23 @@ from app.settings import Settings
 @dataclass(frozen=True)
 class Refusal:
     retry_after: int
+
+
+#: Records one admin was shown in the last ``window`` seconds, one sorted-set member per distinct
+#: record (score: when first shown). Refuses, adding nothing, when the new ones would pass ``cap``.
+_SEE_RECORDS = """
+local key, now, window, cap = KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+redis.call('ZREMRANGEBYSCORE', key, '-inf', now - window)
+local new = 0
+for i = 4, #ARGV do
+  if not redis.call('ZSCORE', key, ARGV[i]) then new = new + 1 end
+end
+if new == 0 then return 1 end
+if redis.call('ZCARD', key) + new > cap then return 0 end
+for i = 4, #ARGV do redis.call('ZADD', key, 'NX', now, ARGV[i]) end
+redis.call('EXPIRE', key, math.ceil(window))
+return 1
+"""
 
 
 class RateLimits:
@@ -59,7 +83,17 @@ class RateLimits:
         # The per-client request quota is counted on every request: a sliding window counter
         # costs one O(1) Redis call, where the exact moving window keeps a list per client.
         self.client_limiter = SlidingWindowCounterRateLimiter(self.storage)
-        self.sms_per_phone: list[RateLimitItem] = list(parse_many(settings.sms_phone_limits))
+        self.day_limiter = FixedWindowRateLimiter(self.storage)
+        # Per (client, phone): windows shorter than a day move; a day is a calendar day, so that
+        # the client's own daily refusal and the platform's cap answer alike (see check_sms).
+        limits = list(parse_many(settings.sms_phone_limits))
+        self.sms_per_phone = [i for i in limits if i.get_expiry() < 86400]
+        self.sms_per_phone_day = [i for i in limits if i.get_expiry() >= 86400]
+        self.sms_platform_day = RateLimitItemPerDay(settings.sms_phone_platform_per_day)
+        self.legal_zone = ZoneInfo(settings.legal_timezone)
+        self.auth_failures: list[RateLimitItem] = list(parse_many(settings.auth_failure_limits))
+        self.redis_prefix = settings.redis_prefix
+        self._seen: dict[str, dict[str, float]] = {}
         self.failed_codes = RateLimitItemPerDay(settings.failed_codes_per_identity)
         self.client_default = settings.client_requests_per_minute
         self.admin_login: list[RateLimitItem] = list(parse_many(settings.admin_login_limits))
@@ -78,19 +112,46 @@ class RateLimits:
 
     # -- SMS per phone --------------------------------------------------------------------------
     # Test-mode keys count in a namespace of their own: a free test key must not be able to use
-    # up (or probe) the SMS quota of a real person's phone.
-    async def check_sms(self, mode: str, phone_bidx: str) -> Refusal | None:
-        """Would one more SMS to this phone be allowed? (Does not count one.)"""
-        return await self._first_refusal(self.sms_per_phone, "sms", mode, phone_bidx)
+    # up (or probe) the SMS quota of a real person's phone. Short windows count per client, so
+    # one client's sends never show in another's answers; the platform-wide daily cap protects
+    # the phone's owner, and its refusal is the same as the client's own daily one: same code,
+    # same detail, Retry-After the next midnight (never a time derived from another's send).
+    def _day(self) -> tuple[str, int]:
+        """Today in the legal time zone, and the seconds until it ends."""
+        now = datetime.now(self.legal_zone)
+        midnight = datetime.combine(now.date() + timedelta(days=1), datetime.min.time())
+        left = midnight.replace(tzinfo=self.legal_zone) - now
+        return now.date().isoformat(), max(1, math.ceil(left.total_seconds()))
 
-    async def hit_sms(self, mode: str, phone_bidx: str) -> Refusal | None:
-        """Count one SMS to this phone, or refuse it without counting."""
-        refusal = await self.check_sms(mode, phone_bidx)
+    def _day_counters(
+        self, mode: str, client_id: str, phone_bidx: str, today: str
+    ) -> list[tuple[RateLimitItem, tuple[str, ...]]]:
+        mine = [
+            (i, ("sms-day", mode, client_id, phone_bidx, today)) for i in self.sms_per_phone_day
+        ]
+        return [*mine, (self.sms_platform_day, ("sms-all", mode, phone_bidx, today))]
+
+    async def check_sms(self, mode: str, client_id: str, phone_bidx: str) -> Refusal | None:
+        """Would one more SMS from this client to this phone be allowed? (Counts nothing.)"""
+        today, until_midnight = self._day()
+        for item, ids in self._day_counters(mode, client_id, phone_bidx, today):
+            if not await self.day_limiter.test(item, *ids):
+                return Refusal(until_midnight)
+        return await self._first_refusal(self.sms_per_phone, "sms", mode, client_id, phone_bidx)
+
+    async def hit_sms(self, mode: str, client_id: str, phone_bidx: str) -> Refusal | None:
+        """Count one SMS from this client to this phone, or refuse it without counting."""
+        refusal = await self.check_sms(mode, client_id, phone_bidx)
         if refusal is not None:
             return refusal
+        ids = ("sms", mode, client_id, phone_bidx)
         for item in self.sms_per_phone:
-            if not await self.limiter.hit(item, "sms", mode, phone_bidx):
-                return Refusal(await self._retry_after(item, "sms", mode, phone_bidx))
+            if not await self.limiter.hit(item, *ids):
+                return Refusal(await self._retry_after(item, *ids))
+        today, until_midnight = self._day()
+        for item, day_ids in self._day_counters(mode, client_id, phone_bidx, today):
+            if not await self.day_limiter.hit(item, *day_ids):
+                return Refusal(until_midnight)
         return None
 
     # -- failed codes per identity ----------------------------------------------------------------
@@ -127,12 +188,39 @@ class RateLimits:
         for item in self.admin_login_ip:
             await self.limiter.hit(item, "login-ip", address)
 
-    async def hit_record_view(self, admin_id: str) -> bool:
-        """Count one personal record opened by ``admin_id``; False once over the hourly cap."""
-        return bool(await self.limiter.hit(self.admin_records, "records", admin_id))
+    async def see_records(self, admin_id: str, record_ids: Iterable[str]) -> bool:
+        """Count the distinct records ``admin_id`` is shown (each once per hour, by any path).
+        False, counting nothing, when they would take the admin past the hourly cap."""
+        ids = sorted(set(record_ids))
+        if not ids:
+            return True
+        now, window, cap = time.time(), 3600.0, self.admin_records.amount
+        if self.redis is not None:
+            key = f"{self.redis_prefix}:records-seen/{admin_id}"
+            script = self.redis.register_script(_SEE_RECORDS)
+            return bool(await script(keys=[key], args=[now, window, cap, *ids]))
+        seen = self._seen.setdefault(admin_id, {})
+        for rid in [r for r, at in seen.items() if at <= now - window]:
+            del seen[rid]
+        new = [r for r in ids if r not in seen]
+        if new and len(seen) + len(new) > cap:
+            return False
+        seen.update(dict.fromkeys(new, now))
+        return True
+
+    # -- failed authentications per address ------------------------------------------------------
+    # Checked before any database read, counted on failure: a guesser is stopped by the limits'
+    # storage (memory or Redis) alone, and the success path costs nothing more.
+    async def auth_refused(self, address: str) -> Refusal | None:
+        return await self._first_refusal(self.auth_failures, "auth-fail", address)
+
+    async def record_auth_failure(self, address: str) -> None:
+        for item in self.auth_failures:
+            await self.limiter.hit(item, "auth-fail", address)
 
     async def reset(self) -> None:
         await self.storage.reset()
+        self._seen.clear()
 
     async def close(self) -> None:
         if self._pool is not None:

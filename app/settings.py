@@ -152,7 +152,12 @@ class Settings(BaseSettings):
     purge_unfinished_after_days: int = Field(default=7, ge=1)
 
     # -- rate limits (limits library syntax; shared through Redis when configured) -------------
+    #: SMS per (client, phone); per-day items count calendar days in ``legal_timezone``.
     sms_phone_limits: str = "1/minute;5/hour;10/day"
+    #: SMS per phone per calendar day across all clients (protects the phone's owner).
+    sms_phone_platform_per_day: int = Field(default=10, ge=1)
+    #: Failed API-key or admin-session authentications allowed per client address.
+    auth_failure_limits: str = "30/minute;300/hour"
     failed_codes_per_identity: int = Field(default=100, ge=1)
     client_requests_per_minute: int = Field(default=600, ge=1)
 

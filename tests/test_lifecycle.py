@@ -411,9 +411,9 @@ async def test_client_quota_is_enforced(
 async def test_test_keys_cannot_use_up_a_live_phone_quota(runtime: Runtime) -> None:
     """SMS counted for test-mode keys live in their own namespace: live sends are unaffected."""
     phone = runtime.blind.compute("phone", "+8613800138000")
-    assert await runtime.limits.hit_sms("test", phone) is None
-    assert await runtime.limits.check_sms("test", phone) is not None
-    assert await runtime.limits.check_sms("live", phone) is None
+    assert await runtime.limits.hit_sms("test", "cli_a", phone) is None
+    assert await runtime.limits.check_sms("test", "cli_a", phone) is not None
+    assert await runtime.limits.check_sms("live", "cli_a", phone) is None
 
 
 async def test_failed_codes_at_one_client_do_not_lock_another(runtime: Runtime) -> None:

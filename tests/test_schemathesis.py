@@ -45,7 +45,6 @@ from app.main import create_app
 from app.models._types import utcnow
 from app.runtime import Runtime
 from app.services import admins
-from app.services.review import _DIGIT_RUN as DIGIT_RUN
 from app.settings import Settings
 from app.worker import Worker
 from tests.conftest import TEST_BLIND_KEYS, TEST_SECRET
@@ -310,12 +309,6 @@ class Exclusion:
     when: Callable[[ApiCase], bool] = lambda case: True
 
 
-def _has_digit_run(case: ApiCase) -> bool:
-    """The reason has what the review service refuses as a possible ID or phone number."""
-    reason = case.body.get("reason") if isinstance(case.body, dict) else None
-    return isinstance(reason, str) and DIGIT_RUN.search(reason) is not None
-
-
 #: The checks that cannot hold for one operation, and why. Every other check runs everywhere.
 EXCLUDED: dict[str, list[Exclusion]] = {
     "POST /v1/verifications": [
@@ -332,21 +325,6 @@ EXCLUDED: dict[str, list[Exclusion]] = {
             "positive_data_acceptance",
             "A well-formed code that is not the one sent is refused with 422 code_incorrect (the"
             " contract's code), and which code was sent is not in the schema.",
-        )
-    ],
-    "POST /v1/admin/verifications/{verification_id}/erase": [
-        Exclusion(
-            "positive_data_acceptance",
-            "A reason carrying a run of digits (a possible ID or phone number) is refused with"
-            " 422 reason_required: reasons stay in the unerasable audit trail.",
-            when=_has_digit_run,
-        )
-    ],
-    "POST /v1/admin/verifications/{verification_id}/{action}": [
-        Exclusion(
-            "positive_data_acceptance",
-            "As for erase: a reason with a digit run is refused by the PII rule.",
-            when=_has_digit_run,
         )
     ],
     "POST /v1/admin/verifications/search": [

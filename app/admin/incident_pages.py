@@ -29,6 +29,7 @@ from app.admin.web import (
 )
 from app.errors import ProblemError
 from app.models import AuditEvent, Client
+from app.schemas.text import SafeStr
 from app.services import emergency, export, review
 
 router = APIRouter(prefix=PREFIX, route_class=AdminRoute, include_in_schema=False)
@@ -90,7 +91,7 @@ async def emergency_page(
     _: Reader,
     db: DB,
     runtime: RuntimeDep,
-    done: Annotated[str, Query(max_length=40)] = "",
+    done: Annotated[SafeStr, Query(max_length=40)] = "",
 ) -> Response:
     return await _emergency_page(request, db, runtime, done=done)
 

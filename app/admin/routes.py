@@ -11,7 +11,6 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import Annotated
 from urllib.parse import urlencode
@@ -19,6 +18,7 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import HTMLResponse
 from fastapi.types import DecoratedCallable
+from pydantic import ValidationError
 from sqlmodel import col, select
 from starlette.background import BackgroundTask
 
@@ -45,11 +45,13 @@ from app.admin.web import (
     tokens_match,
 )
 from app.db import flush_erased_pages
-from app.deps import AdminContext
+from app.deps import AdminContext, client_address
 from app.errors import ProblemError
 from app.models import Admin, AuditEvent, Client, Status
-from app.routers.admin import client_address
+from app.schemas.admin import REASON_CODES, ClientIn, ErasureIn, ReasonIn, SignInIn
+from app.schemas.queries import UiAuditQuery, UiQueueQuery, UiSignInQuery, UiVerificationQuery
 from app.services import admins, audit, clients, review
+from app.services.review import Reason
 
 router = APIRouter(prefix=PREFIX, route_class=AdminRoute, include_in_schema=False)
 
@@ -70,11 +72,6 @@ DONE_MESSAGES = {
 }
 
 _VERIFICATION_ID = re.compile(r"^ver_[0-9a-f]{32}$")
-_CLIENT_ID = re.compile(r"^cli_[0-9a-f]{32}$")
-_SUBJECT_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
-_ACTION = re.compile(r"^[a-z_.]{1,64}$")
-
-Text = Annotated[str, Query(max_length=400)]
 
 
 def page(path: str, summary: str) -> Callable[[DecoratedCallable], DecoratedCallable]:
@@ -88,11 +85,11 @@ class Flash:
     verification_id: str | None
 
 
-def _flash(done: str, vid: str) -> Flash | None:
-    message = DONE_MESSAGES.get(done)
+def _flash(done: str | None, vid: str | None) -> Flash | None:
+    message = DONE_MESSAGES.get(done or "")
     if message is None:
         return None
-    return Flash(message, vid if _VERIFICATION_ID.match(vid) else None)
+    return Flash(message, vid)
 
 
 async def _client_names(db: DB) -> dict[str, str]:
@@ -129,21 +126,6 @@ async def _audit_list_read(
     )
 
 
-def _parse_day(value: str, what: str) -> date | None:
-    if not value:
-        return None
-    try:
-        return date.fromisoformat(value)
-    except ValueError:
-        raise ProblemError(
-            "invalid_request", f"The '{what}' date is not valid; use the date picker."
-        ) from None
-
-
-def _start_of(day: date) -> datetime:
-    return datetime.combine(day, time.min, tzinfo=UTC)
-
-
 # -- sign-in and sign-out ------------------------------------------------------------------------
 
 
@@ -169,11 +151,11 @@ async def entry() -> Response:
 
 
 @page("/sign-in", summary="Sign-in form")
-async def sign_in_form(request: Request, expired: Text = "", signed_out: Text = "") -> Response:
+async def sign_in_form(request: Request, q: Annotated[UiSignInQuery, Query()]) -> Response:
     notice = None
-    if expired:
+    if q.expired:
         notice = "Your session has ended. Please sign in again."
-    elif signed_out:
+    elif q.signed_out:
         notice = "You have signed out."
     return _sign_in_page(request, notice=notice)
 
@@ -187,10 +169,15 @@ async def sign_in(request: Request, db: DB, runtime: RuntimeDep) -> Response:
             status_code=403,
             error="The sign-in form had expired or did not come from this site. Please try again.",
         )
-    username = fields.get("username", "").strip()
-    password = fields.get("password", "")
-    totp = fields.get("totp", "").strip() or None
-    if not (0 < len(username) <= 64 and 0 < len(password) <= 1024 and len(totp or "") <= 16):
+    try:
+        # The same model as the API's sign-in: one set of rules for both faces.
+        body = SignInIn(
+            username=fields.get("username", "").strip(),
+            password=fields.get("password", ""),
+            totp=fields.get("totp", "").strip() or None,
+            end_other_sessions=fields.get("end_other_sessions") == "true",
+        )
+    except ValidationError:
         return _sign_in_page(
             request, status_code=422, error="Enter your username and your password."
         )
@@ -198,10 +185,11 @@ async def sign_in(request: Request, db: DB, runtime: RuntimeDep) -> Response:
         signed = await admins.sign_in(
             db,
             runtime,
-            username=username,
-            password=password,
-            totp=totp,
+            username=body.username,
+            password=body.password,
+            totp=body.totp,
             address=client_address(request),
+            end_other_sessions=body.end_other_sessions,
         )
     except ProblemError as exc:
         # Caught here so the page keeps its form; the failure's audit event is still committed.
@@ -243,15 +231,17 @@ async def queue(
     request: Request,
     ctx: Reader,
     db: DB,
-    cursor: Text = "",
-    done: Text = "",
-    v: Text = "",
+    runtime: RuntimeDep,
+    q: Annotated[UiQueueQuery, Query()],
 ) -> Response:
     counts = await review.counts_by_status(db)
     waiting = await review.list_verifications(
-        db, status=Status.NEEDS_REVIEW, cursor=cursor or None, limit=QUEUE_PAGE
+        db, status=Status.NEEDS_REVIEW, cursor=q.cursor, limit=QUEUE_PAGE
     )
     latest = await review.list_verifications(db, limit=10)
+    await review.shown(
+        db, runtime, ctx.admin.id, [v.id for v in waiting.items + latest.items], what="list"
+    )
     rows = len(waiting.items) + len(latest.items)
     await _audit_list_read(db, ctx, view="queue", status=None, client_id=None, rows=rows)
     return render(
@@ -268,7 +258,7 @@ async def queue(
         ),
         latest=latest.items,
         clients=await _client_names(db),
-        flash=_flash(done, v),
+        flash=_flash(q.done, q.v),
     )
 
 
@@ -277,41 +267,25 @@ async def verification_list(
     request: Request,
     ctx: Reader,
     db: DB,
-    status: Text = "",
-    client_id: Text = "",
-    created_from: Text = "",
-    created_to: Text = "",
-    cursor: Text = "",
+    runtime: RuntimeDep,
+    q: Annotated[UiVerificationQuery, Query()],
 ) -> Response:
-    if status and status not in STATUS_LABELS:
-        raise ProblemError("invalid_request", "That status filter is not one of the statuses.")
-    if client_id and not _CLIENT_ID.match(client_id):
-        raise ProblemError("invalid_request", "That client filter is not a client id.")
-    day_from = _parse_day(created_from, "created from")
-    day_to = _parse_day(created_to, "created to")
-    results = await review.list_verifications(
-        db,
-        status=status or None,
-        client_id=client_id or None,
-        created_from=_start_of(day_from) if day_from else None,
-        # The form's "to" day is inclusive; the service's bound is exclusive.
-        created_to=_start_of(day_to + timedelta(days=1)) if day_to else None,
-        cursor=cursor or None,
-        limit=LIST_PAGE,
-    )
+    # Parsed by the same rules as the API's filters; the "to" day is inclusive.
+    results = await review.list_verifications(db, **q.filters(LIST_PAGE).model_dump())
+    await review.shown(db, runtime, ctx.admin.id, [v.id for v in results.items], what="list")
     await _audit_list_read(
         db,
         ctx,
         view="verifications",
-        status=status or None,
-        client_id=client_id or None,
+        status=q.status,
+        client_id=q.client_id,
         rows=len(results.items),
     )
     filters = {
-        "status": status,
-        "client_id": client_id,
-        "created_from": day_from.isoformat() if day_from else "",
-        "created_to": day_to.isoformat() if day_to else "",
+        "status": q.status or "",
+        "client_id": q.client_id or "",
+        "created_from": q.created_from.isoformat() if q.created_from else "",
+        "created_to": q.created_to.isoformat() if q.created_to else "",
     }
     kept = {k: val for k, val in filters.items() if val}
     next_url = None
@@ -337,6 +311,7 @@ async def verification_detail(
         raise ProblemError("not_found", "There is no such verification.")
     detail = await review.open_record(db, runtime, ctx.admin.id, verification_id)
     v = detail.verification
+    notes = review.review_notes(runtime, v)
     actions = [name for name, (allowed, _) in review.DECISIONS.items() if v.status in allowed]
     return render(
         request,
@@ -345,17 +320,28 @@ async def verification_detail(
         v=v,
         checks=detail.checks,
         timeline=[review.event_out(e) for e in detail.timeline],
-        actors=await _actor_names(db, {e.actor_id for e in detail.timeline}),
+        actors=await _actor_names(
+            db, {e.actor_id for e in detail.timeline} | {n["admin_id"] for n in notes}
+        ),
+        notes=notes,
         client=detail.client,
         adult=detail.adult,
         actions=actions,
         labels=DECISION_LABELS,
+        reason_codes=REASON_CODES,
         can_erase=v.status != Status.ERASED,
     )
 
 
-def _reason(fields: dict[str, str]) -> str:
-    return fields.get("reason", "")[:500]
+def _given(fields: dict[str, str], *names: str) -> dict[str, str]:
+    """The form's non-blank fields among ``names`` (an empty select or note means none)."""
+    return {k: fields[k] for k in names if fields.get(k, "").strip()}
+
+
+def _reason(fields: dict[str, str]) -> Reason:
+    """A decision form's reason, through the API's model."""
+    body = ReasonIn.model_validate(_given(fields, "reason_code", "note"))
+    return Reason(body.code, body.note)
 
 
 @router.post("/verifications/{verification_id}/erase", summary="Erase (Art. 43), with a reason")
@@ -364,7 +350,8 @@ async def erase(
 ) -> Response:
     if not _VERIFICATION_ID.match(verification_id):
         raise ProblemError("not_found", "There is no such verification.")
-    await review.erase(db, ctx.admin.id, verification_id, _reason(form))
+    body = ErasureIn.model_validate(_given(form, "reason_code"))
+    await review.erase(db, runtime, ctx.admin.id, verification_id, Reason(body.code))
     response = redirect(f"{PREFIX}/?{urlencode({'done': 'erase', 'v': verification_id})}")
     # After the commit and the answer: push the erased rows' old images out of SQLite's WAL.
     response.background = BackgroundTask(flush_erased_pages, runtime.engine)
@@ -423,10 +410,13 @@ async def client_list(request: Request, _: Reader, db: DB) -> Response:
 async def client_create(
     request: Request, form: CheckedForm, ctx: Owner, db: DB, runtime: RuntimeDep
 ) -> Response:
-    name = form.get("name", "").strip()
-    mode = form.get("mode", "")
-    level = form.get("default_level", "L2")
-    if not (0 < len(name) <= 200) or mode not in clients.MODES or level not in ("L1", "L2", "L3"):
+    try:
+        body = ClientIn(
+            name=form.get("name", "").strip(),
+            mode=form.get("mode", ""),
+            default_level=form.get("default_level", "L2"),
+        )
+    except ValidationError:
         return await _clients_page(
             request,
             db,
@@ -434,7 +424,12 @@ async def client_create(
             error="Give the client a name (up to 200 characters), a mode and a default level.",
         )
     client, api_key = await clients.create_client(
-        db, runtime.master_key, name=name, mode=mode, default_level=level, actor_id=ctx.admin.id
+        db,
+        runtime.master_key,
+        name=body.name,
+        mode=body.mode,
+        default_level=body.default_level,
+        actor_id=ctx.admin.id,
     )
     # Shown in this answer only (Cache-Control: no-store); only its hash is kept.
     return await _clients_page(request, db, status_code=201, created=client, api_key=api_key)
@@ -446,26 +441,17 @@ async def client_create(
 @page("/audit", summary="The audit log, newest first")
 async def audit_log(
     request: Request,
-    _: Reader,
+    ctx: Reader,
     db: DB,
-    action: Text = "",
-    subject_id: Text = "",
-    before: Text = "",
+    runtime: RuntimeDep,
+    q: Annotated[UiAuditQuery, Query()],
 ) -> Response:
-    if action and not _ACTION.match(action):
-        raise ProblemError("invalid_request", "That action filter is not an audit action.")
-    if subject_id and not _SUBJECT_ID.match(subject_id):
-        raise ProblemError("invalid_request", "That subject filter is not an id.")
-    if before and not before.isdigit():
-        raise ProblemError("invalid_request", "That page marker is not valid.")
-    before_seq = int(before) if before else None
+    f = q.filters(AUDIT_PAGE)
     events = await review.audit_events(
-        db,
-        after_seq=before_seq,
-        action=action or None,
-        subject_id=subject_id or None,
-        limit=AUDIT_PAGE,
+        db, after_seq=f.before_seq, action=f.action, subject_id=f.subject_id, limit=f.limit
     )
+    await review.shown(db, runtime, ctx.admin.id, review.audited_records(events), what="audit")
+    action, subject_id = q.action or "", q.subject_id or ""
     known = sorted((await db.execute(select(AuditEvent.action).distinct())).scalars())
     kept = {k: val for k, val in {"action": action, "subject_id": subject_id}.items() if val}
     next_url = None

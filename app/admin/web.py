@@ -25,16 +25,17 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.routing import APIRoute
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
+from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.db import session_scope
-from app.deps import AdminContext
-from app.errors import ERROR_CODES, ProblemError, is_database_outage
+from app.deps import AdminContext, admin_session_of, client_address
+from app.errors import ERROR_CODES, ProblemError, is_database_outage, is_input_refusal
 from app.middleware import _BodyTooLarge
 from app.models import Status
 from app.runtime import Runtime
-from app.services import admins, emergency
+from app.services import emergency
 
 logger = logging.getLogger("app.admin")
 
@@ -286,7 +287,7 @@ def error_page(request: Request, exc: Exception) -> Response:
         code, status, detail = exc.code, exc.status, exc.detail
         if "Retry-After" in exc.headers:
             headers["Retry-After"] = exc.headers["Retry-After"]
-    elif isinstance(exc, RequestValidationError):
+    elif isinstance(exc, RequestValidationError | ValidationError) or is_input_refusal(exc):
         code, status = "invalid_request", 422
         detail = "Some values in the address or the form are not valid."
     elif isinstance(exc, StarletteHTTPException):
@@ -350,8 +351,10 @@ async def current_admin(request: Request, db: DB, runtime: RuntimeDep) -> AdminC
     if not _TOKEN_SHAPE.match(token):
         raise SignInRequired(expired=True)
     try:
-        admin, session = await admins.authenticate(db, runtime, token)
-    except ProblemError:
+        admin, session = await admin_session_of(db, runtime, token, client_address(request))
+    except ProblemError as exc:
+        if exc.code == "rate_limited":
+            raise
         raise SignInRequired(expired=True) from None
     banner = tuple(emergency.describe(m) for m in await emergency.in_force(db))
     request.state.viewer = Viewer(admin.id, admin.username, admin.role, session.csrf_token, banner)

@@ -13,6 +13,7 @@ from sqlmodel import col, select
 from app.admin.web import DB, PREFIX, AdminRoute, CheckedForm, Owner, Reader, redirect, render
 from app.errors import ProblemError
 from app.models import Client, WebhookEndpoint
+from app.schemas.text import SafeStr
 from app.services import deliveries, webhooks
 
 router = APIRouter(prefix=PREFIX, route_class=AdminRoute, include_in_schema=False)
@@ -27,8 +28,8 @@ async def webhooks_page(
     request: Request,
     _: Reader,
     db: DB,
-    client_id: Annotated[str, Query(max_length=40)] = "",
-    done: Annotated[str, Query(max_length=40)] = "",
+    client_id: Annotated[SafeStr, Query(max_length=40)] = "",
+    done: Annotated[SafeStr, Query(max_length=40)] = "",
 ) -> Response:
     client = client_id if _CLIENT_ID.match(client_id) else None
     query = select(WebhookEndpoint).where(col(WebhookEndpoint.deleted_at).is_(None))

@@ -5,6 +5,7 @@ then validates, raising :class:`InvalidField` whose ``detail`` never contains th
 """
 
 from app.identity.errors import InvalidField
+from app.identity.external_id import check_external_user_id
 from app.identity.hashing import BlindIndexer, hash_identity_input
 from app.identity.id_number import IdNumber, parse_id_number
 from app.identity.masking import mask_id_number, mask_name, mask_phone
@@ -15,6 +16,7 @@ __all__ = [
     "BlindIndexer",
     "IdNumber",
     "InvalidField",
+    "check_external_user_id",
     "hash_identity_input",
     "mask_id_number",
     "mask_name",

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Column, Text
+from sqlalchemy import BigInteger, Column, Text
 from sqlmodel import Field, SQLModel
 
 from app.models._types import UTCDateTime, new_id, utcnow
@@ -19,6 +19,8 @@ class Admin(SQLModel, table=True):
     role: str = Field(max_length=16)  # reviewer | auditor | admin
     #: RFC 6238 secret, sealed; None when TOTP is not enrolled.
     totp_secret_sealed: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    #: The RFC 6238 time step of the last one-time code accepted: a code is good once (§5.2).
+    totp_last_step: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
     disabled: bool = Field(default=False)
     created_at: datetime = Field(
         default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False)

@@ -61,6 +61,9 @@ class Verification(SQLModel, table=True):
     #: Transient AES-256-GCM sealed copy of the canonical fields, needed only while checks run
     #: and a code can be (re)sent; wiped when the verification leaves pending/awaiting_code.
     sealed_subject: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    #: Reviewers' free-text notes on their decisions, sealed (AES-256-GCM, bound to the row);
+    #: the audit trail keeps only the reason codes. Wiped by erasure.
+    review_notes_sealed: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     policy_version: str = Field(foreign_key="policies.version", max_length=40)
     consent_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
     #: A correction (new identity fields for the same external user) in progress or done.

@@ -6,16 +6,21 @@ Reviewers decide, auditors only read, admins also manage clients and keys.
 
 from __future__ import annotations
 
-import re
-from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, BackgroundTasks, Query, Request, Response
-from pydantic import BeforeValidator
 from sqlmodel import col, select
 
 from app.db import flush_erased_pages
-from app.deps import AnyAdmin, CurrentAdmin, Reviewer, RuntimeDep, SessionDep, SuperAdmin
+from app.deps import (
+    AnyAdmin,
+    CurrentAdmin,
+    Reviewer,
+    RuntimeDep,
+    SessionDep,
+    SuperAdmin,
+    client_address,
+)
 from app.models import Client, Verification
 from app.routers.verifications import problems
 from app.schemas.admin import (
@@ -26,32 +31,22 @@ from app.schemas.admin import (
     ClientCreated,
     ClientIn,
     ClientOut,
+    ErasureIn,
     ReasonIn,
+    ReviewNote,
     SearchIn,
     SessionOut,
     SignInIn,
     Stats,
 )
 from app.schemas.emergency import EmergencyIn, EmergencyOut, MeasureOut
+from app.schemas.queries import AuditFilters, VerificationFilters
 from app.schemas.verification import CheckOut, Masked
 from app.services import admins, audit, clients, emergency, export, keys, review
+from app.services.review import Reason
 
 router = APIRouter(prefix="/v1/admin", tags=["admin"])
 
-_RFC3339 = re.compile(
-    r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?([Zz]|[+-][0-9]{2}:[0-9]{2})"
-)
-
-
-def _rfc3339(value: Any) -> Any:
-    """Only the RFC 3339 date-times the schema promises (pydantic alone also takes "0", a Unix
-    time, or a date without a time)."""
-    if isinstance(value, str) and not _RFC3339.fullmatch(value):
-        raise ValueError("must be an RFC 3339 date-time, such as 2026-01-31T08:00:00Z")
-    return value
-
-
-DateTimeQuery = Annotated[datetime, BeforeValidator(_rfc3339)]
 AUTH = problems("unauthorized", "forbidden", "session_expired", "insufficient_role")
 
 
@@ -67,10 +62,6 @@ def row_out(v: Verification) -> AdminVerification:
         created_at=v.created_at,
         updated_at=v.updated_at,
     )
-
-
-def client_address(request: Request) -> str:
-    return request.client.host if request.client else "unknown"
 
 
 @router.post(
@@ -90,6 +81,7 @@ async def sign_in(
         password=body.password,
         totp=body.totp,
         address=client_address(request),
+        end_other_sessions=body.end_other_sessions,
     )
     return SessionOut(
         token=signed.token,
@@ -115,27 +107,17 @@ async def stats(_: AnyAdmin, session: SessionDep) -> Any:
     "/verifications",
     response_model=AdminVerificationPage,
     summary="List verifications (masked)",
-    responses=AUTH,
+    responses={**AUTH, **problems("bulk_access_blocked")},
 )
 async def list_verifications(
     ctx: AnyAdmin,
     session: SessionDep,
-    status: Annotated[str | None, Query(max_length=20)] = None,
-    client_id: Annotated[str | None, Query(max_length=40)] = None,
-    created_from: DateTimeQuery | None = None,
-    created_to: DateTimeQuery | None = None,
-    cursor: Annotated[str | None, Query(max_length=400)] = None,
-    limit: Annotated[int, Query(ge=1, le=100)] = 50,
+    runtime: RuntimeDep,
+    filters: Annotated[VerificationFilters, Query()],
 ) -> Any:
-    page = await review.list_verifications(
-        session,
-        status=status,
-        client_id=client_id,
-        created_from=created_from,
-        created_to=created_to,
-        cursor=cursor,
-        limit=limit,
-    )
+    page = await review.list_verifications(session, **filters.model_dump())
+    await review.shown(session, runtime, ctx.admin.id, [v.id for v in page.items], what="list")
+    status, client_id = filters.status, filters.client_id
     # Every admin read of people's (masked) records is itself an audit event.
     await audit.record(
         session,
@@ -165,6 +147,7 @@ async def verification_detail(
         **row_out(detail.verification).model_dump(),
         checks=[CheckOut(type=c.type, status=c.status, reason=c.reason) for c in detail.checks],
         timeline=[AuditEventOut(**review.event_out(e)) for e in detail.timeline],
+        notes=[ReviewNote(**n) for n in review.review_notes(runtime, detail.verification)],
         client_name=detail.client.name if detail.client else None,
         adult=detail.adult,
     )
@@ -194,7 +177,7 @@ async def verification_export(
 )
 async def search(body: SearchIn, ctx: Reviewer, session: SessionDep, runtime: RuntimeDep) -> Any:
     found = await review.search_by_id_number(
-        session, runtime, ctx.admin.id, body.id_number, body.reason
+        session, runtime, ctx.admin.id, body.id_number, Reason(body.code)
     )
     return [row_out(v) for v in found]
 
@@ -203,17 +186,17 @@ async def search(body: SearchIn, ctx: Reviewer, session: SessionDep, runtime: Ru
     "/verifications/{verification_id}/erase",
     response_model=AdminVerification,
     summary="Erase the person's data (Art. 43), with a reason",
-    responses=problems("reason_required", "not_found", "insufficient_role"),
+    responses=problems("reason_required", "not_found", "insufficient_role", "bulk_access_blocked"),
 )
 async def erase(
     verification_id: str,
-    body: ReasonIn,
+    body: ErasureIn,
     ctx: SuperAdmin,
     session: SessionDep,
     runtime: RuntimeDep,
     background: BackgroundTasks,
 ) -> Any:
-    await review.erase(session, ctx.admin.id, verification_id, body.reason)
+    await review.erase(session, runtime, ctx.admin.id, verification_id, Reason(body.code))
     background.add_task(flush_erased_pages, runtime.engine)
     verification = await session.get(Verification, verification_id)
     assert verification is not None
@@ -224,7 +207,13 @@ async def erase(
     "/verifications/{verification_id}/{action}",
     response_model=AdminVerification,
     summary="Approve or reject a needs_review verification, or revoke one (reason required)",
-    responses=problems("invalid_transition", "reason_required", "not_found", "insufficient_role"),
+    responses=problems(
+        "invalid_transition",
+        "reason_required",
+        "not_found",
+        "insufficient_role",
+        "bulk_access_blocked",
+    ),
 )
 async def decide(
     verification_id: str,
@@ -236,7 +225,7 @@ async def decide(
     background: BackgroundTasks,
 ) -> Any:
     verification = await review.decide(
-        session, runtime, ctx.admin.id, verification_id, action, body.reason
+        session, runtime, ctx.admin.id, verification_id, action, Reason(body.code, body.note)
     )
     background.add_task(runtime.notify_worker)  # an approval may have queued a code
     return row_out(verification)
@@ -246,20 +235,22 @@ async def decide(
     "/audit-events",
     response_model=list[AuditEventOut],
     summary="The audit trail, newest first",
-    responses=AUTH,
+    responses={**AUTH, **problems("bulk_access_blocked")},
 )
 async def audit_events(
-    _: AnyAdmin,
+    ctx: AnyAdmin,
     session: SessionDep,
-    # audit_events.seq is an INTEGER column: PostgreSQL refuses a larger argument outright.
-    before_seq: Annotated[int | None, Query(ge=1, le=2**31 - 1)] = None,
-    action: Annotated[str | None, Query(max_length=64)] = None,
-    subject_id: Annotated[str | None, Query(max_length=64)] = None,
-    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    runtime: RuntimeDep,
+    filters: Annotated[AuditFilters, Query()],
 ) -> Any:
     events = await review.audit_events(
-        session, after_seq=before_seq, action=action, subject_id=subject_id, limit=limit
+        session,
+        after_seq=filters.before_seq,
+        action=filters.action,
+        subject_id=filters.subject_id,
+        limit=filters.limit,
     )
+    await review.shown(session, runtime, ctx.admin.id, review.audited_records(events), what="audit")
     return [AuditEventOut(**review.event_out(e)) for e in events]
 
 

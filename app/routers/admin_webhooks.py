@@ -13,11 +13,12 @@ from app.routers.admin import AUTH
 from app.routers.events import attempt_out
 from app.routers.verifications import problems
 from app.schemas.events import AdminDeliveryList, AdminDeliveryOut, AdminEndpointOut, AttemptList
+from app.schemas.text import SafeStr
 from app.services import deliveries, webhooks
 
 router = APIRouter(prefix="/v1/admin", tags=["admin"])
 
-IdQuery = Annotated[str | None, Query(max_length=40)]
+IdQuery = Annotated[SafeStr | None, Query(max_length=40)]
 
 
 def endpoint_out(e: WebhookEndpoint) -> AdminEndpointOut:

@@ -21,6 +21,7 @@ from app.schemas.events import (
     PingOut,
     SecretOut,
 )
+from app.schemas.text import SafeStr
 from app.services import events, webhooks
 
 router = APIRouter(tags=["events"])
@@ -36,7 +37,7 @@ async def list_events(
     client: CurrentClient,
     session: SessionDep,
     runtime: RuntimeDep,
-    after: Annotated[str | None, Query(max_length=40, description="An event id")] = None,
+    after: Annotated[SafeStr | None, Query(max_length=40, description="An event id")] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 50,
 ) -> Any:
     rows, more = await events.page(

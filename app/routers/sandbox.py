@@ -14,6 +14,7 @@ from app.models import SandboxMessage
 from app.models._types import utcnow
 from app.routers.verifications import problems
 from app.schemas.codes import SandboxMessageOut, SandboxMessages
+from app.schemas.text import SafeStr
 from app.services import verifications
 
 router = APIRouter(prefix="/v1/sandbox", tags=["sandbox"])
@@ -26,7 +27,7 @@ router = APIRouter(prefix="/v1/sandbox", tags=["sandbox"])
     responses=problems("sandbox_only", "not_found"),
 )
 async def sandbox_messages(
-    verification_id: Annotated[str, Query(max_length=40)],
+    verification_id: Annotated[SafeStr, Query(max_length=40)],
     client: CurrentClient,
     session: SessionDep,
 ) -> Any:

@@ -4,11 +4,13 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from app.schemas.text import SafeStr
+
 
 class CodeSubmit(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    code: str = Field(max_length=32, description="The six-digit code from the SMS")
+    code: SafeStr = Field(max_length=32, description="The six-digit code from the SMS")
 
 
 class SandboxMessageOut(BaseModel):

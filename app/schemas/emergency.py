@@ -7,6 +7,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from app.schemas.text import SafeStr
+
 #: The documented reason codes (``app.services.emergency.REASON_CODES``; a test keeps them equal).
 ReasonCode = Literal[
     "security_incident",
@@ -29,8 +31,8 @@ class EmergencyIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     reason_code: ReasonCode
-    client_id: str | None = Field(default=None, min_length=1, max_length=40)
-    provider: str | None = Field(default=None, min_length=1, max_length=64)
+    client_id: SafeStr | None = Field(default=None, min_length=1, max_length=40)
+    provider: SafeStr | None = Field(default=None, min_length=1, max_length=64)
 
 
 class MeasureOut(BaseModel):

@@ -7,6 +7,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from app.schemas.text import SafeStr
+
 EventType = Literal[
     "verification.awaiting_code",
     "verification.verified",
@@ -71,7 +73,7 @@ class EventPage(BaseModel):
 class EndpointCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    url: str = Field(description="https URL that receives the events (at most 2000 characters)")
+    url: SafeStr = Field(description="https URL that receives the events (at most 2000 characters)")
     events: list[SubscribableType] | None = Field(
         default=None,
         min_length=1,

@@ -4,6 +4,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from app.schemas.text import SafeStr
+
 
 class TokenOut(BaseModel):
     access_token: str
@@ -17,7 +19,7 @@ class TokenIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     #: RFC 6749 A.12: a token is visible ASCII (so 4096 characters stay under the body limit).
-    token: str = Field(min_length=1, max_length=4096, pattern=r"^[\x20-\x7e]+$")
+    token: SafeStr = Field(min_length=1, max_length=4096, pattern=r"^[\x20-\x7e]+$")
     token_type_hint: Literal["access_token"] | None = None
 
 

@@ -7,11 +7,13 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from app.schemas.text import SafeStr
+
 
 class Consent(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    policy_version: str = Field(
+    policy_version: SafeStr = Field(
         min_length=1, max_length=40, description="A published collection-rules version"
     )
 
@@ -21,12 +23,14 @@ class VerificationCreate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    external_user_id: str = Field(
-        min_length=1, max_length=200, description="Your id for the end user"
+    external_user_id: SafeStr = Field(
+        min_length=1,
+        max_length=200,
+        description="Your id for the end user: never the person's ID number or phone number",
     )
-    real_name: str = Field(max_length=256)
-    id_number: str = Field(max_length=64)
-    phone: str = Field(max_length=64)
+    real_name: SafeStr = Field(max_length=256)
+    id_number: SafeStr = Field(max_length=64)
+    phone: SafeStr = Field(max_length=64)
     consent: Consent
     id_type: Literal["cn_resident_id"] = "cn_resident_id"
     level: Literal["L1", "L2", "L3"] | None = None

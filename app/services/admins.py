@@ -7,7 +7,10 @@
 - Answers and timing are the same whether or not the username exists (a dummy hash is
   verified for unknown names).
 - Sessions: random bearer tokens, stored as keyed hashes, with idle and absolute timeouts.
-- Optional TOTP (RFC 6238, SHA-1, 6 digits, 30 s, one step of clock drift).
+- Optional TOTP (RFC 6238, SHA-1, 6 digits, 30 s, one step of clock drift). Each code is good
+  once (§5.2): the step of the last accepted code is stored per admin, and a code of that step
+  or an earlier one is refused; the update is guarded, so of two racing sign-ins one wins.
+- Signing in with ``end_other_sessions`` ends every other session of the admin.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from cryptography.hazmat.primitives.twofactor import InvalidToken
 from cryptography.hazmat.primitives.twofactor.totp import TOTP
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlmodel import col, select
+from sqlmodel import col, or_, select
 
 from app.crypto import keyed_hash, seal, unseal
 from app.errors import ProblemError
@@ -43,19 +46,44 @@ def totp_for(secret: bytes) -> TOTP:
     return TOTP(secret, 6, SHA1(), 30, enforce_key_length=False)  # noqa: S303
 
 
-def totp_ok(secret: bytes, code: str, now: float | None = None) -> bool:
-    """RFC 6238 check, accepting the current step and one step either side (clock drift)."""
+TOTP_STEP = 30
+
+
+def totp_step(secret: bytes, code: str, now: float | None = None) -> int | None:
+    """RFC 6238 check, accepting the current step and one step either side (clock drift).
+    Returns the time step the code belongs to, or None."""
     if not (isinstance(code, str) and len(code) == 6 and code.isascii() and code.isdigit()):
-        return False
+        return None
     moment = time.time() if now is None else now
     totp = totp_for(secret)
-    for drift in (0, -30, 30):
+    for drift in (0, -TOTP_STEP, TOTP_STEP):
+        at = int(moment + drift)
         try:
-            totp.verify(code.encode(), int(moment + drift))
-            return True
+            totp.verify(code.encode(), at)
+            return at // TOTP_STEP
         except InvalidToken:
             continue
-    return False
+    return None
+
+
+def totp_ok(secret: bytes, code: str, now: float | None = None) -> bool:
+    """Whether ``code`` is a valid code now (without the replay rule; see ``sign_in``)."""
+    return totp_step(secret, code, now) is not None
+
+
+async def _claim_totp_step(session: AsyncSession, admin: Admin, step: int) -> bool:
+    """Record ``step`` as the admin's last accepted one, unless it (or a later one) already
+    is: a guarded update, so a code replayed in a race is accepted at most once."""
+    claimed = await session.execute(
+        update(Admin)
+        .where(
+            col(Admin.id) == admin.id,
+            or_(col(Admin.totp_last_step).is_(None), col(Admin.totp_last_step) < step),
+        )
+        .values(totp_last_step=step)
+        .execution_options(synchronize_session=False)
+    )
+    return bool(getattr(claimed, "rowcount", 0) == 1)
 
 
 def totp_uri(secret: bytes, username: str) -> str:
@@ -116,6 +144,7 @@ async def sign_in(
     password: str,
     totp: str | None,
     address: str,
+    end_other_sessions: bool = False,
 ) -> SignedIn:
     username_key = keyed_hash(runtime.master_key, "admin-login", username.casefold().encode())
     raise_refusal(
@@ -131,7 +160,8 @@ async def sign_in(
     ok = admin is not None and password_ok and not admin.disabled
     if ok and admin is not None and admin.totp_secret_sealed is not None:
         secret = unseal(runtime.master_key, TOTP_SEAL, admin.totp_secret_sealed, admin.id.encode())
-        ok = totp is not None and totp_ok(secret, totp)
+        step = totp_step(secret, totp) if totp is not None else None
+        ok = step is not None and await _claim_totp_step(session, admin, step)
     if not ok or admin is None:
         await runtime.limits.record_login_failure(username_key, address)
         await audit.record(
@@ -148,6 +178,14 @@ async def sign_in(
         admin.password_hash = await runtime.password_hasher.hash(password)
     now = utcnow()
     admin.last_login_at = now
+    ended = 0
+    if end_other_sessions:
+        result = await session.execute(
+            update(AdminSession)
+            .where(col(AdminSession.admin_id) == admin.id, col(AdminSession.revoked_at).is_(None))
+            .values(revoked_at=now)
+        )
+        ended = int(getattr(result, "rowcount", 0) or 0)
     token = secrets.token_urlsafe(32)
     row = AdminSession(
         token_hash=_token_hash(runtime, token),
@@ -166,7 +204,7 @@ async def sign_in(
         subject_id=admin.id,
         actor_type="admin",
         actor_id=admin.id,
-        data={"role": admin.role},
+        data={"role": admin.role, "other_sessions_ended": ended},
     )
     return SignedIn(token, row.csrf_token, admin, row)
 

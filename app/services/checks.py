@@ -191,7 +191,7 @@ async def _record(
     assert verification.phone_bidx is not None
     client = await session.get(Client, verification.client_id)
     assert client is not None
-    refusal = await runtime.limits.hit_sms(client.mode, verification.phone_bidx)
+    refusal = await runtime.limits.hit_sms(client.mode, client.id, verification.phone_bidx)
     if refusal is not None:
         checks["sms_otp"].reason = "rate_limited"
         await session.flush()

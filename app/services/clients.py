@@ -57,20 +57,34 @@ async def issue_key(session: AsyncSession, master_key: bytes, client: Client) ->
     return api_key
 
 
+def _well_formed(api_key: str) -> bool:
+    return api_key.startswith(tuple(API_KEY_PREFIXES.values())) and len(api_key) <= 128
+
+
+def cached(master_key: bytes, api_key: str, cache: TtlMap | None) -> Client | None:
+    """The client of ``api_key`` if this process looked it up moments ago (no I/O at all)."""
+    if cache is None or not _well_formed(api_key):
+        return None
+    found: dict[str, Any] | None = cache.get(hash_api_key(master_key, api_key))
+    if found is None:
+        return None
+    # A detached copy per request: requests never share one ORM instance.
+    client = Client(**found)
+    make_transient_to_detached(client)
+    return client
+
+
 async def authenticate(
     session: AsyncSession, master_key: bytes, api_key: str, cache: TtlMap | None = None
 ) -> Client | None:
     """The active client owning ``api_key``, or None. One indexed lookup by keyed hash, reused
     from ``cache`` (hash -> the client's columns) for a few seconds when one is given."""
-    if not api_key.startswith(tuple(API_KEY_PREFIXES.values())) or len(api_key) > 128:
+    if not _well_formed(api_key):
         return None
+    hit = cached(master_key, api_key, cache)
+    if hit is not None:
+        return hit
     key_hash = hash_api_key(master_key, api_key)
-    cached: dict[str, Any] | None = cache.get(key_hash) if cache is not None else None
-    if cached is not None:
-        # A detached copy per request: requests never share one ORM instance.
-        client = Client(**cached)
-        make_transient_to_detached(client)
-        return client
     row = (
         await session.execute(
             select(Client, ApiKey.revoked_at)

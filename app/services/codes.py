@@ -152,7 +152,7 @@ async def resend(
     await _expire_if_due(session, verification)
     assert verification.phone_bidx is not None
     raise_refusal(
-        await runtime.limits.hit_sms(client.mode, verification.phone_bidx),
+        await runtime.limits.hit_sms(client.mode, client.id, verification.phone_bidx),
         "Too many codes sent to this phone",
         limit="sms_phone",
     )

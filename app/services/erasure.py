@@ -98,6 +98,7 @@ async def scrub(session: AsyncSession, verification: Verification) -> None:
             masked_id_number=None,
             masked_phone=None,
             sealed_subject=None,
+            review_notes_sealed=None,
             erased_at=utcnow(),
         )
         .execution_options(synchronize_session=False)
@@ -106,7 +107,12 @@ async def scrub(session: AsyncSession, verification: Verification) -> None:
 
 
 async def erase(
-    session: AsyncSession, verification: Verification, *, actor_type: str, actor_id: str | None
+    session: AsyncSession,
+    verification: Verification,
+    *,
+    actor_type: str,
+    actor_id: str | None,
+    reason_code: str | None = None,
 ) -> Receipt:
     """Erase the person behind ``verification`` for its client; idempotent.
 
@@ -162,7 +168,11 @@ async def erase(
                     reason="erasure_request",
                     actor_type=actor_type,
                     actor_id=actor_id,
-                    data={"receipt_id": receipt_id, "verification_ids": ids},
+                    data={
+                        "receipt_id": receipt_id,
+                        "verification_ids": ids,
+                        **({"reason_code": reason_code} if reason_code else {}),
+                    },
                 )
             )
     for identity_id in identity_ids:

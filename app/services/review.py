@@ -1,15 +1,21 @@
 """What admins do with verifications: list, open, search, decide, revoke, erase.
 
 Admins see masked values only. Opening a person's record, and every search, is itself an audit
-event; an admin who opens more than ``admin_records_per_hour`` records in an hour is stopped
-and the stop is audited (bulk-access guard).
+event. Bulk-access guard: every record an admin is shown, by any path (lists, the queue, a
+record, a search, the audit trail, a decision's answer), counts once per distinct record and
+hour; past ``admin_records_per_hour`` the admin is stopped, and the stop is audited, counted in
+a metric and logged for operators.
+
+Reasons are codes from ``REASON_CODES``: the audit trail, which cannot be erased, keeps only the
+code. A reviewer's free-text note is sealed with the verification and erased with it.
 """
 
 from __future__ import annotations
 
 import base64
 import json
-import re
+import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -18,29 +24,80 @@ from sqlalchemy import func, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, or_, select
 
+from app import metrics
+from app.crypto import seal, unseal
 from app.errors import ProblemError
 from app.identity import InvalidField, parse_id_number
 from app.models import AuditEvent, Check, Client, Identity, Status, Verification
+from app.models._types import utcnow
 from app.ratelimit import raise_refusal
 from app.runtime import Runtime
+from app.schemas.admin import MAX_NOTE, REASON_CODES
 from app.services import audit, codes, erasure, lifecycle
 
+logger = logging.getLogger(__name__)
+
 MAX_PAGE = 100
-#: Six or more digits in a row look like an ID or phone number: such text would stay in the
-#: (unerasable) audit chain, so reasons may not carry it.
-_DIGIT_RUN = re.compile(r"\d[\d\s-]{4,}\d")
+NOTES_SEAL = "review-notes/v1"
 
 
-def clean_reason(reason: str, what: str) -> str:
-    reason = reason.strip()
-    if len(reason) < 4:
-        raise ProblemError("reason_required", f"Give a reason for {what} (at least 4 characters)")
-    if _DIGIT_RUN.search(reason):
+@dataclass(frozen=True)
+class Reason:
+    """Why an admin acts: a documented code, and for decisions an optional free-text note."""
+
+    code: str | None
+    note: str | None = None
+
+
+def check_reason(reason: Reason, what: str, *, note_allowed: bool = True) -> tuple[str, str]:
+    """The reason's code and (stripped) note, or 422 ``reason_required``."""
+    note = (reason.note or "").strip()[:MAX_NOTE]
+    if reason.code not in REASON_CODES:
         raise ProblemError(
             "reason_required",
-            "Leave out numbers that could identify a person: reasons stay in the audit trail",
+            f"Give a reason_code for {what}, one of: {', '.join(REASON_CODES)}",
         )
-    return reason
+    if not note_allowed and (note or reason.code == "other"):
+        raise ProblemError(
+            "reason_required",
+            f"No note is kept for {what}: give a reason_code other than 'other', and no note",
+        )
+    if reason.code == "other" and not note:
+        raise ProblemError("reason_required", "The reason_code 'other' needs a note")
+    return reason.code, note
+
+
+def _keep_note(
+    runtime: Runtime, verification: Verification, admin_id: str, action: str, code: str, note: str
+) -> None:
+    """Append a note to the verification's sealed notes (never to the audit trail)."""
+    if not note:
+        return
+    aad = verification.id.encode()
+    notes = review_notes(runtime, verification)
+    notes.append(
+        {
+            "at": utcnow().isoformat(),
+            "admin_id": admin_id,
+            "action": action,
+            "reason_code": code,
+            "note": note,
+        }
+    )
+    verification.review_notes_sealed = seal(
+        runtime.master_key, NOTES_SEAL, json.dumps(notes, ensure_ascii=False).encode(), aad
+    )
+
+
+def review_notes(runtime: Runtime, verification: Verification) -> list[dict[str, str]]:
+    """The reviewers' notes on a verification, oldest first (none once it is erased)."""
+    if verification.review_notes_sealed is None:
+        return []
+    raw = unseal(
+        runtime.master_key, NOTES_SEAL, verification.review_notes_sealed, verification.id.encode()
+    )
+    notes: list[dict[str, str]] = json.loads(raw)
+    return notes
 
 
 #: action -> (from states, to state)
@@ -134,23 +191,45 @@ async def counts_by_status(session: AsyncSession) -> dict[str, int]:
     return counts
 
 
-async def _guard(session: AsyncSession, runtime: Runtime, admin_id: str, *, what: str) -> None:
-    if not await runtime.limits.hit_record_view(admin_id):
-        await audit.record(
-            session,
-            action="admin.bulk_access_blocked",
-            subject_type="admin",
-            subject_id=admin_id,
-            actor_type="system",
-            actor_id=None,
-            data={"limit_per_hour": runtime.settings.admin_records_per_hour, "what": what},
-        )
-        raise ProblemError(
-            "bulk_access_blocked",
-            "You opened more personal records this hour than allowed; this has been reported",
-            headers={"Retry-After": "3600"},
-            commit=True,
-        )
+async def shown(
+    session: AsyncSession,
+    runtime: Runtime,
+    admin_id: str,
+    record_ids: Iterable[str],
+    *,
+    what: str,
+) -> None:
+    """Count the records ``admin_id`` is about to be shown (bulk-access guard); 429 past the
+    hourly cap, before anything is shown, with an audit event, a metric and a log line."""
+    ids = list(record_ids)
+    if await runtime.limits.see_records(admin_id, ids):
+        return
+    metrics.BULK_ACCESS_BLOCKED.labels(what).inc()
+    logger.warning("bulk access blocked", extra={"admin_id": admin_id, "what": what})
+    await audit.record(
+        session,
+        action="admin.bulk_access_blocked",
+        subject_type="admin",
+        subject_id=admin_id,
+        actor_type="system",
+        actor_id=None,
+        data={
+            "limit_per_hour": runtime.settings.admin_records_per_hour,
+            "what": what,
+            "records": len(set(ids)),
+        },
+    )
+    raise ProblemError(
+        "bulk_access_blocked",
+        "You were shown more personal records this hour than allowed; this has been reported",
+        headers={"Retry-After": "3600"},
+        commit=True,
+    )
+
+
+def audited_records(events: Iterable[AuditEvent]) -> set[str]:
+    """The verifications a page of audit events tells about (what the guard counts)."""
+    return {e.subject_id for e in events if e.subject_type == "verification" and e.subject_id}
 
 
 @dataclass(frozen=True)
@@ -169,7 +248,7 @@ async def open_record(
     verification = await session.get(Verification, verification_id)
     if verification is None:
         raise ProblemError("not_found", "No such verification")
-    await _guard(session, runtime, admin_id, what="record")
+    await shown(session, runtime, admin_id, [verification.id], what="record")
     await audit.record(
         session,
         action="admin.record_viewed",
@@ -208,16 +287,16 @@ async def open_record(
 
 
 async def search_by_id_number(
-    session: AsyncSession, runtime: Runtime, admin_id: str, id_number: str, reason: str
+    session: AsyncSession, runtime: Runtime, admin_id: str, id_number: str, reason: Reason
 ) -> list[Verification]:
     """Find verifications of a person through the blind index (every key version). Requires a
-    reason; audited without the number itself."""
-    reason = clean_reason(reason, "the search")
+    reason code (no note: a search belongs to no one verification); audited without the number
+    itself. Each record found counts towards the bulk-access guard."""
+    code, _ = check_reason(reason, "a search", note_allowed=False)
     try:
         canonical = parse_id_number(id_number).value
     except InvalidField as exc:
         raise ProblemError(exc.code, exc.detail) from None
-    await _guard(session, runtime, admin_id, what="search")
     conditions = [
         (col(Identity.bidx_version) == version) & (col(Identity.id_number_bidx) == digest)
         for version, digest in runtime.blind.candidates("id_number", canonical)
@@ -236,6 +315,7 @@ async def search_by_id_number(
                 )
             ).scalars()
         )
+    await shown(session, runtime, admin_id, [v.id for v in results], what="search")
     await audit.record(
         session,
         action="admin.searched_id_number",
@@ -243,7 +323,7 @@ async def search_by_id_number(
         subject_id=admin_id,
         actor_type="admin",
         actor_id=admin_id,
-        data={"reason": reason[:500], "results": [v.id for v in results]},
+        data={"reason_code": code, "results": [v.id for v in results]},
     )
     return results
 
@@ -254,16 +334,19 @@ async def decide(
     admin_id: str,
     verification_id: str,
     action: str,
-    reason: str,
+    reason: Reason,
 ) -> Verification:
-    """approve / reject a needs_review verification, or revoke one, with a required reason."""
-    reason = clean_reason(reason, "this decision")
+    """approve / reject a needs_review verification, or revoke one, with a reason code (and an
+    optional note, kept sealed with the verification)."""
+    code, note = check_reason(reason, "this decision")
     verification = await session.get(Verification, verification_id, with_for_update=True)
     if verification is None:
         raise ProblemError("not_found", "No such verification")
+    await shown(session, runtime, admin_id, [verification.id], what="decision")
     allowed, to = DECISIONS[action]
+    _keep_note(runtime, verification, admin_id, action, code, note)
     if action == "approve":
-        return await _approve(session, runtime, admin_id, verification, reason)
+        return await _approve(session, runtime, admin_id, verification, code)
     try:
         await lifecycle.transition(
             session,
@@ -273,7 +356,7 @@ async def decide(
             reason=f"admin_{action}",
             actor_type="admin",
             actor_id=admin_id,
-            data={"note": reason[:500]},
+            data={"reason_code": code},
             valid_until=lifecycle.verified_until(runtime.settings),
         )
     except lifecycle.StaleState:
@@ -284,7 +367,7 @@ async def decide(
 
 
 async def _approve(
-    session: AsyncSession, runtime: Runtime, admin_id: str, verification: Verification, note: str
+    session: AsyncSession, runtime: Runtime, admin_id: str, verification: Verification, code: str
 ) -> Verification:
     """The reviewer settles the registry checks the automated run could not (recorded as
     ``manual_review``); possession of the phone is still proven by a code when the level asks
@@ -307,7 +390,7 @@ async def _approve(
             select(Check).where(Check.verification_id == verification.id, Check.type == "sms_otp")
         )
     ).scalar_one_or_none()
-    audit_data = {"note": note[:500]}
+    audit_data = {"reason_code": code}
     if sms is None or sms.status == "passed":
         await lifecycle.transition(
             session,
@@ -330,7 +413,7 @@ async def _approve(
     assert client is not None
     assert verification.phone_bidx is not None
     raise_refusal(
-        await runtime.limits.hit_sms(client.mode, verification.phone_bidx),
+        await runtime.limits.hit_sms(client.mode, client.id, verification.phone_bidx),
         "Too many codes sent to this phone",
         limit="sms_phone",
     )
@@ -349,13 +432,17 @@ async def _approve(
 
 
 async def erase(
-    session: AsyncSession, admin_id: str, verification_id: str, reason: str
+    session: AsyncSession, runtime: Runtime, admin_id: str, verification_id: str, reason: Reason
 ) -> erasure.Receipt:
-    reason = clean_reason(reason, "the erasure")
+    """Erase (Art. 43) with a reason code; a note is refused, as erasure would wipe it."""
+    code, _ = check_reason(reason, "an erasure", note_allowed=False)
     verification = await session.get(Verification, verification_id)
     if verification is None:
         raise ProblemError("not_found", "No such verification")
-    return await erasure.erase(session, verification, actor_type="admin", actor_id=admin_id)
+    await shown(session, runtime, admin_id, [verification.id], what="erasure")
+    return await erasure.erase(
+        session, verification, actor_type="admin", actor_id=admin_id, reason_code=code
+    )
 
 
 async def audit_events(

@@ -19,6 +19,7 @@ from app.errors import ProblemError
 from app.identity import (
     IdNumber,
     InvalidField,
+    check_external_user_id,
     hash_identity_input,
     mask_id_number,
     mask_name,
@@ -94,6 +95,7 @@ def canonicalise(body: VerificationCreate) -> Canonical:
     errors: list[InvalidField] = []
     results: dict[str, object] = {}
     for field, parse, raw in (
+        ("external_user_id", check_external_user_id, body.external_user_id),
         ("real_name", parse_name, body.real_name),
         ("id_number", parse_id_number, body.id_number),
         ("phone", parse_phone, body.phone),
@@ -146,13 +148,14 @@ async def prepare(runtime: Runtime, canonical: Canonical) -> Prepared:
     )
 
 
-async def precheck_sms(runtime: Runtime, mode: str, level: str, prepared: Prepared) -> None:
-    """Refuse up front (429) when the level needs an SMS this phone may not receive yet."""
+async def precheck_sms(runtime: Runtime, client: Client, level: str, prepared: Prepared) -> None:
+    """Refuse up front (429) when the level needs an SMS this phone may not receive yet from
+    this client (only this client's own sends, and the platform's daily cap, count)."""
     if "sms_otp" in LEVEL_CHECKS[level]:
         from app.ratelimit import raise_refusal
 
         raise_refusal(
-            await runtime.limits.check_sms(mode, prepared.phone_bidx),
+            await runtime.limits.check_sms(client.mode, client.id, prepared.phone_bidx),
             "Too many codes sent to this phone",
             limit="sms_phone",
         )
@@ -327,7 +330,7 @@ async def create(
 ) -> tuple[Verification, list[Check]]:
     """Create a ``pending`` verification with its checks, audit event and sealed subject."""
     level = resolve_level(client, body.level)
-    await precheck_sms(runtime, client.mode, level, prepared)
+    await precheck_sms(runtime, client, level, prepared)
     policy = await policies.published(session, body.consent.policy_version, runtime.policies)
     if policy is None:
         raise ProblemError(

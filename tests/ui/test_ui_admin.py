@@ -211,7 +211,8 @@ async def test_reviewer_approves_a_needs_review_verification_and_tokens_follow(
     await page.screenshot(path=str(ARTIFACTS / "queue.png"), full_page=True)
     await row.get_by_role("link", name="Review").click()
     await page.wait_for_url(f"{server}/admin/verifications/{vid}")
-    await page.get_by_label("Reason to approve").fill("Registry outage; identity confirmed by call")
+    await page.get_by_label("Reason to approve").select_option("registry_confirmed")
+    await page.get_by_label("Note to approve").fill("Registry outage; identity confirmed by call")
     await page.get_by_role("button", name="Approve").click()
     await expect(page.locator(".callout.success")).to_contain_text("Approved")
     await expect(row).to_have_count(0)
@@ -248,7 +249,7 @@ async def test_auditor_forged_decision_is_refused(
 
     forged = await page.request.post(
         f"{server}/admin/verifications/{vid}/approve",
-        form={"csrf_token": token, "reason": "approving without the role"},
+        form={"csrf_token": token, "reason_code": "documents_checked"},
     )
 
     assert forged.status == 403
@@ -266,7 +267,7 @@ async def test_decision_without_csrf_token_is_refused(
     await sign_in(page, server, reviewer)
 
     refused = await page.request.post(
-        f"{server}/admin/verifications/{vid}/approve", form={"reason": "no token in this form"}
+        f"{server}/admin/verifications/{vid}/approve", form={"reason_code": "documents_checked"}
     )
 
     assert refused.status == 403

@@ -92,7 +92,8 @@ async def test_reviewer_is_refused_the_owner_forms(
         "/admin/clients", data={"csrf_token": token, "name": "Shop", "mode": "test"}
     )
     erase = await http.post(
-        f"/admin/verifications/{vid}/erase", data={"csrf_token": token, "reason": "asked to"}
+        f"/admin/verifications/{vid}/erase",
+        data={"csrf_token": token, "reason_code": "person_request"},
     )
 
     assert create.status_code == erase.status_code == 403
@@ -102,7 +103,7 @@ async def test_reviewer_is_refused_the_owner_forms(
 async def test_decision_needs_a_reason(
     http: httpx.AsyncClient, runtime: Runtime, api_key: str, worker: Worker
 ) -> None:
-    """Approving with a reason shorter than 4 characters is refused and changes nothing."""
+    """Approving with a free-text reason instead of a reason code is refused, changing nothing."""
     vid = await needs_review(http, api_key, worker)
     token = await sign_in(http, await make_admin(runtime, "reviewer"))
 
@@ -141,7 +142,8 @@ async def test_admin_erase_leaves_a_tombstone(
     token = await sign_in(http, await make_admin(runtime, "admin"))
 
     r = await http.post(
-        f"/admin/verifications/{vid}/erase", data={"csrf_token": token, "reason": "Art. 43 request"}
+        f"/admin/verifications/{vid}/erase",
+        data={"csrf_token": token, "reason_code": "person_request"},
     )
     detail = await http.get(f"/admin/verifications/{vid}")
 
