@@ -134,7 +134,9 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
         port=args.port,
         workers=args.workers,
         log_config=None,
-        proxy_headers=True,
+        # Forwarded headers only from REALNAME_TRUSTED_PROXIES (uvicorn would trust 127.0.0.1).
+        proxy_headers=bool(settings.forwarded_allow_ips),
+        forwarded_allow_ips=settings.forwarded_allow_ips,
         access_log=False,
     )
     return 0
@@ -276,6 +278,13 @@ def cmd_keys_rotate(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_keys_generate(args: argparse.Namespace, settings: Settings | None) -> int:
+    from app.keygen import env_fragment
+
+    print(env_fragment(blind_index_version=args.blind_index_version), end="")
+    return 0
+
+
 def cmd_admins_create(args: argparse.Namespace, settings: Settings) -> int:
     from app.services import admins
 
@@ -392,6 +401,16 @@ def build_parser() -> argparse.ArgumentParser:
         "rotate", help="make a new signing key active; the old stays published"
     )
     rotate.set_defaults(func=cmd_keys_rotate)
+    generate = keys.add_parser(
+        "generate", help="print fresh secrets for production as a .env fragment"
+    )
+    generate.add_argument(
+        "--blind-index-version",
+        type=int,
+        default=1,
+        help="version of the new blind-index key (append it to the current ones to rotate)",
+    )
+    generate.set_defaults(func=cmd_keys_generate, without_settings=True)
 
     emg = sub.add_parser(
         "emergency", help="Art. 25 emergency actions (works with the API down)"
@@ -442,10 +461,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if getattr(args, "without_settings", False):  # works before anything is configured
+        generated: int = args.func(args, None)
+        return generated
     try:
         settings = get_settings()
     except SettingsError as exc:
-        print(f"realname: {exc}", file=sys.stderr)
+        for line in str(exc).splitlines():
+            print(f"realname: {line}", file=sys.stderr)
         return 2
     except ValidationError as exc:
         # Name the settings and the rule only: the values may be secrets (database passwords).

@@ -59,6 +59,9 @@ SECURITY_HEADERS: Mapping[str, str] = {
     "X-Content-Type-Options": "nosniff",
 }
 
+#: Sent by every admin page in prod: browsers then refuse plain http for this host for a year.
+HSTS = "max-age=31536000; includeSubDomains"
+
 #: Display order and labels of the statuses (needs_review first: it is what people act on).
 STATUS_LABELS: dict[str, str] = {
     Status.NEEDS_REVIEW: "Needs review",
@@ -188,9 +191,15 @@ def redirect(path: str) -> RedirectResponse:
 # -- cookies -----------------------------------------------------------------------------------
 
 
+def _is_prod(request: Request) -> bool:
+    runtime: Runtime = request.app.state.runtime
+    return runtime.settings.env == "prod"
+
+
 def _secure(request: Request) -> bool:
-    # Secure whenever the page was served over https; plain http stays usable on localhost.
-    return request.url.scheme == "https"
+    # Always Secure in prod (TLS ends at a proxy the app may not see); elsewhere whenever the
+    # page was served over https, so plain http stays usable on localhost.
+    return request.url.scheme == "https" or _is_prod(request)
 
 
 def set_session_cookie(response: Response, request: Request, token: str) -> None:
@@ -258,6 +267,8 @@ class AdminRoute(APIRoute):
             except Exception as exc:  # every error becomes a page; see error_page
                 response = error_page(request, exc)
             response.headers.update(SECURITY_HEADERS)
+            if _is_prod(request):
+                response.headers["Strict-Transport-Security"] = HSTS
             return response
 
         return guarded
