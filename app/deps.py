@@ -51,7 +51,7 @@ async def get_client(
             "unauthorized", "Send the API key as 'Authorization: Bearer rn_…'", headers=challenge
         )
     client = await clients.authenticate(
-        session, runtime.master_key, credentials.credentials, runtime.api_keys
+        session, runtime.master_key, credentials.credentials, runtime.api_keys, runtime.key_last_use
     )
     if client is None:
         raise ProblemError("unauthorized", "The API key is not valid", headers=challenge)

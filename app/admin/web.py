@@ -31,6 +31,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from app.db import session_scope
 from app.deps import AdminContext
 from app.errors import ERROR_CODES, ProblemError, is_database_outage
+from app.hotcache import EpochNotMoved
 from app.middleware import _BodyTooLarge
 from app.models import Status
 from app.runtime import Runtime
@@ -307,6 +308,11 @@ def error_page(request: Request, exc: Exception) -> Response:
     elif isinstance(exc, _BodyTooLarge):
         code, status = "payload_too_large", 413
         detail = "The form was larger than this service accepts."
+    elif isinstance(exc, EpochNotMoved):
+        # Committed, but other processes could not be told: the admin retries (idempotent).
+        code, status = "service_unavailable", 503
+        detail = "Saved, but not every server could be told yet. Submit the form again."
+        headers["Retry-After"] = "1"
     elif is_database_outage(exc):
         logger.error("database unavailable", extra={"error_type": type(exc).__name__})
         code, status = "service_unavailable", 503

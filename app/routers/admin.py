@@ -12,11 +12,10 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, BackgroundTasks, Query, Request, Response
 from pydantic import BeforeValidator
-from sqlmodel import col, select
 
 from app.db import flush_erased_pages
 from app.deps import AnyAdmin, CurrentAdmin, Reviewer, RuntimeDep, SessionDep, SuperAdmin
-from app.models import Client, Verification
+from app.models import Verification
 from app.routers.verifications import problems
 from app.schemas.admin import (
     AdminVerification,
@@ -25,7 +24,6 @@ from app.schemas.admin import (
     AuditEventOut,
     ClientCreated,
     ClientIn,
-    ClientOut,
     ReasonIn,
     SearchIn,
     SessionOut,
@@ -261,12 +259,6 @@ async def audit_events(
         session, after_seq=before_seq, action=action, subject_id=subject_id, limit=limit
     )
     return [AuditEventOut(**review.event_out(e)) for e in events]
-
-
-@router.get("/clients", response_model=list[ClientOut], summary="API clients", responses=AUTH)
-async def list_clients(_: AnyAdmin, session: SessionDep) -> Any:
-    rows = (await session.execute(select(Client).order_by(col(Client.created_at).desc()))).scalars()
-    return [ClientOut(**c.model_dump()) for c in rows]
 
 
 @router.post(
