@@ -456,6 +456,21 @@ def _client_id(client_id: str) -> str:
     return client_id
 
 
+@router.post("/clients/{client_id}/keys", summary="Add an API key (shown once)")
+async def key_add(
+    request: Request, client_id: str, form: CheckedForm, ctx: Owner, db: DB, runtime: RuntimeDep
+) -> Response:
+    key, plain = await client_keys.add_key(
+        db,
+        runtime.master_key,
+        _client_id(client_id),
+        actor=Actor("admin", ctx.admin.id),
+        reason_code=_reason_code(form),
+    )
+    client = await db.get(Client, key.client_id)
+    return await _clients_page(request, db, status_code=201, created=client, api_key=plain)
+
+
 @router.post("/clients/{client_id}/{action}", summary="Disable or enable a client")
 async def client_toggle(
     request: Request, client_id: str, action: str, form: CheckedForm, ctx: Owner, db: DB
@@ -475,21 +490,6 @@ async def client_toggle(
         else f"{client.name} is enabled again."
     )
     return await _clients_page(request, db, notice=notice)
-
-
-@router.post("/clients/{client_id}/keys", summary="Add an API key (shown once)")
-async def key_add(
-    request: Request, client_id: str, form: CheckedForm, ctx: Owner, db: DB, runtime: RuntimeDep
-) -> Response:
-    key, plain = await client_keys.add_key(
-        db,
-        runtime.master_key,
-        _client_id(client_id),
-        actor=Actor("admin", ctx.admin.id),
-        reason_code=_reason_code(form),
-    )
-    client = await db.get(Client, key.client_id)
-    return await _clients_page(request, db, status_code=201, created=client, api_key=plain)
 
 
 @router.post("/clients/{client_id}/keys/{key_id}/{action}", summary="Revoke or rotate a key")

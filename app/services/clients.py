@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from collections.abc import Callable
+from datetime import timedelta
 
 from sqlalchemy import or_, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -10,7 +11,7 @@ from sqlalchemy.orm import make_transient_to_detached
 from sqlmodel import col, select
 
 from app.crypto import API_KEY_PREFIXES, generate_api_key, hash_api_key
-from app.hotcache import ApiKeyStates, TtlMap
+from app.hotcache import ApiKeyStates
 from app.models import ApiKey, Client
 from app.models._types import utcnow
 from app.services import audit
@@ -73,12 +74,12 @@ async def authenticate(
     master_key: bytes,
     api_key: str,
     cache: ApiKeyStates | None = None,
-    last_use: TtlMap | None = None,
+    used: Callable[[str], None] | None = None,
 ) -> Client | None:
     """The active client owning ``api_key``, or None. One indexed lookup by keyed hash, reused
     from ``cache`` while the shared API-key epoch is unchanged (a revoke, rotation or disable
-    moves it: see app.hotcache). A rotated key works until its ``expires_at``. With
-    ``last_use``, the key's ``last_used_at`` is written at most every few minutes."""
+    moves it: see app.hotcache). A rotated key works until its ``expires_at``. ``used`` is
+    called with the key's id when the key is accepted (see :func:`note_use`)."""
     if not api_key.startswith(tuple(API_KEY_PREFIXES.values())) or len(api_key) > 128:
         return None
     key_hash = hash_api_key(master_key, api_key)
@@ -91,7 +92,8 @@ async def authenticate(
         # A detached copy per request: requests never share one ORM instance.
         client = Client(**cached["client"])
         make_transient_to_detached(client)
-        await _note_use(session, cached["key_id"], now, last_use)
+        if used is not None:
+            used(cached["key_id"])
         return client
     row = (
         await session.execute(
@@ -115,17 +117,15 @@ async def authenticate(
             epoch,
             {"client": found.model_dump(), "key_id": key_id, "expires_at": expires_at},
         )
-    await _note_use(session, key_id, now, last_use)
+    if used is not None:
+        used(key_id)
     return found
 
 
-async def _note_use(
-    session: AsyncSession, key_id: str, now: datetime, last_use: TtlMap | None
-) -> None:
-    if last_use is None or last_use.get(key_id) is not None:
-        return
-    last_use.put(key_id, True)
-    # Guarded: other processes noting the same key in the meantime make this a no-op.
+async def note_use(session: AsyncSession, key_id: str) -> None:
+    """Write that the key was used now, unless it was noted within :data:`LAST_USE_EVERY`
+    (by any process: the update is guarded)."""
+    now = utcnow()
     await session.execute(
         update(ApiKey)
         .where(col(ApiKey.id) == key_id)
