@@ -125,8 +125,10 @@ async def test_a_second_key_works_beside_the_first(
 
     assert r.status_code == 201
     second = r.json()["api_key"]
-    assert second.startswith("rn_test_") and second != key
-    assert await works(http, key) and await works(http, second)
+    assert second.startswith("rn_test_")
+    assert second != key
+    assert await works(http, key)
+    assert await works(http, second)
     listed = (await http.get(f"/v1/admin/clients/{client_id}", headers=boss)).json()
     assert len(listed["keys"]) == 2
     assert second not in json.dumps(listed)
@@ -207,7 +209,8 @@ async def test_a_rotated_key_works_during_the_overlap_beside_its_successor(
     ends = (await key_row(runtime, key_id)).expires_at
     assert ends is not None
     assert abs(ends - (utcnow() + timedelta(hours=2))) < timedelta(minutes=1)
-    assert await works(http, key) and await works(http, new["api_key"])
+    assert await works(http, key)
+    assert await works(http, new["api_key"])
 
 
 async def test_a_rotated_key_stops_once_its_overlap_has_passed(
@@ -358,7 +361,8 @@ async def test_cli_lists_revokes_rotates_and_disables_with_reason_codes(
         "realname: This API key is already revoked or expired",
     )
     [event] = await events(runtime, "client.disabled")
-    assert event.actor_type == "operator" and (event.actor_id or "").startswith("os:")
+    assert event.actor_type == "operator"
+    assert (event.actor_id or "").startswith("os:")
 
 
 async def test_cli_says_when_the_last_key_is_revoked(
@@ -400,10 +404,14 @@ async def test_admin_ui_revokes_a_key_and_rotates_another(
         data={"csrf_token": csrf, "reason_code": "key_compromised"},
     )
 
-    assert 'name="reason_code"' in page.text and key[:12] in page.text
-    assert added.status_code == 201 and 'id="new-key"' in added.text
-    assert rotated.status_code == 201 and "keeps working for 0 h" in rotated.text
-    assert revoked.status_code == 200 and "stopped working at once" in revoked.text
+    assert 'name="reason_code"' in page.text
+    assert key[:12] in page.text
+    assert added.status_code == 201
+    assert 'id="new-key"' in added.text
+    assert rotated.status_code == 201
+    assert "keeps working for 0 h" in rotated.text
+    assert revoked.status_code == 200
+    assert "stopped working at once" in revoked.text
     assert await works(http, key) is False
     assert len(await events(runtime, "api_key.revoked")) == 1
 
@@ -420,7 +428,8 @@ async def test_admin_ui_hides_key_changes_from_reviewers_and_refuses_their_posts
         f"/admin/clients/{client_id}/disable", data={"csrf_token": csrf, "reason_code": "abuse"}
     )
 
-    assert page.status_code == 200 and 'name="reason_code"' not in page.text
+    assert page.status_code == 200
+    assert 'name="reason_code"' not in page.text
     assert r.status_code == 403
     assert await works(http, key)
 
