@@ -409,6 +409,13 @@ def cmd_mock_registry(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_sink(args: argparse.Namespace, settings: Settings | None) -> int:
+    from app.sink_server import serve
+
+    serve(args.host, args.port)
+    return 0
+
+
 def cmd_keys_rotate(args: argparse.Namespace, settings: Settings) -> int:
     from app.services import keys
 
@@ -559,6 +566,13 @@ def build_parser() -> argparse.ArgumentParser:
     mock.add_argument("--people", type=Path, default=None, help="JSON file of known people")
     mock.add_argument("--token", default=None, help="require this bearer token")
     mock.set_defaults(func=cmd_mock_registry)
+
+    sink = sub.add_parser(
+        "sink", help="staging only: accept SMS-gateway and webhook posts, list them"
+    )
+    sink.add_argument("--host", default="127.0.0.1")
+    sink.add_argument("--port", type=int, default=8025)
+    sink.set_defaults(func=cmd_sink, without_settings=True)
 
     adm = sub.add_parser("admins", help="admin accounts").add_subparsers(dest="sub", required=True)
     acreate = adm.add_parser("create", help="create an admin; the password is read from stdin")
