@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Annotated
@@ -19,8 +17,6 @@ from app.models import Admin, AdminSession, Client
 from app.ratelimit import raise_refusal
 from app.runtime import Runtime
 from app.services import admins, clients
-
-logger = logging.getLogger(__name__)
 
 
 async def get_runtime(request: Request) -> Runtime:  # async: no thread-pool hop per request
@@ -44,29 +40,6 @@ SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
 _bearer = HTTPBearer(auto_error=False, description="API key: `rn_test_…` or `rn_live_…`")
 
 
-_key_use_writes: set[asyncio.Task[None]] = set()
-
-
-def note_key_use(runtime: Runtime, key_id: str) -> None:
-    """Record a key's last use at most every few minutes per process, in a transaction of its
-    own that runs beside the request: the request's answer (an error rolls its transaction
-    back) and its speed do not depend on it."""
-    if runtime.key_last_use.get(key_id) is not None:
-        return
-    runtime.key_last_use.put(key_id, True)
-    task = asyncio.create_task(_write_key_use(runtime, key_id), name="api-key-last-use")
-    _key_use_writes.add(task)
-    task.add_done_callback(_key_use_writes.discard)
-
-
-async def _write_key_use(runtime: Runtime, key_id: str) -> None:
-    try:
-        async with session_scope(runtime.sessions) as session:
-            await clients.note_use(session, key_id)
-    except Exception as exc:  # a last-use time is informative: never fail anything over it
-        logger.warning("api key last use not written", extra={"error_type": type(exc).__name__})
-
-
 async def get_client(
     session: SessionDep,
     runtime: RuntimeDep,
@@ -77,13 +50,15 @@ async def get_client(
         raise ProblemError(
             "unauthorized", "Send the API key as 'Authorization: Bearer rn_…'", headers=challenge
         )
+    used: list[str] = []
     client = await clients.authenticate(
-        session,
-        runtime.master_key,
-        credentials.credentials,
-        runtime.api_keys,
-        lambda key_id: note_key_use(runtime, key_id),
+        session, runtime.master_key, credentials.credentials, runtime.api_keys, used.append
     )
+    if used and runtime.key_last_use.get(used[0]) is None:
+        # At most every few minutes per process and key: a write per request would cost more
+        # than the request. Part of the request's transaction (an error answer loses it).
+        runtime.key_last_use.put(used[0], True)
+        await clients.note_use(session, used[0])
     if client is None:
         raise ProblemError("unauthorized", "The API key is not valid", headers=challenge)
     raise_refusal(
