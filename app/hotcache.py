@@ -89,6 +89,12 @@ class EpochCache(Generic[V]):
     def enabled(self) -> bool:
         return self._entries is not None
 
+    @property
+    def shared(self) -> bool:
+        """Whether other processes may cache under this epoch (Redis is configured): then
+        every change must move it, even where this process itself does not cache."""
+        return self._redis is not None
+
     async def epoch(self) -> bytes | None:
         """The current epoch, or None when states must come from the database.
 
@@ -179,7 +185,7 @@ def api_keys_changed(session: AsyncSession) -> None:
     """Record that this transaction revoked, rotated or disabled: once it commits, every
     process drops its cached API keys before the caller is answered."""
     states = session.info.get(API_KEY_STATES)
-    if isinstance(states, ApiKeyStates) and states.enabled:
+    if isinstance(states, ApiKeyStates) and states.shared:
         after_commit(session, "api_key_states", states.bump)
 
 

@@ -13,6 +13,7 @@ import pytest
 from sqlmodel import select
 
 from app.db import session_scope
+from app.hotcache import API_KEY_STATES, ApiKeyStates, api_keys_changed, run_after_commit
 from app.models import ApiKey, AuditEvent
 from app.models._types import utcnow
 from app.runtime import Runtime
@@ -441,3 +442,26 @@ async def test_admin_ui_refuses_a_missing_reason_code(
 
     assert r.status_code == 422
     assert await works(http, key)
+
+
+async def test_a_process_that_does_not_cache_keys_still_moves_the_shared_epoch(
+    runtime: Runtime,
+) -> None:
+    """With Redis, a change made where API keys are not cached (0 s) still tells the processes
+    that do cache them; without Redis nobody caches and there is no epoch."""
+    prefix = f"{runtime.settings.redis_prefix}:nocache"
+    caching = ApiKeyStates(runtime.limits.redis, prefix, 30)
+    not_caching = ApiKeyStates(runtime.limits.redis, prefix, 0)
+    before = await caching.epoch()
+
+    async with runtime.sessions() as session:
+        session.info[API_KEY_STATES] = not_caching
+        api_keys_changed(session)
+        await run_after_commit(session)
+    after = await caching.epoch()
+
+    if runtime.limits.redis is None:
+        assert (before, after, caching.enabled) == (None, None, False)
+    else:
+        assert before is not None
+        assert after != before

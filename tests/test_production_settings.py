@@ -250,3 +250,38 @@ async def test_forwarded_for_from_a_trusted_proxy_is_believed(
             ]
 
     assert [a.status_code for a in answers] == [401] * 6
+
+
+def test_env_example_lists_every_setting_with_a_value_dev_accepts() -> None:
+    """.env.example names every setting, with a comment, and loads as a dev configuration."""
+    lines = (REPO_ROOT / ".env.example").read_text().splitlines()
+    listed = {line.split("=", 1)[0] for line in lines if line.startswith("REALNAME_")}
+    every = {f"REALNAME_{name.upper()}" for name in Settings.model_fields}
+
+    loaded = Settings(_env_file=REPO_ROOT / ".env.example")  # type: ignore[call-arg]
+
+    assert every <= listed, every - listed
+    assert listed <= every, listed - every
+    assert loaded.env == "dev"
+
+
+@pytest.mark.parametrize("env", ["prod", "test"])
+async def test_admin_ui_marks_cookies_secure_and_sends_hsts_in_prod(
+    runtime: Runtime, env: str
+) -> None:
+    """In prod every admin page sends HSTS and its cookies are Secure, even over plain http
+    (TLS ends at the proxy); elsewhere plain http on localhost keeps working."""
+    from dataclasses import replace
+
+    from app.main import create_app
+
+    shaped = replace(runtime, settings=runtime.settings.model_copy(update={"env": env}))
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=create_app(runtime=shaped)), base_url="http://testserver"
+    ) as http:
+        page = await http.get("/admin/sign-in")
+
+    cookie = page.headers["set-cookie"]
+    assert page.status_code == 200
+    assert ("Strict-Transport-Security" in page.headers) is (env == "prod")
+    assert ("Secure" in cookie) is (env == "prod")
