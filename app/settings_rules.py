@@ -26,6 +26,7 @@ import base64
 import binascii
 import ipaddress
 import itertools
+import socket
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
@@ -128,10 +129,7 @@ def url_problem(variable: str, url: str, allowlist: Iterable[str]) -> str | None
         return (
             f"{variable} must use https:// (or list its origin in REALNAME_INTERNAL_URL_ALLOWLIST)"
         )
-    try:
-        address = ipaddress.ip_address(host.strip("[]"))
-    except ValueError:
-        address = None
+    address = _address(host)
     if (
         host in _LOCAL_NAMES
         or host.endswith(".localhost")
@@ -142,6 +140,19 @@ def url_problem(variable: str, url: str, allowlist: Iterable[str]) -> str | None
             "(or list its origin in REALNAME_INTERNAL_URL_ALLOWLIST)"
         )
     return None
+
+
+def _address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The address a host name denotes literally, including the legacy IPv4 spellings that
+    resolvers accept (``127.1``, ``2130706433``, ``0x7f.0.0.1``); None for a DNS name."""
+    try:
+        return ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        pass
+    try:
+        return ipaddress.IPv4Address(socket.inet_aton(host))
+    except OSError:
+        return None
 
 
 def split_list(value: str) -> list[str]:
