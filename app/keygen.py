@@ -7,6 +7,7 @@ their secret store (a Kubernetes Secret, a compose ``.env``), never into git.
 
 from __future__ import annotations
 
+import base64
 import secrets
 from datetime import UTC, datetime
 
@@ -31,6 +32,14 @@ def new_secret() -> str:
             return value
 
 
+def new_webhook_secret() -> str:
+    """A Standard Webhooks secret: ``whsec_`` and 32 random bytes in standard base64."""
+    while True:
+        value = "whsec_" + base64.b64encode(secrets.token_bytes(KEY_BYTES)).decode()
+        if secret_problem("secret", value) is None:
+            return value
+
+
 def env_fragment(*, blind_index_version: int = 1) -> str:
     """The ``.env`` lines of every secret production needs, with a comment per group."""
     if blind_index_version < 1:
@@ -47,8 +56,9 @@ def env_fragment(*, blind_index_version: int = 1) -> str:
         f"REALNAME_BLIND_INDEX_KEYS={blind_index_version}:{new_key()}",
         "# Bearer token Prometheus sends to /metrics.",
         f"REALNAME_METRICS_TOKEN={new_secret()}",
-        "# Shared with your SMS gateway (REALNAME_LIVE_SENDER=http_gateway) to sign each send.",
-        f"REALNAME_SMS_GATEWAY_SECRET={new_secret()}",
+        "# Shared with your SMS gateway (REALNAME_LIVE_SENDER=http_gateway) to sign each send",
+        "# (Standard Webhooks).",
+        f"REALNAME_SMS_GATEWAY_SECRET={new_webhook_secret()}",
         "# Bearer token the HTTP registry requires (`realname mock-registry --token` in staging).",
         f"REALNAME_REGISTRY_TOKEN={new_secret()}",
         "# Password of the database user in docker-compose.yml.",

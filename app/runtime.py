@@ -18,8 +18,8 @@ from app.hotcache import API_KEY_STATES, TOKEN_STATES, ApiKeyStates, TokenStates
 from app.identity import BlindIndexer
 from app.ratelimit import RateLimits
 from app.services.audit import AUDIT_KEYS
-from app.services.events import WAKE_WORKER
 from app.services.clients import LAST_USE_EVERY
+from app.services.events import WAKE_WORKER
 from app.services.keys import KeyRing
 from app.settings import Settings
 

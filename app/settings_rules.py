@@ -32,6 +32,8 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 if TYPE_CHECKING:
+    from pydantic import SecretStr
+
     from app.settings import Settings
 
 #: Values that are not secrets, whatever their length.
@@ -190,7 +192,14 @@ def production_problems(settings: Settings) -> list[str]:
             problems.append(problem)
 
     add(key_problem("REALNAME_SECRET_KEY", settings.secret_key.get_secret_value()))
-    add(blind_index_problem(settings.blind_index_keys.get_secret_value()))
+    add(versioned_keys_problem("REALNAME_BLIND_INDEX_KEYS", settings.blind_index_keys))
+    # Optional (derived from the secret key when unset), but never weak when set.
+    for variable, value in (
+        ("REALNAME_AUDIT_KEYS", settings.audit_keys),
+        ("REALNAME_AUDIT_SIGNING_KEYS", settings.audit_signing_keys),
+    ):
+        if value.get_secret_value():
+            add(versioned_keys_problem(variable, value))
 
     allow = split_list(settings.internal_url_allowlist)
     for entry in allow:
@@ -244,8 +253,9 @@ def production_problems(settings: Settings) -> list[str]:
     return problems
 
 
-def blind_index_problem(raw: str) -> str | None:
-    variable = "REALNAME_BLIND_INDEX_KEYS"
+def versioned_keys_problem(variable: str, secret: SecretStr) -> str | None:
+    """Why a ``"1:<base64>,2:<base64>"`` list of keys is unfit for production, or None."""
+    raw = secret.get_secret_value()
     if raw.strip().lower() in PLACEHOLDER_SECRETS:
         return f"{variable} must be a real secret (run `realname keys generate`)"
     for part in raw.split(","):

@@ -64,6 +64,12 @@ UNSAFE = [
     ("blind_index_keys", "1:" + b64(bytes(32)), "REALNAME_BLIND_INDEX_KEYS (version 1) must be"),
     ("blind_index_keys", "one:abc", "REALNAME_BLIND_INDEX_KEYS must look like"),
     ("blind_index_keys", "", "REALNAME_BLIND_INDEX_KEYS must be a real secret"),
+    ("audit_keys", "1:" + b64(bytes(32)), "REALNAME_AUDIT_KEYS (version 1) must be random"),
+    (
+        "audit_signing_keys",
+        "1:" + b64(secrets.token_bytes(16)),
+        "REALNAME_AUDIT_SIGNING_KEYS (version 1) must hold",
+    ),
     ("sms_gateway_secret", "x", "REALNAME_SMS_GATEWAY_SECRET must be at least 32"),
     ("sms_gateway_secret", "a" * 40, "REALNAME_SMS_GATEWAY_SECRET must be random"),
     ("sms_gateway_secret", None, "REALNAME_SMS_GATEWAY_SECRET is required"),

@@ -1,7 +1,7 @@
 """API keys: an expiry (rotation with an overlap window) and the time of last use.
 
 Revision ID: 0009
-Revises: 0005
+Revises: 0010
 """
 
 from collections.abc import Sequence
@@ -12,7 +12,7 @@ from alembic import op
 from app.models._types import UTCDateTime
 
 revision: str = "0009"
-down_revision: str | None = "0005"
+down_revision: str | None = "0010"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
