@@ -38,7 +38,18 @@ format: install ## apply ruff's fixes and formatting
 clean: ## remove the virtualenv and caches
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis
 
-.PHONY: help install run lint test test-postgres format clean
+constraints: ## refresh constraints.txt: the exact versions the Docker image installs
+	rm -rf .constraints-venv
+	$(PYTHON) -m venv .constraints-venv
+	.constraints-venv/bin/python -m pip install --quiet --upgrade pip
+	.constraints-venv/bin/python -m pip install --quiet .
+	{ echo "# The exact versions the Docker image installs (pip install -c constraints.txt ."; \
+	  echo "# in the Dockerfile). Refresh with: make constraints"; \
+	  .constraints-venv/bin/python -m pip freeze --exclude-editable | grep -iv '^realname[ =@]'; \
+	} > constraints.txt
+	rm -rf .constraints-venv
+
+.PHONY: help install run lint test test-postgres format clean constraints
 
 bench: install ## run the benchmarks (PostgreSQL) and print the table
 	$(BIN)/python -m bench $(BENCH_ARGS)

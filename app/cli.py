@@ -134,7 +134,9 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
         port=args.port,
         workers=args.workers,
         log_config=None,
-        proxy_headers=True,
+        # Forwarded headers only from REALNAME_TRUSTED_PROXIES (uvicorn would trust 127.0.0.1).
+        proxy_headers=bool(settings.forwarded_allow_ips),
+        forwarded_allow_ips=settings.forwarded_allow_ips,
         access_log=False,
     )
     return 0
@@ -164,6 +166,148 @@ def cmd_clients_create(args: argparse.Namespace, settings: Settings) -> int:
 
     print(json.dumps(_run_db(settings, work)))
     return 0
+
+
+def _operator() -> Any:
+    """Who acts at the command line, for the audit trail: the operating-system login."""
+    import getpass
+
+    from app.services.client_keys import Actor
+
+    try:
+        login = getpass.getuser()
+    except OSError:  # no login name (a container with an unnamed uid)
+        login = "unknown"
+    return Actor("operator", f"os:{login}"[:64])
+
+
+def _key_json(key: Any) -> dict[str, Any]:
+    from app.services.client_keys import key_state
+
+    def when(value: Any) -> str | None:
+        return value.isoformat() if value is not None else None
+
+    return {
+        "key_id": key.id,
+        "client_id": key.client_id,
+        "prefix": key.prefix,
+        "state": key_state(key),
+        "created_at": when(key.created_at),
+        "last_used_at": when(key.last_used_at),
+        "expires_at": when(key.expires_at),
+        "revoked_at": when(key.revoked_at),
+    }
+
+
+def _run_key_change(settings: Settings, work: Callable[[Any], Awaitable[Any]]) -> int:
+    """Run a client or key change; refusals (unknown id, wrong state) exit 2 with one line."""
+    from app.errors import ProblemError
+    from app.hotcache import EpochNotMoved
+
+    try:
+        print(json.dumps(_run_db(settings, work)))
+    except ProblemError as exc:
+        print(f"realname: {exc.detail}", file=sys.stderr)
+        return 2
+    except EpochNotMoved:
+        print(
+            "realname: done, but Redis could not be told: other processes may accept the key "
+            f"for up to {settings.api_key_cache_seconds:g} s; run the command again",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
+def cmd_clients_list(args: argparse.Namespace, settings: Settings) -> int:
+    from app.services import client_keys
+
+    async def work(session: Any) -> list[dict[str, Any]]:
+        return [
+            {
+                "client_id": c.client.id,
+                "name": c.client.name,
+                "mode": c.client.mode,
+                "disabled": c.client.disabled,
+                "keys": [_key_json(k) for k in c.keys],
+            }
+            for c in await client_keys.list_clients(session)
+        ]
+
+    return _run_key_change(settings, work)
+
+
+def cmd_clients_set_disabled(args: argparse.Namespace, settings: Settings) -> int:
+    from app.services import client_keys
+
+    disabled = args.sub == "disable"
+
+    async def work(session: Any) -> dict[str, Any]:
+        client = await client_keys.set_disabled(
+            session,
+            args.client_id,
+            disabled=disabled,
+            actor=_operator(),
+            reason_code=args.reason_code,
+        )
+        return {"client_id": client.id, "disabled": client.disabled}
+
+    return _run_key_change(settings, work)
+
+
+def cmd_clients_add_key(args: argparse.Namespace, settings: Settings) -> int:
+    from app.services import client_keys
+
+    async def work(session: Any) -> dict[str, Any]:
+        key, plain = await client_keys.add_key(
+            session,
+            settings.master_key,
+            args.client_id,
+            actor=_operator(),
+            reason_code=args.reason_code,
+        )
+        return {**_key_json(key), "api_key": plain}
+
+    return _run_key_change(settings, work)
+
+
+def cmd_clients_revoke_key(args: argparse.Namespace, settings: Settings) -> int:
+    from app.services import client_keys
+
+    async def work(session: Any) -> dict[str, Any]:
+        revoked = await client_keys.revoke_key(
+            session, args.key_id, actor=_operator(), reason_code=args.reason_code
+        )
+        out = {**_key_json(revoked.key), "usable_keys_left": revoked.usable_keys_left}
+        if revoked.usable_keys_left == 0:
+            out["warning"] = "this was the client's last working key: the client has stopped"
+        return out
+
+    return _run_key_change(settings, work)
+
+
+def cmd_clients_rotate_key(args: argparse.Namespace, settings: Settings) -> int:
+    from app.services import client_keys
+
+    overlap = args.overlap_hours
+    if overlap is None:
+        overlap = settings.api_key_rotation_overlap_hours
+
+    async def work(session: Any) -> dict[str, Any]:
+        rotated = await client_keys.rotate_key(
+            session,
+            settings.master_key,
+            args.key_id,
+            overlap_hours=overlap,
+            actor=_operator(),
+            reason_code=args.reason_code,
+        )
+        return {
+            "previous": _key_json(rotated.previous),
+            "key": {**_key_json(rotated.key), "api_key": rotated.plain},
+        }
+
+    return _run_key_change(settings, work)
 
 
 def cmd_policies_publish(args: argparse.Namespace, settings: Settings) -> int:
@@ -265,6 +409,13 @@ def cmd_mock_registry(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_sink(args: argparse.Namespace, settings: Settings | None) -> int:
+    from app.sink_server import serve
+
+    serve(args.host, args.port)
+    return 0
+
+
 def cmd_keys_rotate(args: argparse.Namespace, settings: Settings) -> int:
     from app.services import keys
 
@@ -273,6 +424,13 @@ def cmd_keys_rotate(args: argparse.Namespace, settings: Settings) -> int:
         return {"kid": key.kid}
 
     print(json.dumps(_run_db(settings, work)))
+    return 0
+
+
+def cmd_keys_generate(args: argparse.Namespace, settings: Settings | None) -> int:
+    from app.keygen import env_fragment
+
+    print(env_fragment(blind_index_version=args.blind_index_version), end="")
     return 0
 
 
@@ -354,6 +512,41 @@ def build_parser() -> argparse.ArgumentParser:
         "--level", choices=["L1", "L2", "L3"], default="L2", help="default (minimum) level"
     )
     create.set_defaults(func=cmd_clients_create)
+    from app.services.client_keys import REASON_CODES
+
+    reason = {"choices": REASON_CODES, "required": True, "help": "why (audited)"}
+    listing = clients.add_parser("list", help="clients with their keys' prefixes and last use")
+    listing.set_defaults(func=cmd_clients_list)
+    for name, text in (
+        ("disable", "disable a client: its keys stop at once, in every process"),
+        ("enable", "enable a disabled client again"),
+    ):
+        toggle = clients.add_parser(name, help=text)
+        toggle.add_argument("client_id")
+        toggle.add_argument("--reason-code", **reason)  # type: ignore[arg-type]
+        toggle.set_defaults(func=cmd_clients_set_disabled)
+    add_key = clients.add_parser("add-key", help="another API key for a client, printed once")
+    add_key.add_argument("client_id")
+    add_key.add_argument("--reason-code", **reason)  # type: ignore[arg-type]
+    add_key.set_defaults(func=cmd_clients_add_key)
+    revoke_key = clients.add_parser("revoke-key", help="revoke an API key now, in every process")
+    revoke_key.add_argument("key_id")
+    revoke_key.add_argument("--reason-code", **reason)  # type: ignore[arg-type]
+    revoke_key.set_defaults(func=cmd_clients_revoke_key)
+    rotate_key = clients.add_parser(
+        "rotate-key", help="a new key now; the old one works until the overlap ends"
+    )
+    rotate_key.add_argument("key_id")
+    rotate_key.add_argument("--reason-code", **reason)  # type: ignore[arg-type]
+    rotate_key.add_argument(
+        "--overlap-hours",
+        type=int,
+        default=None,
+        choices=range(0, 24 * 30 + 1),
+        metavar="H",
+        help="hours the old key keeps working (default REALNAME_API_KEY_ROTATION_OVERLAP_HOURS)",
+    )
+    rotate_key.set_defaults(func=cmd_clients_rotate_key)
 
     pol = sub.add_parser("policies", help="collection rules").add_subparsers(
         dest="sub", required=True
@@ -374,6 +567,13 @@ def build_parser() -> argparse.ArgumentParser:
     mock.add_argument("--token", default=None, help="require this bearer token")
     mock.set_defaults(func=cmd_mock_registry)
 
+    sink = sub.add_parser(
+        "sink", help="staging only: accept SMS-gateway and webhook posts, list them"
+    )
+    sink.add_argument("--host", default="127.0.0.1")
+    sink.add_argument("--port", type=int, default=8025)
+    sink.set_defaults(func=cmd_sink, without_settings=True)
+
     adm = sub.add_parser("admins", help="admin accounts").add_subparsers(dest="sub", required=True)
     acreate = adm.add_parser("create", help="create an admin; the password is read from stdin")
     acreate.add_argument("--username", required=True)
@@ -392,6 +592,16 @@ def build_parser() -> argparse.ArgumentParser:
         "rotate", help="make a new signing key active; the old stays published"
     )
     rotate.set_defaults(func=cmd_keys_rotate)
+    generate = keys.add_parser(
+        "generate", help="print fresh secrets for production as a .env fragment"
+    )
+    generate.add_argument(
+        "--blind-index-version",
+        type=int,
+        default=1,
+        help="version of the new blind-index key (append it to the current ones to rotate)",
+    )
+    generate.set_defaults(func=cmd_keys_generate, without_settings=True)
 
     emg = sub.add_parser(
         "emergency", help="Art. 25 emergency actions (works with the API down)"
@@ -442,10 +652,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if getattr(args, "without_settings", False):  # works before anything is configured
+        generated: int = args.func(args, None)
+        return generated
     try:
         settings = get_settings()
     except SettingsError as exc:
-        print(f"realname: {exc}", file=sys.stderr)
+        for line in str(exc).splitlines():
+            print(f"realname: {line}", file=sys.stderr)
         return 2
     except ValidationError as exc:
         # Name the settings and the rule only: the values may be secrets (database passwords).

@@ -66,16 +66,24 @@ async def get_client(
         raise ProblemError(
             "unauthorized", "Send the API key as 'Authorization: Bearer rn_…'", headers=challenge
         )
-    client = clients.cached(runtime.master_key, credentials.credentials, runtime.api_keys)
+    address = client_address(request)
+    used: list[str] = []
+    client = await clients.authenticate(
+        session,
+        runtime.master_key,
+        credentials.credentials,
+        runtime.api_keys,
+        used.append,
+        before_lookup=lambda: refuse_guessers(runtime, address),
+    )
+    if used and runtime.key_last_use.get(used[0]) is None:
+        # At most every few minutes per process and key: a write per request would cost more
+        # than the request. Part of the request's transaction (an error answer loses it).
+        runtime.key_last_use.put(used[0], True)
+        await clients.note_use(session, used[0])
     if client is None:
-        address = client_address(request)
-        await refuse_guessers(runtime, address)
-        client = await clients.authenticate(
-            session, runtime.master_key, credentials.credentials, runtime.api_keys
-        )
-        if client is None:
-            await runtime.limits.record_auth_failure(address)
-            raise ProblemError("unauthorized", "The API key is not valid", headers=challenge)
+        await runtime.limits.record_auth_failure(address)
+        raise ProblemError("unauthorized", "The API key is not valid", headers=challenge)
     raise_refusal(
         await runtime.limits.hit_client(client.id, client.request_quota_per_minute),
         "This client's request quota is used up",

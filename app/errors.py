@@ -58,6 +58,7 @@ ERROR_CODES: dict[str, tuple[int, str]] = {
     "bulk_access_blocked": (429, "Too many personal records opened; access paused and reported"),
     "reason_required": (422, "A reason is required"),
     "invalid_transition": (409, "The verification is not in a state that allows this"),
+    "api_key_not_active": (409, "The API key is already revoked or expired"),
     "csrf_failed": (403, "The form is stale or did not come from this site; reload and retry"),
     "invalid_webhook_url": (422, "The webhook URL is not a usable absolute http(s) URL"),
     "webhook_url_not_allowed": (422, "The webhook URL is not allowed (https, public address)"),

@@ -3,8 +3,10 @@
 Backends introspect a token on every request they serve, so introspection must not cost three
 database round trips each time. What is cached, and why it stays correct:
 
-- **API keys** (``api_key_cache_seconds``, default 10 s): the keyed hash of a key -> its client's
-  columns. A key revoked or a client disabled in the database stops working within that time.
+- **API keys** (only with Redis, ``api_key_cache_seconds``): the keyed hash of a key -> its
+  client's columns and the key's expiry, under a shared epoch of their own, exactly as token
+  states below: revoking or rotating a key and disabling a client move it after the commit, so
+  every process stops accepting the key at once. Without Redis keys are read on every request.
 - **Token signatures** (``token_cache_seconds``): (client, token) -> its verified claims. A pure
   function of the token and the published keys (public keys are never changed, only retired
   after their tokens expire); ``exp`` and ``nbf`` are checked again on every use.
@@ -27,7 +29,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import redis.asyncio
 from cachetools import TTLCache
@@ -41,6 +43,10 @@ logger = logging.getLogger(__name__)
 AFTER_COMMIT = "after_commit"
 #: ``session.info`` key under which a runtime's sessions find its :class:`TokenStates`.
 TOKEN_STATES = "token_states"  # noqa: S105 (a dictionary key, not a secret)
+#: ``session.info`` key under which a runtime's sessions find its :class:`ApiKeyStates`.
+API_KEY_STATES = "api_key_states"
+
+V = TypeVar("V")
 
 _MAX_ENTRIES = 100_000
 #: A stalled Redis must not stall introspection: past this, states come from the database.
@@ -55,23 +61,39 @@ class TokenState:
     expires_at: datetime | None
 
 
-class TokenStates:
-    """jti -> :class:`TokenState`, valid while the shared revocation epoch is unchanged."""
+class EpochCache(Generic[V]):
+    """key -> value, valid while a shared epoch in Redis is unchanged (see the module doc).
 
-    def __init__(self, client: redis.asyncio.Redis | None, prefix: str, ttl: float) -> None:
+    ``name`` names the epoch's Redis key and the cache's lookup metric."""
+
+    def __init__(
+        self,
+        client: redis.asyncio.Redis | None,
+        prefix: str,
+        ttl: float,
+        *,
+        name: str = "token",
+        metric: str = "token_state",
+    ) -> None:
         self._redis = client
         # Outside the rate limits' ``prefix:*`` keys (which a limits reset deletes); "|" cannot
         # occur in a prefix, so no other deployment's key can collide with it.
-        self._key = f"{prefix}|token-epoch"
-        self._entries: TTLCache[str, tuple[bytes, TokenState]] | None = (
+        self._key = f"{prefix}|{name}-epoch"
+        self._entries: TTLCache[str, tuple[bytes, V]] | None = (
             TTLCache(_MAX_ENTRIES, ttl) if client is not None and ttl > 0 else None
         )
-        self._hit = metrics.CACHE_LOOKUPS.labels("token_state", "hit")
-        self._miss = metrics.CACHE_LOOKUPS.labels("token_state", "miss")
+        self._hit = metrics.CACHE_LOOKUPS.labels(metric, "hit")
+        self._miss = metrics.CACHE_LOOKUPS.labels(metric, "miss")
 
     @property
     def enabled(self) -> bool:
         return self._entries is not None
+
+    @property
+    def shared(self) -> bool:
+        """Whether other processes may cache under this epoch (Redis is configured): then
+        every change must move it, even where this process itself does not cache."""
+        return self._redis is not None
 
     async def epoch(self) -> bytes | None:
         """The current epoch, or None when states must come from the database.
@@ -93,7 +115,7 @@ class TokenStates:
             return None
         return value.encode() if isinstance(value, str) else bytes(value)
 
-    def get(self, jti: str, epoch: bytes | None) -> TokenState | None:
+    def get(self, jti: str, epoch: bytes | None) -> V | None:
         if epoch is None or self._entries is None:
             return None
         entry = self._entries.get(jti)
@@ -103,7 +125,7 @@ class TokenStates:
         self._hit.inc()
         return entry[1]
 
-    def put(self, jti: str, epoch: bytes | None, state: TokenState) -> None:
+    def put(self, jti: str, epoch: bytes | None, state: V) -> None:
         if epoch is not None and self._entries is not None:
             self._entries[jti] = (epoch, state)
 
@@ -129,6 +151,23 @@ class TokenStates:
         logger.error("token epoch not moved", extra={"error_type": error})
         raise EpochNotMoved
 
+    def clear(self) -> None:
+        """Drop this process's entries (tests start each case from an empty cache)."""
+        if self._entries is not None:
+            self._entries.clear()
+
+
+class TokenStates(EpochCache[TokenState]):
+    """jti -> :class:`TokenState`, valid while the shared revocation epoch is unchanged."""
+
+
+class ApiKeyStates(EpochCache[dict[str, Any]]):
+    """keyed hash of an API key -> its client's columns and the key's id and expiry, valid
+    while the shared API-key epoch is unchanged."""
+
+    def __init__(self, client: redis.asyncio.Redis | None, prefix: str, ttl: float) -> None:
+        super().__init__(client, prefix, ttl, name="api-key", metric="api_key")
+
 
 class EpochNotMoved(Exception):
     """A revocation committed, but other processes could not be told through Redis."""
@@ -140,6 +179,14 @@ def tokens_changed(session: AsyncSession) -> None:
     states = session.info.get(TOKEN_STATES)
     if isinstance(states, TokenStates) and states.enabled:
         after_commit(session, "token_states", states.bump)
+
+
+def api_keys_changed(session: AsyncSession) -> None:
+    """Record that this transaction revoked, rotated or disabled: once it commits, every
+    process drops its cached API keys before the caller is answered."""
+    states = session.info.get(API_KEY_STATES)
+    if isinstance(states, ApiKeyStates) and states.shared:
+        after_commit(session, "api_key_states", states.bump)
 
 
 def after_commit(session: AsyncSession, name: str, callback: Callable[[], Awaitable[None]]) -> None:

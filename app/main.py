@@ -17,6 +17,7 @@ from app.logging import configure_logging
 from app.middleware import ServiceMiddleware
 from app.routers import (
     admin,
+    admin_clients,
     admin_webhooks,
     codes,
     events,
@@ -78,6 +79,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     app.include_router(admin_webhooks.router)
     app.include_router(admin_webhooks_ui.router)  # before the UI's catch-all 404
     app.include_router(incident_pages.router)  # before the UI's catch-all 404
+    app.include_router(admin_clients.router)
     app.include_router(admin_ui.router)
     document_problems(app)
     return app

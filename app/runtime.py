@@ -14,10 +14,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.crypto import Argon2Pool, Argon2Profile
 from app.db import create_engine, create_sessionmaker
-from app.hotcache import TOKEN_STATES, TokenStates, TtlMap
+from app.hotcache import API_KEY_STATES, TOKEN_STATES, ApiKeyStates, TokenStates, TtlMap
 from app.identity import BlindIndexer
 from app.ratelimit import RateLimits
 from app.services.audit import AUDIT_KEYS
+from app.services.clients import LAST_USE_EVERY
 from app.services.events import WAKE_WORKER
 from app.services.keys import KeyRing
 from app.settings import Settings
@@ -42,13 +43,16 @@ class Runtime:
     senders: Senders
     keyring: KeyRing
     token_states: TokenStates
-    #: API key hash -> client columns; (client id, token) -> verified claims. See app.hotcache.
-    api_keys: TtlMap
+    #: API key hash -> client columns (epoch-checked); (client id, token) -> verified claims.
+    #: See app.hotcache.
+    api_keys: ApiKeyStates
     token_claims: TtlMap
     #: Published collection-rules versions (immutable once published).
     policies: TtlMap
     #: Webhook deliveries' own client: no proxies from the environment, no redirects.
     webhook_client: httpx.AsyncClient
+    #: Keys whose last use this process wrote lately (app.services.clients.LAST_USE_EVERY).
+    key_last_use: TtlMap
     worker: Worker | None = None
     extras: dict[str, Any] = field(default_factory=dict)
 
@@ -82,8 +86,14 @@ def build_runtime(settings: Settings, *, engine: AsyncEngine | None = None) -> R
 
     limits = RateLimits(settings)
     token_states = TokenStates(limits.redis, settings.redis_prefix, settings.token_cache_seconds)
+    api_keys = ApiKeyStates(limits.redis, settings.redis_prefix, settings.api_key_cache_seconds)
     sessions = create_sessionmaker(
-        engine, info={TOKEN_STATES: token_states, AUDIT_KEYS: settings.audit_chain_keys}
+        engine,
+        info={
+            TOKEN_STATES: token_states,
+            API_KEY_STATES: api_keys,
+            AUDIT_KEYS: settings.audit_chain_keys,
+        },
     )
     http_client = httpx.AsyncClient(
         timeout=httpx.Timeout(5.0, connect=2.0),
@@ -110,7 +120,7 @@ def build_runtime(settings: Settings, *, engine: AsyncEngine | None = None) -> R
         senders=build_senders(settings, http_client, sessions),
         keyring=KeyRing(settings.master_key),
         token_states=token_states,
-        api_keys=TtlMap("api_key", settings.api_key_cache_seconds),
+        api_keys=api_keys,
         token_claims=TtlMap("token_claims", settings.token_cache_seconds),
         policies=TtlMap("policy", 3600),
         webhook_client=httpx.AsyncClient(
@@ -119,6 +129,7 @@ def build_runtime(settings: Settings, *, engine: AsyncEngine | None = None) -> R
             follow_redirects=False,
             trust_env=False,
         ),
+        key_last_use=TtlMap("api_key_last_use", LAST_USE_EVERY.total_seconds(), maxsize=100_000),
     )
 
     async def wake_worker() -> None:

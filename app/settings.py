@@ -14,28 +14,33 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from app.settings_rules import decode_key, production_problems, proxy_problem
+
 logger = logging.getLogger(__name__)
 
 DEV_KEYS_FILE = ".realname-dev-keys.json"
-PLACEHOLDER_SECRETS = frozenset({"", "changeme", "change-me", "secret", "placeholder", "dev"})
 
 
 class SettingsError(RuntimeError):
-    """Settings that the service refuses to start with."""
+    """Settings that the service refuses to start with (one line per broken rule)."""
 
 
 def _decode_key(raw: str) -> bytes:
     """Keys are given as URL-safe base64 (what ``realname keys generate`` prints) or hex."""
-    raw = raw.strip()
     try:
-        return base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4))
+        return decode_key(raw)
     except ValueError:
-        return bytes.fromhex(raw)
+        raise SettingsError("a key setting must be URL-safe base64 (or hex)") from None
 
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
-        env_prefix="REALNAME_", env_file=".env", extra="ignore", frozen=True
+        env_prefix="REALNAME_",
+        env_file=".env",
+        extra="ignore",
+        frozen=True,
+        # `REALNAME_X=` (as in .env.example) means "the default", not an empty value.
+        env_ignore_empty=True,
     )
 
     env: Literal["dev", "test", "prod"] = "dev"
@@ -161,8 +166,20 @@ class Settings(BaseSettings):
     failed_codes_per_identity: int = Field(default=100, ge=1)
     client_requests_per_minute: int = Field(default=600, ge=1)
 
-    #: When set, /metrics requires `Authorization: Bearer <token>`.
+    #: When set, /metrics requires `Authorization: Bearer <token>` (required in prod).
     metrics_token: SecretStr | None = None
+
+    # -- production (app/settings_rules.py) ------------------------------------------------------
+    #: Addresses and networks of the proxies whose X-Forwarded-For / -Proto are believed
+    #: (comma-separated); empty = none: the connection's own address counts.
+    trusted_proxies: str = ""
+    #: Origins (``http://host:port``) that may be plain http or private in prod: services the
+    #: operator runs inside their own network (a gateway, a registry).
+    internal_url_allowlist: str = ""
+    #: Let prod run on SQLite (one process on one machine only; a trial, not production).
+    allow_sqlite_in_prod: bool = False
+    #: How long a rotated API key keeps working beside its successor, by default.
+    api_key_rotation_overlap_hours: int = Field(default=24, ge=0, le=24 * 30)
     max_body_bytes: int = Field(default=16 * 1024, ge=1024)
     idempotency_ttl_seconds: int = 24 * 3600
     default_level: Literal["L1", "L2", "L3"] = "L2"
@@ -176,22 +193,28 @@ class Settings(BaseSettings):
             raise ValueError("only SQLite and PostgreSQL URLs are supported")
         return value
 
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxy_addresses(cls, value: str) -> str:
+        problem = proxy_problem(value)
+        if problem is not None:
+            raise ValueError(problem)
+        return value
+
     @model_validator(mode="after")
-    def _refuse_placeholders_outside_dev(self) -> Settings:
+    def _refuse_unsafe_in_prod(self) -> Settings:
         if self.env == "prod":
-            for name in ("secret_key", "blind_index_keys"):
-                value = getattr(self, name).get_secret_value()
-                if value.strip().lower() in PLACEHOLDER_SECRETS:
-                    raise SettingsError(
-                        f"REALNAME_{name.upper()} must be a real secret when REALNAME_ENV=prod"
-                    )
-            if len(self._secret_bytes()) < 32:
-                raise SettingsError("REALNAME_SECRET_KEY must hold at least 32 bytes")
-            if self.live_sender == "console":
-                raise SettingsError("REALNAME_LIVE_SENDER=console is for development only")
-            if self.database_url.startswith("sqlite"):
+            problems = production_problems(self)
+            if problems:
+                raise SettingsError("\n".join(problems))
+            if self.is_sqlite:
                 logger.warning("REALNAME_ENV=prod with SQLite: use PostgreSQL for production")
         return self
+
+    @property
+    def forwarded_allow_ips(self) -> list[str]:
+        """What uvicorn is told to trust for forwarded headers (empty: nobody)."""
+        return [item.strip() for item in self.trusted_proxies.split(",") if item.strip()]
 
     # -- secrets ------------------------------------------------------------------------------
     def _secret_bytes(self) -> bytes:

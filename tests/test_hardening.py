@@ -503,6 +503,7 @@ RECORD_PATHS: list[tuple[str, str, str, dict[str, Any] | None]] = [
 NOT_RECORDS = {
     "/v1/admin/stats",
     "/v1/admin/clients",
+    "/v1/admin/clients/{client_id}",
     "/v1/admin/webhook-endpoints",
     "/v1/admin/webhook-deliveries",
     "/v1/admin/webhook-attempts",

@@ -49,8 +49,15 @@ from app.deps import AdminContext, client_address
 from app.errors import ProblemError
 from app.models import Admin, AuditEvent, Client, Status
 from app.schemas.admin import REASON_CODES, ClientIn, ErasureIn, ReasonIn, SignInIn
-from app.schemas.queries import UiAuditQuery, UiQueueQuery, UiSignInQuery, UiVerificationQuery
-from app.services import admins, audit, clients, review
+from app.schemas.queries import (
+    CLIENT_ID_PATTERN,
+    UiAuditQuery,
+    UiQueueQuery,
+    UiSignInQuery,
+    UiVerificationQuery,
+)
+from app.services import admins, audit, client_keys, clients, review
+from app.services.client_keys import Actor
 from app.services.review import Reason
 
 router = APIRouter(prefix=PREFIX, route_class=AdminRoute, include_in_schema=False)
@@ -385,23 +392,25 @@ async def _clients_page(
     created: Client | None = None,
     api_key: str | None = None,
     error: str | None = None,
+    notice: str | None = None,
 ) -> Response:
-    rows = list(
-        (await db.execute(select(Client).order_by(col(Client.created_at).desc()))).scalars()
-    )
     return render(
         request,
         "clients.html",
         status_code=status_code,
         section="clients",
-        rows=rows,
+        rows=await client_keys.list_clients(db),
+        key_state=client_keys.key_state,
+        reason_codes=client_keys.REASON_CODES,
+        overlap_hours=request.app.state.runtime.settings.api_key_rotation_overlap_hours,
         created=created,
         api_key=api_key,
         error=error,
+        notice=notice,
     )
 
 
-@page("/clients", summary="API clients")
+@page("/clients", summary="API clients and their keys")
 async def client_list(request: Request, _: Reader, db: DB) -> Response:
     return await _clients_page(request, db)
 
@@ -433,6 +442,100 @@ async def client_create(
     )
     # Shown in this answer only (Cache-Control: no-store); only its hash is kept.
     return await _clients_page(request, db, status_code=201, created=client, api_key=api_key)
+
+
+def _reason_code(form: dict[str, str]) -> str:
+    code = form.get("reason_code", "")
+    if code not in client_keys.REASON_CODES:
+        raise ProblemError("invalid_reason_code", "Choose a reason from the list.")
+    return code
+
+
+def _client_id(client_id: str) -> str:
+    if not re.fullmatch(CLIENT_ID_PATTERN, client_id):
+        raise ProblemError("not_found", "There is no such client.")
+    return client_id
+
+
+@router.post("/clients/{client_id}/keys", summary="Add an API key (shown once)")
+async def key_add(
+    request: Request, client_id: str, form: CheckedForm, ctx: Owner, db: DB, runtime: RuntimeDep
+) -> Response:
+    key, plain = await client_keys.add_key(
+        db,
+        runtime.master_key,
+        _client_id(client_id),
+        actor=Actor("admin", ctx.admin.id),
+        reason_code=_reason_code(form),
+    )
+    client = await db.get(Client, key.client_id)
+    return await _clients_page(request, db, status_code=201, created=client, api_key=plain)
+
+
+@router.post("/clients/{client_id}/{action}", summary="Disable or enable a client")
+async def client_toggle(
+    request: Request, client_id: str, action: str, form: CheckedForm, ctx: Owner, db: DB
+) -> Response:
+    if action not in ("disable", "enable"):
+        raise ProblemError("not_found", "There is no such page.")
+    client = await client_keys.set_disabled(
+        db,
+        _client_id(client_id),
+        disabled=action == "disable",
+        actor=Actor("admin", ctx.admin.id),
+        reason_code=_reason_code(form),
+    )
+    notice = (
+        f"{client.name} is disabled: its keys stopped working at once."
+        if client.disabled
+        else f"{client.name} is enabled again."
+    )
+    return await _clients_page(request, db, notice=notice)
+
+
+@router.post("/clients/{client_id}/keys/{key_id}/{action}", summary="Revoke or rotate a key")
+async def key_change(
+    request: Request,
+    client_id: str,
+    key_id: str,
+    action: str,
+    form: CheckedForm,
+    ctx: Owner,
+    db: DB,
+    runtime: RuntimeDep,
+) -> Response:
+    actor = Actor("admin", ctx.admin.id)
+    if action == "revoke":
+        revoked = await client_keys.revoke_key(
+            db, key_id, client_id=_client_id(client_id), actor=actor, reason_code=_reason_code(form)
+        )
+        notice = f"Key {revoked.key.prefix}… is revoked: it stopped working at once."
+        if revoked.usable_keys_left == 0:
+            notice += " It was the client's last working key: the client has stopped."
+        return await _clients_page(request, db, notice=notice)
+    if action != "rotate":
+        raise ProblemError("not_found", "There is no such page.")
+    hours = form.get("overlap_hours", "").strip()
+    if not (hours.isascii() and hours.isdigit() and int(hours) <= 24 * 30):
+        raise ProblemError("invalid_request", "The overlap is a number of hours, 0 to 720.")
+    rotated = await client_keys.rotate_key(
+        db,
+        runtime.master_key,
+        key_id,
+        client_id=_client_id(client_id),
+        overlap_hours=int(hours),
+        actor=actor,
+        reason_code=_reason_code(form),
+    )
+    client = await db.get(Client, rotated.key.client_id)
+    return await _clients_page(
+        request,
+        db,
+        status_code=201,
+        created=client,
+        api_key=rotated.plain,
+        notice=f"Key {rotated.previous.prefix}… keeps working for {hours} h, then stops.",
+    )
 
 
 # -- audit log ----------------------------------------------------------------------------------

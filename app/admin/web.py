@@ -32,6 +32,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from app.db import session_scope
 from app.deps import AdminContext, admin_session_of, client_address
 from app.errors import ERROR_CODES, ProblemError, is_database_outage, is_input_refusal
+from app.hotcache import EpochNotMoved
 from app.middleware import _BodyTooLarge
 from app.models import Status
 from app.runtime import Runtime
@@ -59,6 +60,9 @@ SECURITY_HEADERS: Mapping[str, str] = {
     "Referrer-Policy": "no-referrer",
     "X-Content-Type-Options": "nosniff",
 }
+
+#: Sent by every admin page in prod: browsers then refuse plain http for this host for a year.
+HSTS = "max-age=31536000; includeSubDomains"
 
 #: Display order and labels of the statuses (needs_review first: it is what people act on).
 STATUS_LABELS: dict[str, str] = {
@@ -189,9 +193,15 @@ def redirect(path: str) -> RedirectResponse:
 # -- cookies -----------------------------------------------------------------------------------
 
 
+def _is_prod(request: Request) -> bool:
+    runtime: Runtime = request.app.state.runtime
+    return runtime.settings.env == "prod"
+
+
 def _secure(request: Request) -> bool:
-    # Secure whenever the page was served over https; plain http stays usable on localhost.
-    return request.url.scheme == "https"
+    # Always Secure in prod (TLS ends at a proxy the app may not see); elsewhere whenever the
+    # page was served over https, so plain http stays usable on localhost.
+    return request.url.scheme == "https" or _is_prod(request)
 
 
 def set_session_cookie(response: Response, request: Request, token: str) -> None:
@@ -259,6 +269,8 @@ class AdminRoute(APIRoute):
             except Exception as exc:  # every error becomes a page; see error_page
                 response = error_page(request, exc)
             response.headers.update(SECURITY_HEADERS)
+            if _is_prod(request):
+                response.headers["Strict-Transport-Security"] = HSTS
             return response
 
         return guarded
@@ -297,6 +309,11 @@ def error_page(request: Request, exc: Exception) -> Response:
     elif isinstance(exc, _BodyTooLarge):
         code, status = "payload_too_large", 413
         detail = "The form was larger than this service accepts."
+    elif isinstance(exc, EpochNotMoved):
+        # Committed, but other processes could not be told: the admin retries (idempotent).
+        code, status = "service_unavailable", 503
+        detail = "Saved, but not every server could be told yet. Submit the form again."
+        headers["Retry-After"] = "1"
     elif is_database_outage(exc):
         logger.error("database unavailable", extra={"error_type": type(exc).__name__})
         code, status = "service_unavailable", 503

@@ -9,7 +9,6 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, BackgroundTasks, Query, Request, Response
-from sqlmodel import col, select
 
 from app.db import flush_erased_pages
 from app.deps import (
@@ -21,7 +20,7 @@ from app.deps import (
     SuperAdmin,
     client_address,
 )
-from app.models import Client, Verification
+from app.models import Verification
 from app.routers.verifications import problems
 from app.schemas.admin import (
     AdminVerification,
@@ -30,7 +29,6 @@ from app.schemas.admin import (
     AuditEventOut,
     ClientCreated,
     ClientIn,
-    ClientOut,
     ErasureIn,
     ReasonIn,
     ReviewNote,
@@ -252,12 +250,6 @@ async def audit_events(
     )
     await review.shown(session, runtime, ctx.admin.id, review.audited_records(events), what="audit")
     return [AuditEventOut(**review.event_out(e)) for e in events]
-
-
-@router.get("/clients", response_model=list[ClientOut], summary="API clients", responses=AUTH)
-async def list_clients(_: AnyAdmin, session: SessionDep) -> Any:
-    rows = (await session.execute(select(Client).order_by(col(Client.created_at).desc()))).scalars()
-    return [ClientOut(**c.model_dump()) for c in rows]
 
 
 @router.post(

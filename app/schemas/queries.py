@@ -27,7 +27,9 @@ StatusName = Literal[
     "revoked",
     "erased",
 ]
-ClientId = Annotated[str, Field(pattern=r"^cli_[0-9a-f]{32}$", max_length=36), NoControls()]
+#: What every client id looks like (the admin pages check path parameters against it too).
+CLIENT_ID_PATTERN = r"^cli_[0-9a-f]{32}$"
+ClientId = Annotated[str, Field(pattern=CLIENT_ID_PATTERN, max_length=36), NoControls()]
 #: An opaque page marker the service issued (URL-safe base64).
 Cursor = Annotated[str, Field(pattern=r"^[A-Za-z0-9_=-]{1,400}$", max_length=400), NoControls()]
 #: audit_events.seq is an INTEGER column: PostgreSQL refuses a larger argument outright.

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
 
+from sqlalchemy import or_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import make_transient_to_detached
 from sqlmodel import col, select
 
 from app.crypto import API_KEY_PREFIXES, generate_api_key, hash_api_key
-from app.hotcache import TtlMap
+from app.hotcache import ApiKeyStates
 from app.models import ApiKey, Client
+from app.models._types import utcnow
 from app.services import audit
 
 MODES = tuple(API_KEY_PREFIXES)
@@ -45,49 +48,67 @@ async def create_client(
 
 
 async def issue_key(session: AsyncSession, master_key: bytes, client: Client) -> str:
+    return (await new_key(session, master_key, client))[1]
+
+
+async def new_key(session: AsyncSession, master_key: bytes, client: Client) -> tuple[ApiKey, str]:
+    """A new key of ``client``: its row and the plain key (returned once, stored as a hash)."""
     api_key = generate_api_key(client.mode)
-    session.add(
-        ApiKey(
-            client_id=client.id,
-            prefix=api_key[: len(API_KEY_PREFIXES[client.mode]) + 4],
-            key_hash=hash_api_key(master_key, api_key),
-        )
+    row = ApiKey(
+        client_id=client.id,
+        prefix=api_key[: len(API_KEY_PREFIXES[client.mode]) + 4],
+        key_hash=hash_api_key(master_key, api_key),
     )
+    session.add(row)
     await session.flush()
-    return api_key
+    return row, api_key
+
+
+#: A key's last use is written at most this often per process (a write per request would
+#: cost more than the request).
+LAST_USE_EVERY = timedelta(minutes=5)
 
 
 def _well_formed(api_key: str) -> bool:
     return api_key.startswith(tuple(API_KEY_PREFIXES.values())) and len(api_key) <= 128
 
 
-def cached(master_key: bytes, api_key: str, cache: TtlMap | None) -> Client | None:
-    """The client of ``api_key`` if this process looked it up moments ago (no I/O at all)."""
-    if cache is None or not _well_formed(api_key):
-        return None
-    found: dict[str, Any] | None = cache.get(hash_api_key(master_key, api_key))
-    if found is None:
-        return None
-    # A detached copy per request: requests never share one ORM instance.
-    client = Client(**found)
-    make_transient_to_detached(client)
-    return client
-
-
 async def authenticate(
-    session: AsyncSession, master_key: bytes, api_key: str, cache: TtlMap | None = None
+    session: AsyncSession,
+    master_key: bytes,
+    api_key: str,
+    cache: ApiKeyStates | None = None,
+    used: Callable[[str], None] | None = None,
+    before_lookup: Callable[[], Awaitable[None]] | None = None,
 ) -> Client | None:
     """The active client owning ``api_key``, or None. One indexed lookup by keyed hash, reused
-    from ``cache`` (hash -> the client's columns) for a few seconds when one is given."""
+    from ``cache`` while the shared API-key epoch is unchanged (a revoke, rotation or disable
+    moves it: see app.hotcache). A rotated key works until its ``expires_at``. ``used`` is
+    called with the key's id when the key is accepted (see :func:`note_use`).
+    ``before_lookup`` is awaited before any database read (and for a malformed key): the
+    guard that refuses an address that failed too often, at no cost to the database."""
     if not _well_formed(api_key):
+        if before_lookup is not None:
+            await before_lookup()
         return None
-    hit = cached(master_key, api_key, cache)
-    if hit is not None:
-        return hit
     key_hash = hash_api_key(master_key, api_key)
+    now = utcnow()
+    epoch = await cache.epoch() if cache is not None else None
+    cached = cache.get(key_hash, epoch) if cache is not None else None
+    if cached is not None:
+        if cached["expires_at"] is not None and cached["expires_at"] <= now:
+            return None
+        # A detached copy per request: requests never share one ORM instance.
+        client = Client(**cached["client"])
+        make_transient_to_detached(client)
+        if used is not None:
+            used(cached["key_id"])
+        return client
+    if before_lookup is not None:
+        await before_lookup()
     row = (
         await session.execute(
-            select(Client, ApiKey.revoked_at)
+            select(Client, ApiKey.id, ApiKey.revoked_at, ApiKey.expires_at)
             .join(ApiKey, col(ApiKey.client_id) == col(Client.id))
             .where(ApiKey.key_hash == key_hash)
         )
@@ -95,12 +116,35 @@ async def authenticate(
     if row is None:
         return None
     found: Client = row[0]
-    revoked_at = row[1]
-    if revoked_at is not None or found.disabled:
+    key_id, revoked_at, expires_at = row[1], row[2], row[3]
+    if revoked_at is not None or found.disabled or (expires_at is not None and expires_at <= now):
         return None
     # A key's prefix must agree with its client's mode: test keys only ever reach sandboxes.
     if not api_key.startswith(API_KEY_PREFIXES[found.mode]):
         return None
     if cache is not None:
-        cache.put(key_hash, found.model_dump())
+        cache.put(
+            key_hash,
+            epoch,
+            {"client": found.model_dump(), "key_id": key_id, "expires_at": expires_at},
+        )
+    if used is not None:
+        used(key_id)
     return found
+
+
+async def note_use(session: AsyncSession, key_id: str) -> None:
+    """Write that the key was used now, unless it was noted within :data:`LAST_USE_EVERY`
+    (by any process: the update is guarded)."""
+    now = utcnow()
+    await session.execute(
+        update(ApiKey)
+        .where(col(ApiKey.id) == key_id)
+        .where(
+            or_(
+                col(ApiKey.last_used_at).is_(None),
+                col(ApiKey.last_used_at) < now - LAST_USE_EVERY,
+            )
+        )
+        .values(last_used_at=now)
+    )
