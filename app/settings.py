@@ -158,6 +158,8 @@ class Settings(BaseSettings):
     sms_phone_platform_per_day: int = Field(default=10, ge=1)
     #: Failed API-key or admin-session authentications allowed per client address.
     auth_failure_limits: str = "30/minute;300/hour"
+    #: SMS sends per person (identity), across resends, phones and verifications.
+    sms_identity_limits: str = "10/hour;20/day"
     failed_codes_per_identity: int = Field(default=100, ge=1)
     client_requests_per_minute: int = Field(default=600, ge=1)
 

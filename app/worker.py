@@ -28,10 +28,10 @@ from sqlmodel import col, select
 
 from app import faults, metrics
 from app.db import session_scope
-from app.models import Client, OutboxJob, SmsCode, Status, Verification
+from app.models import Check, Client, OutboxJob, SmsCode, Status, Verification
 from app.models._types import utcnow
 from app.runtime import Runtime
-from app.senders.base import OutgoingSms, SendResult
+from app.senders.base import DELIVERY_UNKNOWN, OutgoingSms, SendResult
 from app.services import audit, checks, codes, deliveries, emergency, lifecycle
 from app.services.events import WEBHOOK_JOB
 
@@ -356,10 +356,34 @@ class Worker:
         faults.reached("after_sms_send")
         if result.delivered:
             await self._finish(job)
+        elif result.reason == DELIVERY_UNKNOWN:
+            await self._delivery_unknown(job)
         elif result.retriable and job.attempts < SMS_MAX_ATTEMPTS:
             await self._retry(job, result.reason or "send_failed")
         else:
             await self._finish(job, error=result.reason or "send_failed")
+
+    async def _delivery_unknown(self, job: OutboxJob) -> None:
+        """The message may or may not have arrived: never resent blindly. The job ends as
+        ``delivery_unknown`` and the code check says so, so the integrator can offer its user a
+        resend (which the per-phone and per-person limits still govern)."""
+        async with session_scope(self.runtime.sessions) as session:
+            await session.execute(
+                update(OutboxJob)
+                .where(col(OutboxJob.id) == job.id)
+                .values(
+                    done_at=utcnow(), payload=None, locked_until=None, last_error=DELIVERY_UNKNOWN
+                )
+            )
+            await session.execute(
+                update(Check)
+                .where(
+                    col(Check.verification_id) == job.verification_id,
+                    col(Check.type) == "sms_otp",
+                    col(Check.status) == "pending",
+                )
+                .values(reason=DELIVERY_UNKNOWN, updated_at=utcnow())
+            )
 
     async def _finish(self, job: OutboxJob, *, error: str | None = None) -> None:
         async with session_scope(self.runtime.sessions) as session:

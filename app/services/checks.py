@@ -29,7 +29,13 @@ logger = logging.getLogger(__name__)
 AUTOMATED = ("id_registry", "carrier_3e")
 #: Unavailable reasons that retrying soon will not cure: straight to manual review.
 NO_RETRY = frozenset(
-    {"registry_quota_exceeded", "phone_unsupported", "provider_auth_failed", "provider_quarantined"}
+    {
+        "registry_quota_exceeded",
+        "phone_unsupported",
+        "provider_auth_failed",
+        "provider_quarantined",
+        "provider_bad_request",
+    }
 )
 
 
@@ -191,7 +197,9 @@ async def _record(
     assert verification.phone_bidx is not None
     client = await session.get(Client, verification.client_id)
     assert client is not None
-    refusal = await runtime.limits.hit_sms(client.mode, client.id, verification.phone_bidx)
+    refusal = await runtime.limits.hit_sms(
+        client.mode, client.id, verification.phone_bidx, verification.identity_id
+    )
     if refusal is not None:
         checks["sms_otp"].reason = "rate_limited"
         await session.flush()

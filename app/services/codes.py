@@ -146,14 +146,17 @@ async def _reread_locked(session: AsyncSession, verification: Verification) -> N
 async def resend(
     session: AsyncSession, runtime: Runtime, client: Client, verification: Verification
 ) -> SmsCode:
-    """A new code for a verification awaiting one; refused (429) by the per-phone limits."""
+    """A new code for a verification awaiting one; refused (429) by the per-phone and
+    per-person limits. Also the way on after a send whose delivery is unknown."""
     await _reread_locked(session, verification)
     _require_awaiting(verification)
     await _expire_if_due(session, verification)
     assert verification.phone_bidx is not None
     raise_refusal(
-        await runtime.limits.hit_sms(client.mode, client.id, verification.phone_bidx),
-        "Too many codes sent to this phone",
+        await runtime.limits.hit_sms(
+            client.mode, client.id, verification.phone_bidx, verification.identity_id
+        ),
+        "Too many codes sent to this phone or person",
         limit="sms_phone",
     )
     return await issue(session, runtime, verification, subject_phone(runtime, verification))
