@@ -48,6 +48,10 @@ class Settings(BaseSettings):
     #: Versioned blind-index keys, ``"1:<base64>,2:<base64>"``; the highest version is current.
     blind_index_keys: SecretStr = SecretStr("")
     dev_keys_file: Path = Path(DEV_KEYS_FILE)
+    #: Crypto suite for new blind indexes, code HMACs and sealed personal data: ``intl``
+    #: (HMAC-SHA-256, AES-256-GCM) or ``gm`` (HMAC-SM3, SM4-GCM). Values made under the other
+    #: suite stay readable and findable; ``realname reindex`` moves them over.
+    crypto_suite: Literal["intl", "gm"] = "intl"
 
     # argon2id profile for the identity hash (OWASP minimum by default) and admin passwords.
     identity_hash_memory_kib: int = Field(default=19 * 1024, ge=8)

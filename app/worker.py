@@ -27,6 +27,7 @@ from sqlalchemy import update
 from sqlmodel import col, select
 
 from app import faults, metrics
+from app.crypto import as_suite
 from app.db import session_scope
 from app.models import Check, Client, OutboxJob, SmsCode, Status, Verification
 from app.models._types import utcnow
@@ -316,7 +317,10 @@ class Worker:
         payload = codes.open_payload(self.runtime, job)
         current = code_row.superseded is False and code_row.consumed_at is None
         if not current or code_row.code_hmac != codes.code_hmac(
-            self.runtime.master_key, code_row.id, str(payload["code"])
+            self.runtime.master_key,
+            code_row.id,
+            str(payload["code"]),
+            as_suite(code_row.suite),
         ):
             await self._finish(job, error="code_superseded")
             return

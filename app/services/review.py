@@ -289,17 +289,19 @@ async def open_record(
 async def search_by_id_number(
     session: AsyncSession, runtime: Runtime, admin_id: str, id_number: str, reason: Reason
 ) -> list[Verification]:
-    """Find verifications of a person through the blind index (every key version). Requires a
-    reason code (no note: a search belongs to no one verification); audited without the number
-    itself. Each record found counts towards the bulk-access guard."""
+    """Find verifications of a person through the blind index (every suite and key version).
+    Requires a reason code (no note: a search belongs to no one verification); audited without
+    the number itself. Each record found counts towards the bulk-access guard."""
     code, _ = check_reason(reason, "a search", note_allowed=False)
     try:
         canonical = parse_id_number(id_number).value
     except InvalidField as exc:
         raise ProblemError(exc.code, exc.detail) from None
     conditions = [
-        (col(Identity.bidx_version) == version) & (col(Identity.id_number_bidx) == digest)
-        for version, digest in runtime.blind.candidates("id_number", canonical)
+        (col(Identity.bidx_suite) == c.suite)
+        & (col(Identity.bidx_version) == c.version)
+        & (col(Identity.id_number_bidx) == c.digest)
+        for c in runtime.blind.candidates("id_number", canonical)
     ]
     identity_ids = list(
         (await session.execute(select(Identity.id).where(or_(*conditions)))).scalars()

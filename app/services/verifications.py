@@ -13,10 +13,11 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import and_, col, or_, select
 
-from app.crypto import seal
+from app.crypto import reseal, seal
 from app.db import insert_ignoring_conflicts
 from app.errors import ProblemError
 from app.identity import (
+    BlindIndex,
     IdNumber,
     InvalidField,
     check_external_user_id,
@@ -84,6 +85,7 @@ class Prepared:
     name_bidx: str
     phone_bidx: str
     bidx_version: int
+    bidx_suite: str
     identity_hash: str
     masked_name: str
     masked_id_number: str
@@ -141,6 +143,7 @@ async def prepare(runtime: Runtime, canonical: Canonical) -> Prepared:
         name_bidx=blind.compute("real_name", canonical.real_name),
         phone_bidx=blind.compute("phone", canonical.phone),
         bidx_version=blind.current_version,
+        bidx_suite=blind.suite,
         identity_hash=identity_hash,
         masked_name=mask_name(canonical.real_name),
         masked_id_number=mask_id_number(canonical.id_number.value),
@@ -174,26 +177,40 @@ def resolve_level(client: Client, requested: str | None) -> str:
 async def _identity_for(
     session: AsyncSession, runtime: Runtime, canonical: Canonical, prepared: Prepared
 ) -> str:
-    """The person's identity id, found by blind index under any key version or created
-    (race-safe: ``INSERT … ON CONFLICT DO NOTHING``, then read the winner's row)."""
+    """The person's identity id, found by blind index under any suite and key version, or
+    created (race-safe: ``INSERT … ON CONFLICT DO NOTHING``, then read the winner's row).
+
+    A person found under an older key version or the other crypto suite is re-indexed under the
+    current ones here, in this transaction: blind indexes are one-way, so the moment a person
+    presents their ID number again is the only time their index can be recomputed.
+    """
     candidates = runtime.blind.candidates("id_number", canonical.id_number.value)
-    if len(candidates) > 1:  # keys are rotating: the person may be indexed under an older one
-        rows = (
-            await session.execute(
-                select(Identity.id, Identity.bidx_version, Identity.id_number_bidx).where(
-                    or_(
-                        *(
-                            and_(Identity.bidx_version == v, Identity.id_number_bidx == d)
-                            for v, d in candidates
+    rows = (
+        await session.execute(
+            select(
+                Identity.id, Identity.bidx_suite, Identity.bidx_version, Identity.id_number_bidx
+            ).where(
+                or_(
+                    *(
+                        and_(
+                            Identity.bidx_suite == c.suite,
+                            Identity.bidx_version == c.version,
+                            Identity.id_number_bidx == c.digest,
                         )
+                        for c in candidates
                     )
                 )
             )
-        ).all()
-        found = {(row[1], row[2]): row[0] for row in rows}
-        for candidate in candidates:  # current version first, then newest first
-            if candidate in found:
-                return str(found[candidate])
+        )
+    ).all()
+    found = {(row[1], row[2], row[3]): str(row[0]) for row in rows}
+    for candidate in candidates:  # current suite and version first
+        identity_id = found.get((candidate.suite, candidate.version, candidate.digest))
+        if identity_id is None:
+            continue
+        if candidate != candidates[0]:
+            await _reindex_identity(session, runtime, identity_id, candidate, prepared)
+        return identity_id
     from app.services.tokens import seal_adult_on
 
     identity_id = new_id("idn")
@@ -203,8 +220,9 @@ async def _identity_for(
             id=identity_id,
             id_number_bidx=prepared.id_number_bidx,
             bidx_version=prepared.bidx_version,
+            bidx_suite=prepared.bidx_suite,
             adult_on_sealed=seal_adult_on(
-                runtime.master_key, identity_id, canonical.id_number.adult_on
+                runtime.master_key, identity_id, canonical.id_number.adult_on, runtime.suite
             ),
             created_at=utcnow(),
         )
@@ -220,6 +238,35 @@ async def _identity_for(
         )
     )
     return str(existing.scalar_one())
+
+
+async def _reindex_identity(
+    session: AsyncSession,
+    runtime: Runtime,
+    identity_id: str,
+    old: BlindIndex,
+    prepared: Prepared,
+) -> None:
+    """Move one identity's index (and sealed coming-of-age date) to the current suite and key
+    version; guarded on the old index, so a concurrent re-index of the same row is harmless."""
+    from app.services.tokens import ADULT_ON_SEAL
+
+    identity = await session.get(Identity, identity_id, with_for_update=True)
+    if identity is None or identity.id_number_bidx != old.digest:
+        return
+    identity.id_number_bidx = prepared.id_number_bidx
+    identity.bidx_version = prepared.bidx_version
+    identity.bidx_suite = prepared.bidx_suite
+    resealed = reseal(
+        runtime.master_key,
+        ADULT_ON_SEAL,
+        identity.adult_on_sealed,
+        identity.id.encode(),
+        runtime.suite,
+    )
+    if resealed is not None:
+        identity.adult_on_sealed = resealed
+    await session.flush()
 
 
 async def _bind(
@@ -348,6 +395,7 @@ async def create(
         level=level,
         id_type=body.id_type,
         bidx_version=prepared.bidx_version,
+        bidx_suite=prepared.bidx_suite,
         name_bidx=prepared.name_bidx,
         phone_bidx=prepared.phone_bidx,
         identity_hash=prepared.identity_hash,
@@ -361,7 +409,11 @@ async def create(
         expires_at=now + timedelta(seconds=runtime.settings.verification_ttl_seconds),
     )
     verification.sealed_subject = seal(
-        runtime.master_key, SUBJECT_SEAL, canonical.as_json().encode(), verification.id.encode()
+        runtime.master_key,
+        SUBJECT_SEAL,
+        canonical.as_json().encode(),
+        verification.id.encode(),
+        runtime.suite,
     )
     session.add(verification)
     await session.flush()
