@@ -72,15 +72,22 @@ class Settings(BaseSettings):
     token_cache_seconds: float = Field(default=30, ge=0, le=3600)
 
     # -- verifiers and senders ----------------------------------------------------------------
-    #: Verifier by check type for live clients (test clients always get the sandbox mocks).
-    live_verifiers: dict[str, str] = Field(
-        default_factory=lambda: {"id_registry": "http_id_registry", "carrier_3e": "http_carrier_3e"}
+    #: Verifier by check type for live clients (test clients always get the sandbox mocks): a
+    #: name, or a list of names tried in order when one is unavailable (failover).
+    live_verifiers: dict[str, str | list[str]] = Field(
+        default_factory=lambda: dict[str, str | list[str]](
+            id_registry="http_id_registry", carrier_3e="http_carrier_3e"
+        )
     )
     #: Sender for live clients' SMS: console (dev only), http_gateway, tencent_sms, aliyun_sms.
     live_sender: str = "console"
     registry_url: str = "http://127.0.0.1:8090"
     registry_token: SecretStr | None = None
     mock_people_file: Path | None = None
+    #: Estimated price (in yuan) of one billable call, by verifier or sender name (each name is
+    #: one provider action, e.g. ``tencent_faceid_id2``, ``aliyun_sms``): for cost metrics and
+    #: the admin stats. Unpriced names count calls at 0.
+    provider_prices: dict[str, float] = Field(default_factory=dict)
     sms_gateway_url: str | None = None
     #: The gateway's signing secret, ``whsec_<base64>`` (Standard Webhooks); other values are
     #: used as raw bytes.

@@ -33,7 +33,7 @@ from app.models import Check, Client, OutboxJob, SmsCode, Status, Verification
 from app.models._types import utcnow
 from app.runtime import Runtime
 from app.senders.base import DELIVERY_UNKNOWN, OutgoingSms, SendResult
-from app.services import audit, checks, codes, deliveries, emergency, lifecycle
+from app.services import audit, checks, codes, costs, deliveries, emergency, lifecycle
 from app.services.events import WEBHOOK_JOB
 
 logger = logging.getLogger(__name__)
@@ -357,6 +357,8 @@ class Worker:
         metrics.SMS_SENDS.labels(
             sender.name, "delivered" if result.delivered else result.reason or "failed"
         ).inc()
+        if not sender.sandbox and (result.delivered or result.reason == DELIVERY_UNKNOWN):
+            costs.record_billable(self.runtime.settings, sender.name, client.id)
         faults.reached("after_sms_send")
         if result.delivered:
             await self._finish(job)

@@ -33,7 +33,7 @@ async def timing_out_provider(runtime: Runtime, monkeypatch: pytest.MonkeyPatch)
         sign_name="签名",
         template_code="SMS_1",
     )
-    monkeypatch.setitem(runtime.verifiers.live, "id_registry", MockIdRegistryVerifier(None))
+    monkeypatch.setitem(runtime.verifiers.live, "id_registry", [MockIdRegistryVerifier(None)])
     monkeypatch.setattr(runtime.senders, "live", sender)
     yield seen
     await client.aclose()

@@ -50,7 +50,7 @@ from app.errors import ProblemError
 from app.models import Admin, AuditEvent, Client, Status
 from app.schemas.admin import REASON_CODES, ClientIn, ErasureIn, ReasonIn, SignInIn
 from app.schemas.queries import UiAuditQuery, UiQueueQuery, UiSignInQuery, UiVerificationQuery
-from app.services import admins, audit, clients, review
+from app.services import admins, audit, clients, costs, review
 from app.services.review import Reason
 
 router = APIRouter(prefix=PREFIX, route_class=AdminRoute, include_in_schema=False)
@@ -259,6 +259,19 @@ async def queue(
         latest=latest.items,
         clients=await _client_names(db),
         flash=_flash(q.done, q.v),
+    )
+
+
+@page("/providers", summary="Provider cost per client per day, and breaker states")
+async def providers(request: Request, ctx: Reader, db: DB, runtime: RuntimeDep) -> Response:
+    daily = await costs.daily(db, runtime.settings, runtime.senders.live.name)
+    return render(
+        request,
+        "providers.html",
+        section="providers",
+        costs=daily,
+        breakers=sorted(runtime.verifiers.breaker_states().items()),
+        clients=await _client_names(db),
     )
 
 

@@ -31,6 +31,7 @@ from app.schemas.admin import (
     ClientCreated,
     ClientIn,
     ClientOut,
+    DailyCostOut,
     ErasureIn,
     ReasonIn,
     ReviewNote,
@@ -42,7 +43,7 @@ from app.schemas.admin import (
 from app.schemas.emergency import EmergencyIn, EmergencyOut, MeasureOut
 from app.schemas.queries import AuditFilters, VerificationFilters
 from app.schemas.verification import CheckOut, Masked
-from app.services import admins, audit, clients, emergency, export, keys, review
+from app.services import admins, audit, clients, costs, emergency, export, keys, review
 from app.services.review import Reason
 
 router = APIRouter(prefix="/v1/admin", tags=["admin"])
@@ -98,9 +99,19 @@ async def sign_out(ctx: CurrentAdmin, session: SessionDep) -> Response:
     return Response(status_code=204)
 
 
-@router.get("/stats", response_model=Stats, summary="Verifications by status", responses=AUTH)
-async def stats(_: AnyAdmin, session: SessionDep) -> Any:
-    return Stats(by_status=await review.counts_by_status(session))
+@router.get(
+    "/stats",
+    response_model=Stats,
+    summary="Verifications by status, provider cost per client per day, breaker states",
+    responses=AUTH,
+)
+async def stats(_: AnyAdmin, session: SessionDep, runtime: RuntimeDep) -> Any:
+    daily = await costs.daily(session, runtime.settings, runtime.senders.live.name)
+    return Stats(
+        by_status=await review.counts_by_status(session),
+        costs=[DailyCostOut.model_validate(row, from_attributes=True) for row in daily],
+        breakers=runtime.verifiers.breaker_states(),
+    )
 
 
 @router.get(

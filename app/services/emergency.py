@@ -214,7 +214,10 @@ def cutoff_subquery(client_id: Any) -> Any:
 
 def known_providers(runtime: Runtime) -> set[str]:
     """The verifiers and senders this service runs (what may be quarantined)."""
-    verifiers = [*runtime.verifiers.sandbox.values(), *runtime.verifiers.live.values()]
+    verifiers = [
+        *runtime.verifiers.sandbox.values(),
+        *(v for chain in runtime.verifiers.live.values() for v in chain),
+    ]
     return {v.name for v in verifiers} | {
         runtime.senders.sandbox.name,
         runtime.senders.live.name,

@@ -7,6 +7,11 @@ verifier of the wrong check type, stops the service at start-up.
 
 Test-mode clients always get the sandbox verifiers (:data:`SANDBOX`), whatever the settings say:
 a test key can never reach a real registry.
+
+Failover: a check type may name an ordered list of verifiers
+(``{"id_registry": ["tencent_faceid_id2", "aliyun_id2meta"]}``). The checks runner asks the
+next one only when the previous answered ``unavailable`` (its breaker open included): a definite
+answer, billed or not, is final (see ``app.services.checks``).
 """
 
 from __future__ import annotations
@@ -105,11 +110,29 @@ def available_factories() -> dict[str, VerifierFactory]:
 @dataclass
 class Verifiers:
     sandbox: dict[str, Verifier]
-    live: dict[str, Verifier]
+    #: Per check type, the live verifiers in failover order.
+    live: dict[str, list[Verifier]]
 
     def for_mode(self, mode: str, check_type: str) -> Verifier:
-        table = self.sandbox if mode == "test" else self.live
-        return table[check_type]
+        """The first verifier of the chain for ``mode`` and ``check_type``."""
+        return self.chain(mode, check_type)[0]
+
+    def chain(self, mode: str, check_type: str) -> list[Verifier]:
+        """The verifiers to ask, in order; test mode has exactly the sandbox one."""
+        if mode == "test":
+            return [self.sandbox[check_type]]
+        return self.live[check_type]
+
+    def breaker_states(self) -> dict[str, str]:
+        """Each live verifier's circuit-breaker state (``closed``, ``open``, ``half_open``);
+        verifiers without a breaker (the mocks) are left out."""
+        states: dict[str, str] = {}
+        for chain in self.live.values():
+            for verifier in chain:
+                breaker = getattr(verifier, "breaker", None)
+                if isinstance(breaker, CircuitBreaker):
+                    states[verifier.name] = breaker.state.value
+        return states
 
 
 def _build(
@@ -142,7 +165,14 @@ def build_verifiers(settings: Settings, http_client: httpx.AsyncClient) -> Verif
     if missing:
         raise SettingsError(f"REALNAME_LIVE_VERIFIERS has no verifier for: {sorted(missing)}")
     sandbox = {t: _build(n, t, ctx, factories) for t, n in SANDBOX.items()}
-    live = {t: _build(n, t, ctx, factories) for t, n in settings.live_verifiers.items()}
-    if settings.env == "prod" and any(v.sandbox for v in live.values()):
+    live: dict[str, list[Verifier]] = {}
+    for check_type, names in settings.live_verifiers.items():
+        chain = [names] if isinstance(names, str) else list(names)
+        if not chain or len(set(chain)) != len(chain):
+            raise SettingsError(
+                f"REALNAME_LIVE_VERIFIERS[{check_type!r}] must name one or more distinct verifiers"
+            )
+        live[check_type] = [_build(name, check_type, ctx, factories) for name in chain]
+    if settings.env == "prod" and any(v.sandbox for c in live.values() for v in c):
         raise SettingsError("REALNAME_ENV=prod: live clients may not use sandbox verifiers")
     return Verifiers(sandbox=sandbox, live=live)
