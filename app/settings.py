@@ -79,6 +79,12 @@ class Settings(BaseSettings):
             id_registry="http_id_registry", carrier_3e="http_carrier_3e"
         )
     )
+    #: Network identity (网号/网证) verifier for live clients: ``http_network_identity`` (the
+    #: operator's own gateway to the national service), or unset: not offered to live clients.
+    #: Test clients always get the sandbox verifier.
+    live_network_identity: Literal["http_network_identity"] | None = None
+    network_identity_gateway_url: str | None = None
+    network_identity_gateway_token: SecretStr | None = None
     #: Sender for live clients' SMS: console (dev only), http_gateway, tencent_sms, aliyun_sms.
     live_sender: str = "console"
     registry_url: str = "http://127.0.0.1:8090"

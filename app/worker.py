@@ -33,7 +33,16 @@ from app.models import Check, Client, OutboxJob, SmsCode, Status, Verification
 from app.models._types import utcnow
 from app.runtime import Runtime
 from app.senders.base import DELIVERY_UNKNOWN, OutgoingSms, SendResult
-from app.services import audit, checks, codes, costs, deliveries, emergency, lifecycle
+from app.services import (
+    audit,
+    checks,
+    codes,
+    costs,
+    deliveries,
+    emergency,
+    lifecycle,
+    network_identity,
+)
 from app.services.events import WEBHOOK_JOB
 
 logger = logging.getLogger(__name__)
@@ -277,6 +286,11 @@ class Worker:
                 queued = await checks.process(self.runtime, job.verification_id)
                 await self._finish(job)
                 return queued
+            if job.kind == network_identity.JOB_KIND:
+                assert job.verification_id is not None
+                await network_identity.process(self.runtime, job.verification_id)
+                await self._finish(job)
+                return False
             if job.kind == WEBHOOK_JOB:
                 await deliveries.deliver(self.runtime, job)
             elif job.kind == "send_sms":

@@ -163,6 +163,43 @@ async def process(runtime: Runtime, verification_id: str) -> bool:
             return False
 
 
+async def retry_or_review(
+    session: AsyncSession,
+    runtime: Runtime,
+    verification: Verification,
+    check_type: str,
+    attempts: int,
+    reason: str,
+    *,
+    job_kind: str = "run_checks",
+    no_retry: frozenset[str] = NO_RETRY,
+) -> bool:
+    """A check that got no answer: queue another run with exponential back-off, or hand the
+    verification to manual review once ``check_max_attempts`` runs are spent or the reason is
+    one that retrying will not cure. True when the queued run is due now."""
+    settings = runtime.settings
+    if reason in no_retry or attempts >= settings.check_max_attempts:
+        await lifecycle.transition(
+            session,
+            verification,
+            Status.NEEDS_REVIEW,
+            expect=[Status.PENDING],
+            reason=reason,
+            data={"check": check_type, "attempts": attempts},
+        )
+        return False
+    delay = settings.check_retry_backoff_seconds * 2 ** (attempts - 1)
+    session.add(
+        OutboxJob(
+            kind=job_kind,
+            verification_id=verification.id,
+            run_after=utcnow() + timedelta(seconds=delay),
+        )
+    )
+    await session.flush()
+    return bool(delay <= 0)  # a later one is found by the worker's poll
+
+
 async def _record(
     session: AsyncSession,
     runtime: Runtime,
@@ -208,27 +245,14 @@ async def _record(
     )
     if unavailable is not None:
         check_type, result = unavailable
-        settings = runtime.settings
-        if result.reason in NO_RETRY or checks[check_type].attempts >= settings.check_max_attempts:
-            await lifecycle.transition(
-                session,
-                verification,
-                Status.NEEDS_REVIEW,
-                expect=[Status.PENDING],
-                reason=result.reason,
-                data={"check": check_type, "attempts": checks[check_type].attempts},
-            )
-            return False
-        delay = settings.check_retry_backoff_seconds * 2 ** (checks[check_type].attempts - 1)
-        session.add(
-            OutboxJob(
-                kind="run_checks",
-                verification_id=verification.id,
-                run_after=now + timedelta(seconds=delay),
-            )
+        return await retry_or_review(
+            session,
+            runtime,
+            verification,
+            check_type,
+            checks[check_type].attempts,
+            result.reason or "unavailable",
         )
-        await session.flush()
-        return bool(delay <= 0)  # a later one is found by the worker's poll
     if any(checks[t].status != "passed" for t in AUTOMATED if t in checks):
         return False  # nothing ran (already recorded elsewhere)
     if "sms_otp" not in checks:

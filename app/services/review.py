@@ -378,6 +378,12 @@ async def _approve(
         raise ProblemError(
             "invalid_transition", f"Cannot approve a verification that is {verification.status}"
         )
+    if verification.identity_id is None:
+        # A network identity whose check never answered: nobody is known to approve.
+        raise ProblemError(
+            "invalid_transition",
+            "No person is known for this verification; they must verify again",
+        )
     await session.execute(
         update(Check)
         .where(

@@ -29,6 +29,11 @@ from app.verifiers.base import Verifier
 from app.verifiers.breaker import CircuitBreaker
 from app.verifiers.http_registry import HttpCarrierVerifier, HttpIdRegistryVerifier
 from app.verifiers.mock_registry import MockCarrierVerifier, MockIdRegistryVerifier
+from app.verifiers.network_identity import (
+    HttpNetworkIdentityVerifier,
+    NetworkIdentityVerifier,
+    SandboxNetworkIdentityVerifier,
+)
 from app.verifiers.tencent_faceid import TencentIdCardVerifier, TencentPhoneVerifier
 
 _FromEnv = (
@@ -112,6 +117,13 @@ class Verifiers:
     sandbox: dict[str, Verifier]
     #: Per check type, the live verifiers in failover order.
     live: dict[str, list[Verifier]]
+    #: Network identity (网号/网证): the sandbox for test keys; live only when configured.
+    network_sandbox: NetworkIdentityVerifier = field(default_factory=SandboxNetworkIdentityVerifier)
+    network_live: NetworkIdentityVerifier | None = None
+
+    def network_for_mode(self, mode: str) -> NetworkIdentityVerifier | None:
+        """The network identity verifier for ``mode``; ``None`` when live has none."""
+        return self.network_sandbox if mode == "test" else self.network_live
 
     def for_mode(self, mode: str, check_type: str) -> Verifier:
         """The first verifier of the chain for ``mode`` and ``check_type``."""
@@ -127,11 +139,14 @@ class Verifiers:
         """Each live verifier's circuit-breaker state (``closed``, ``open``, ``half_open``);
         verifiers without a breaker (the mocks) are left out."""
         states: dict[str, str] = {}
-        for chain in self.live.values():
-            for verifier in chain:
-                breaker = getattr(verifier, "breaker", None)
-                if isinstance(breaker, CircuitBreaker):
-                    states[verifier.name] = breaker.state.value
+        network = [self.network_live] if self.network_live is not None else []
+        verifiers: list[Verifier | NetworkIdentityVerifier] = [
+            v for chain in self.live.values() for v in chain
+        ]
+        for verifier in [*verifiers, *network]:
+            breaker = getattr(verifier, "breaker", None)
+            if isinstance(breaker, CircuitBreaker):
+                states[verifier.name] = breaker.state.value
         return states
 
 
@@ -175,4 +190,22 @@ def build_verifiers(settings: Settings, http_client: httpx.AsyncClient) -> Verif
         live[check_type] = [_build(name, check_type, ctx, factories) for name in chain]
     if settings.env == "prod" and any(v.sandbox for c in live.values() for v in c):
         raise SettingsError("REALNAME_ENV=prod: live clients may not use sandbox verifiers")
-    return Verifiers(sandbox=sandbox, live=live)
+    return Verifiers(sandbox=sandbox, live=live, network_live=_network_live(settings, ctx))
+
+
+def _network_live(settings: Settings, ctx: FactoryContext) -> NetworkIdentityVerifier | None:
+    """The operator's network identity gateway, when configured (fail at start-up otherwise)."""
+    if settings.live_network_identity is None:
+        return None
+    url = settings.network_identity_gateway_url
+    if not url:
+        raise SettingsError(
+            "REALNAME_LIVE_NETWORK_IDENTITY needs REALNAME_NETWORK_IDENTITY_GATEWAY_URL"
+        )
+    token = settings.network_identity_gateway_token
+    return HttpNetworkIdentityVerifier(
+        ctx.http_client,
+        url,
+        token.get_secret_value() if token else None,
+        breaker=ctx.breaker(url),
+    )

@@ -1,4 +1,7 @@
-"""Crypto suites: say which suite (intl or gm) made each blind index and code HMAC.
+"""Crypto suites and network identities.
+
+Say which suite (intl or gm) made each blind index and code HMAC, and what an identity's index
+is of (a resident ID number or a network identity's app-scoped identifier).
 
 Existing rows were all made by the ``intl`` suite (HMAC-SHA-256). Sealed values carry their
 suite in their own format (``sm4-gcm.`` prefix for ``gm``), so they need no column.
@@ -24,6 +27,11 @@ def upgrade() -> None:
         batch_op.add_column(
             sa.Column("bidx_suite", sa.String(length=8), nullable=False, server_default="intl")
         )
+        batch_op.add_column(
+            sa.Column(
+                "id_type", sa.String(length=32), nullable=False, server_default="cn_resident_id"
+            )
+        )
     with op.batch_alter_table("verifications", schema=None) as batch_op:
         batch_op.add_column(sa.Column("bidx_suite", sa.String(length=8), nullable=True))
     op.execute("UPDATE verifications SET bidx_suite = 'intl' WHERE bidx_version IS NOT NULL")
@@ -39,4 +47,5 @@ def downgrade() -> None:
     with op.batch_alter_table("verifications", schema=None) as batch_op:
         batch_op.drop_column("bidx_suite")
     with op.batch_alter_table("identities", schema=None) as batch_op:
+        batch_op.drop_column("id_type")
         batch_op.drop_column("bidx_suite")
