@@ -374,3 +374,33 @@ async def test_live_client_verifies_through_the_gateway(
     async with runtime.engine.connect() as conn:
         verifier_name = (await conn.execute(text("SELECT verifier FROM checks"))).scalar()
     assert verifier_name == "http_network_identity"
+
+
+async def test_admins_read_a_network_identity_verification_like_any_other(
+    http: httpx.AsyncClient, key: str, worker: Worker, runtime: Runtime
+) -> None:
+    """The admin API and the admin UI's detail page open a network identity verification (no
+    masked identity fields to show), and the open is audited."""
+    from tests.ui.test_ui_pages import make_admin, sign_in
+
+    v = await run(http, key, worker, network("test_adult_erin"))
+    token = await admin_token(http, runtime, "auditor")
+
+    detail = await http.get(f"/v1/admin/verifications/{v['id']}", headers=bearer(token))
+    await sign_in(http, await make_admin(runtime, "auditor"))
+    page = await http.get(f"/admin/verifications/{v['id']}")
+
+    assert detail.status_code == 200, detail.text
+    assert detail.json()["status"] == "verified"
+    assert page.status_code == 200
+    async with runtime.engine.connect() as conn:
+        opened = (
+            await conn.execute(
+                text(
+                    "SELECT count(*) FROM audit_events"
+                    " WHERE subject_id = :v AND action LIKE 'admin.%'"
+                ),
+                {"v": v["id"]},
+            )
+        ).scalar()
+    assert (opened or 0) >= 1

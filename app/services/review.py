@@ -421,7 +421,9 @@ async def _approve(
     assert client is not None
     assert verification.phone_bidx is not None
     raise_refusal(
-        await runtime.limits.hit_sms(client.mode, client.id, verification.phone_bidx),
+        await runtime.limits.hit_sms(
+            client.mode, client.id, verification.phone_bidx, verification.identity_id
+        ),
         "Too many codes sent to this phone",
         limit="sms_phone",
     )
