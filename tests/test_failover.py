@@ -164,7 +164,8 @@ async def test_billed_calls_are_counted_and_priced_per_provider_and_client(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A billed answer adds one call and its configured price to the provider's and client's
-    metrics, and the admin stats show it for the client and day with each breaker's state."""
+    metrics; the admin stats show it for the client and day with each breaker's state, and the
+    admin detail names the verifier that answered."""
     monkeypatch.setattr(
         runtime,
         "settings",
@@ -177,7 +178,7 @@ async def test_billed_calls_are_counted_and_priced_per_provider_and_client(
     client_id, key = await make_client("live", level="L1")
     labels = {"provider": "aliyun_id2meta", "client": client_id}
 
-    await verify_live(http, key, worker)
+    v = await verify_live(http, key, worker)
 
     assert REGISTRY.get_sample_value("realname_billable_calls_total", labels) == 1
     assert REGISTRY.get_sample_value("realname_estimated_cost_yuan_total", labels) == 0.25
@@ -188,6 +189,8 @@ async def test_billed_calls_are_counted_and_priced_per_provider_and_client(
         for c in stats["costs"]
     ] == [(client_id, "aliyun_id2meta", 1, 0.25)]
     assert stats["breakers"]["aliyun_id2meta"] == "closed"
+    detail = (await http.get(f"/v1/admin/verifications/{v['id']}", headers=bearer(token))).json()
+    assert detail["checks"][0]["verifier"] == "aliyun_id2meta"
 
 
 def test_a_chain_may_not_name_a_verifier_twice(runtime: Runtime) -> None:

@@ -24,6 +24,7 @@ from app.deps import (
 from app.models import Client, Verification
 from app.routers.verifications import problems
 from app.schemas.admin import (
+    AdminCheckOut,
     AdminVerification,
     AdminVerificationDetail,
     AdminVerificationPage,
@@ -42,7 +43,7 @@ from app.schemas.admin import (
 )
 from app.schemas.emergency import EmergencyIn, EmergencyOut, MeasureOut
 from app.schemas.queries import AuditFilters, VerificationFilters
-from app.schemas.verification import CheckOut, Masked
+from app.schemas.verification import Masked
 from app.services import admins, audit, clients, costs, emergency, export, keys, review
 from app.services.review import Reason
 
@@ -156,7 +157,10 @@ async def verification_detail(
     detail = await review.open_record(session, runtime, ctx.admin.id, verification_id)
     return AdminVerificationDetail(
         **row_out(detail.verification).model_dump(),
-        checks=[CheckOut(type=c.type, status=c.status, reason=c.reason) for c in detail.checks],
+        checks=[
+            AdminCheckOut(type=c.type, status=c.status, reason=c.reason, verifier=c.verifier)
+            for c in detail.checks
+        ],
         timeline=[AuditEventOut(**review.event_out(e)) for e in detail.timeline],
         notes=[ReviewNote(**n) for n in review.review_notes(runtime, detail.verification)],
         client_name=detail.client.name if detail.client else None,

@@ -193,8 +193,14 @@ class ReviewNote(BaseModel):
     note: str
 
 
+class AdminCheckOut(CheckOut):
+    verifier: str | None = Field(
+        default=None, description="The verifier that answered (with failover, which provider)"
+    )
+
+
 class AdminVerificationDetail(AdminVerification):
-    checks: list[CheckOut]
+    checks: list[AdminCheckOut]
     timeline: list[AuditEventOut]
     notes: list[ReviewNote] = Field(default_factory=list)
     client_name: str | None

@@ -82,7 +82,6 @@ class Canonical:
 class Prepared:
     """Everything derived from the identity that may be stored. Contains no plaintext."""
 
-    id_number_bidx: str
     name_bidx: str
     phone_bidx: str
     bidx_version: int
@@ -140,7 +139,6 @@ async def prepare(runtime: Runtime, canonical: Canonical) -> Prepared:
         hash_identity_input(canonical.real_name, canonical.id_number.value, canonical.phone)
     )
     return Prepared(
-        id_number_bidx=blind.compute("id_number", canonical.id_number.value),
         name_bidx=blind.compute("real_name", canonical.real_name),
         phone_bidx=blind.compute("phone", canonical.phone),
         bidx_version=blind.current_version,
