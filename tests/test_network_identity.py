@@ -404,3 +404,21 @@ async def test_admins_read_a_network_identity_verification_like_any_other(
             )
         ).scalar()
     assert (opened or 0) >= 1
+
+
+async def test_a_quarantined_network_identity_verifier_is_not_called(
+    http: httpx.AsyncClient, key: str, worker: Worker, runtime: Runtime
+) -> None:
+    """Art. 25: with the sandbox network identity verifier quarantined, the check is not run
+    and the verification waits for a person (needs_review, provider_quarantined)."""
+    token = await admin_token(http, runtime, "admin")
+    r = await http.post(
+        "/v1/admin/emergency/quarantine-provider",
+        json={"reason_code": "drill", "provider": "sandbox_network_identity"},
+        headers=bearer(token),
+    )
+    assert r.status_code == 200, r.text
+
+    v = await run(http, key, worker, network("test_adult_frank"))
+
+    assert (v["status"], v["status_reason"]) == ("needs_review", "provider_quarantined")

@@ -218,10 +218,15 @@ def known_providers(runtime: Runtime) -> set[str]:
         *runtime.verifiers.sandbox.values(),
         *(v for chain in runtime.verifiers.live.values() for v in chain),
     ]
-    return {v.name for v in verifiers} | {
-        runtime.senders.sandbox.name,
-        runtime.senders.live.name,
-    }
+    network = [runtime.verifiers.network_sandbox, runtime.verifiers.network_live]
+    return (
+        {v.name for v in verifiers}
+        | {n.name for n in network if n is not None}
+        | {
+            runtime.senders.sandbox.name,
+            runtime.senders.live.name,
+        }
+    )
 
 
 def _check_reason(reason_code: str | None) -> str:

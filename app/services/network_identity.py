@@ -48,7 +48,7 @@ from app.models import Check, Client, OutboxJob, Status, Verification
 from app.models._types import utcnow
 from app.runtime import Runtime
 from app.schemas.network_identity import NetworkIdentityCreate
-from app.services import audit, costs, lifecycle
+from app.services import audit, costs, emergency, lifecycle
 from app.services.checks import retry_or_review
 from app.services.verifications import (
     _bind,
@@ -81,7 +81,7 @@ LEVEL_MODES: dict[str, frozenset[str]] = {
     "L3": frozenset({"credential_face", "credential_password_face"}),
 }
 #: Unavailable reasons that retrying soon will not cure: straight to manual review.
-NO_RETRY = frozenset({"network_identity_not_enabled", "verifier_error"})
+NO_RETRY = frozenset({"network_identity_not_enabled", "verifier_error", "provider_quarantined"})
 #: The coming-of-age date of someone not known to be an adult: never reached in practice.
 NOT_ADULT = date.max
 
@@ -214,9 +214,12 @@ async def process(runtime: Runtime, verification_id: str) -> bool:
                 verification.id.encode(),
             )
         )
+        quarantine = await emergency.quarantined(session)
     verifier = runtime.verifiers.network_for_mode(client.mode)
     if verifier is None:
         name, result = "none", NetworkIdentityResult.unavailable("network_identity_not_enabled")
+    elif verifier.name in quarantine:  # Art. 25: not called; a person decides instead
+        name, result = verifier.name, NetworkIdentityResult.unavailable("provider_quarantined")
     else:
         name = verifier.name
         result = await run_network_check(
