@@ -422,3 +422,25 @@ async def test_a_quarantined_network_identity_verifier_is_not_called(
     v = await run(http, key, worker, network("test_adult_frank"))
 
     assert (v["status"], v["status_reason"]) == ("needs_review", "provider_quarantined")
+
+
+async def test_export_events_and_consent_receipt_work_for_network_identity(
+    http: httpx.AsyncClient, key: str, worker: Worker
+) -> None:
+    """The user's export (status history, checks, consent, tokens), the client's event list and
+    the consent receipt cover a network identity verification as they do a resident-ID one."""
+    v = await run(http, key, worker, network("test_adult_gina"))
+    await token_for(http, key, v["id"])
+
+    export = await http.get(f"/v1/verifications/{v['id']}/export", headers=auth(key))
+    events = await http.get("/v1/events", headers=auth(key))
+    receipt = await http.get(f"/v1/verifications/{v['id']}/consent-receipt", headers=auth(key))
+
+    assert export.status_code == 200, export.text
+    (mine,) = export.json()["verifications"]
+    assert [h["status"] for h in mine["status_history"]] == ["pending", "verified"]
+    assert mine["checks"][0]["type"] == "network_identity"
+    assert len(mine["tokens"]) == 1
+    assert "test_adult_gina" not in export.text
+    assert "verification.verified" in {e["type"] for e in events.json()["data"]}
+    assert receipt.status_code == 200, receipt.text
