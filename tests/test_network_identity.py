@@ -444,3 +444,17 @@ async def test_export_events_and_consent_receipt_work_for_network_identity(
     assert "test_adult_gina" not in export.text
     assert "verification.verified" in {e["type"] for e in events.json()["data"]}
     assert receipt.status_code == 200, receipt.text
+
+
+async def test_an_external_user_id_holding_an_id_number_is_refused(
+    http: httpx.AsyncClient, key: str
+) -> None:
+    """As for resident IDs, the external user id may not carry an ID number."""
+    r = await http.post(
+        "/v1/verifications",
+        json=network("test_adult", external_user_id="11010519491231002X"),
+        headers=auth(key),
+    )
+
+    assert r.status_code == 422
+    assert r.json()["code"] == "invalid_external_user_id"

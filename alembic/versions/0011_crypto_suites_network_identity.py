@@ -7,7 +7,7 @@ Existing rows were all made by the ``intl`` suite (HMAC-SHA-256). Sealed values 
 suite in their own format (``sm4-gcm.`` prefix for ``gm``), so they need no column.
 
 Revision ID: 0011
-Revises: 0010
+Revises: 0006
 """
 
 from collections.abc import Sequence
@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0011"
-down_revision: str | None = "0010"
+down_revision: str | None = "0006"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
