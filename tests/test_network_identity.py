@@ -205,7 +205,7 @@ async def test_a_review_cannot_approve_an_unanswered_network_identity(
 
     r = await http.post(
         f"/v1/admin/verifications/{v['id']}/approve",
-        json={"reason": "looked fine"},
+        json={"reason_code": "documents_checked"},
         headers=bearer(token),
     )
 
