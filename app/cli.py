@@ -486,6 +486,21 @@ def cmd_purge(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_reindex(args: argparse.Namespace, settings: Settings) -> int:
+    from app.runtime import build_runtime
+    from app.services import reindex
+
+    async def _main() -> dict[str, Any]:
+        runtime = build_runtime(settings)
+        try:
+            return (await reindex.run(runtime)).as_dict()
+        finally:
+            await runtime.close()
+
+    print(json.dumps(asyncio.run(_main())))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="realname", description="Real-name identity verification service"
@@ -584,6 +599,12 @@ def build_parser() -> argparse.ArgumentParser:
     purge = sub.add_parser("purge", help="end stale unfinished verifications; drop expired codes")
     purge.add_argument("--dry-run", action="store_true")
     purge.set_defaults(func=cmd_purge)
+
+    reidx = sub.add_parser(
+        "reindex",
+        help="move stored personal data to REALNAME_CRYPTO_SUITE while the service runs (JSON)",
+    )
+    reidx.set_defaults(func=cmd_reindex)
 
     keys = sub.add_parser("keys", help="token signing keys").add_subparsers(
         dest="sub", required=True

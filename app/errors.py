@@ -30,6 +30,14 @@ ERROR_CODES: dict[str, tuple[int, str]] = {
     "invalid_phone": (422, "The phone number is not a mainland China mobile number"),
     "invalid_external_user_id": (422, "The external user id is not valid"),
     "unsupported_id_type": (422, "This identity document type is not supported"),
+    "network_identity_not_enabled": (
+        422,
+        "Network identity verification is not enabled for live clients of this service",
+    ),
+    "network_identity_mode_too_weak": (
+        422,
+        "The network identity mode does not reach the level asked for",
+    ),
     "consent_required": (422, "Consent to a published collection-rules version is required"),
     "level_too_low": (422, "The level is below the client's policy"),
     "unauthorized": (401, "A valid API key is required"),
@@ -140,12 +148,21 @@ def _pointer(loc: tuple[int | str, ...]) -> str:
     return "/" + "/".join(parts)
 
 
+#: Tags of the request bodies that ``id_type`` tells apart: not fields, left out of pointers.
+BODY_TAGS = frozenset({"cn_resident_id", "cn_network_identity"})
+_UNKNOWN_TAG = frozenset({"union_tag_invalid", "union_tag_not_found"})
+
+
 def validation_problem(exc: RequestValidationError) -> JSONResponse:
     """Map pydantic errors to stable codes without echoing any input value."""
     errors = []
     for err in exc.errors():
         loc = tuple(err.get("loc", ()))
         kind = err.get("type", "")
+        if len(loc) > 1 and loc[0] == "body" and loc[1] in BODY_TAGS:
+            loc = ("body", *loc[2:])
+        elif kind in _UNKNOWN_TAG and loc == ("body",):
+            loc = ("body", "id_type")
         field = str(loc[1]) if len(loc) > 1 and loc[0] == "body" else None
         if kind == "json_invalid":
             code = "malformed_json"

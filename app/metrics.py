@@ -1,5 +1,6 @@
-"""Prometheus metrics. Labels are route templates, status codes, verifier names, outcomes and
-reason codes only: never an id, a phone, a name or anything else that identifies a person.
+"""Prometheus metrics. Labels are route templates, status codes, verifier names, outcomes,
+reason codes and (for cost) client ids only: never a verification id, a phone, a name or anything
+else that identifies a person.
 
 Each API process exposes its own counters at ``/metrics`` (scrape every process, or run one
 worker per container); the ``verifications`` gauge is read from the database at scrape time.
@@ -40,6 +41,24 @@ CACHE_LOOKUPS = Counter(
     "realname_cache_lookups_total",
     "Hot-path cache lookups (app/hotcache.py): api_key, token_claims, token_state",
     ["cache", "result"],
+    registry=REGISTRY,
+)
+BILLABLE_CALLS = Counter(
+    "realname_billable_calls_total",
+    "Provider calls the provider bills, by provider action (verifier or sender name) and client",
+    ["provider", "client"],
+    registry=REGISTRY,
+)
+ESTIMATED_COST = Counter(
+    "realname_estimated_cost_yuan_total",
+    "Estimated provider cost in yuan (REALNAME_PROVIDER_PRICES), by provider action and client",
+    ["provider", "client"],
+    registry=REGISTRY,
+)
+FAILOVERS = Counter(
+    "realname_verifier_failovers_total",
+    "Checks passed on to the next verifier of a chain, by the verifier that was unavailable",
+    ["check", "verifier", "reason"],
     registry=REGISTRY,
 )
 SMS_SENDS = Counter(

@@ -94,6 +94,7 @@ class RateLimits:
         self.auth_failures: list[RateLimitItem] = list(parse_many(settings.auth_failure_limits))
         self.redis_prefix = settings.redis_prefix
         self._seen: dict[str, dict[str, float]] = {}
+        self.sms_per_identity: list[RateLimitItem] = list(parse_many(settings.sms_identity_limits))
         self.failed_codes = RateLimitItemPerDay(settings.failed_codes_per_identity)
         self.client_default = settings.client_requests_per_minute
         self.admin_login: list[RateLimitItem] = list(parse_many(settings.admin_login_limits))
@@ -131,23 +132,40 @@ class RateLimits:
         ]
         return [*mine, (self.sms_platform_day, ("sms-all", mode, phone_bidx, today))]
 
-    async def check_sms(self, mode: str, client_id: str, phone_bidx: str) -> Refusal | None:
-        """Would one more SMS from this client to this phone be allowed? (Counts nothing.)"""
+    # Sends are also counted per person (identity id), across resends, phones and
+    # verifications: a person cannot be made to receive codes without end by cycling them.
+    async def check_sms(
+        self, mode: str, client_id: str, phone_bidx: str, identity_id: str | None = None
+    ) -> Refusal | None:
+        """Would one more SMS from this client to this phone (and person) be allowed? (Counts
+        nothing.)"""
         today, until_midnight = self._day()
         for item, ids in self._day_counters(mode, client_id, phone_bidx, today):
             if not await self.day_limiter.test(item, *ids):
                 return Refusal(until_midnight)
-        return await self._first_refusal(self.sms_per_phone, "sms", mode, client_id, phone_bidx)
+        refusal = await self._first_refusal(self.sms_per_phone, "sms", mode, client_id, phone_bidx)
+        if refusal is None and identity_id is not None:
+            refusal = await self._first_refusal(
+                self.sms_per_identity, "sms-identity", mode, identity_id
+            )
+        return refusal
 
-    async def hit_sms(self, mode: str, client_id: str, phone_bidx: str) -> Refusal | None:
-        """Count one SMS from this client to this phone, or refuse it without counting."""
-        refusal = await self.check_sms(mode, client_id, phone_bidx)
+    async def hit_sms(
+        self, mode: str, client_id: str, phone_bidx: str, identity_id: str | None = None
+    ) -> Refusal | None:
+        """Count one SMS from this client to this phone (and person), or refuse it without
+        counting."""
+        refusal = await self.check_sms(mode, client_id, phone_bidx, identity_id)
         if refusal is not None:
             return refusal
         ids = ("sms", mode, client_id, phone_bidx)
         for item in self.sms_per_phone:
             if not await self.limiter.hit(item, *ids):
                 return Refusal(await self._retry_after(item, *ids))
+        for item in self.sms_per_identity if identity_id is not None else []:
+            person = ("sms-identity", mode, identity_id or "")
+            if not await self.limiter.hit(item, *person):
+                return Refusal(await self._retry_after(item, *person))
         today, until_midnight = self._day()
         for item, day_ids in self._day_counters(mode, client_id, phone_bidx, today):
             if not await self.day_limiter.hit(item, *day_ids):

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from app.crypto import Argon2Pool, Argon2Profile
+from app.crypto import Argon2Pool, Argon2Profile, Suite
 from app.db import create_engine, create_sessionmaker
 from app.hotcache import API_KEY_STATES, TOKEN_STATES, ApiKeyStates, TokenStates, TtlMap
 from app.identity import BlindIndexer
@@ -65,6 +65,11 @@ class Runtime:
     def master_key(self) -> bytes:
         return self.settings.master_key
 
+    @property
+    def suite(self) -> Suite:
+        """The crypto suite new personal-data values are made with (see ``app.crypto``)."""
+        return self.settings.crypto_suite
+
     async def close(self) -> None:
         self.identity_hasher.close()
         self.password_hasher.close()
@@ -104,7 +109,7 @@ def build_runtime(settings: Settings, *, engine: AsyncEngine | None = None) -> R
         settings=settings,
         engine=engine,
         sessions=sessions,
-        blind=BlindIndexer(settings.blind_keys, settings.blind_key_version),
+        blind=BlindIndexer(settings.blind_keys, settings.blind_key_version, settings.crypto_suite),
         identity_hasher=Argon2Pool(profile, settings.hash_workers),
         password_hasher=Argon2Pool(
             Argon2Profile(

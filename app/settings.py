@@ -53,6 +53,10 @@ class Settings(BaseSettings):
     #: Versioned blind-index keys, ``"1:<base64>,2:<base64>"``; the highest version is current.
     blind_index_keys: SecretStr = SecretStr("")
     dev_keys_file: Path = Path(DEV_KEYS_FILE)
+    #: Crypto suite for new blind indexes, code HMACs and sealed personal data: ``intl``
+    #: (HMAC-SHA-256, AES-256-GCM) or ``gm`` (HMAC-SM3, SM4-GCM). Values made under the other
+    #: suite stay readable and findable; ``realname reindex`` moves them over.
+    crypto_suite: Literal["intl", "gm"] = "intl"
 
     # argon2id profile for the identity hash (OWASP minimum by default) and admin passwords.
     identity_hash_memory_kib: int = Field(default=19 * 1024, ge=8)
@@ -73,15 +77,28 @@ class Settings(BaseSettings):
     token_cache_seconds: float = Field(default=30, ge=0, le=3600)
 
     # -- verifiers and senders ----------------------------------------------------------------
-    #: Verifier by check type for live clients (test clients always get the sandbox mocks).
-    live_verifiers: dict[str, str] = Field(
-        default_factory=lambda: {"id_registry": "http_id_registry", "carrier_3e": "http_carrier_3e"}
+    #: Verifier by check type for live clients (test clients always get the sandbox mocks): a
+    #: name, or a list of names tried in order when one is unavailable (failover).
+    live_verifiers: dict[str, str | list[str]] = Field(
+        default_factory=lambda: dict[str, str | list[str]](
+            id_registry="http_id_registry", carrier_3e="http_carrier_3e"
+        )
     )
+    #: Network identity (网号/网证) verifier for live clients: ``http_network_identity`` (the
+    #: operator's own gateway to the national service), or unset: not offered to live clients.
+    #: Test clients always get the sandbox verifier.
+    live_network_identity: Literal["http_network_identity"] | None = None
+    network_identity_gateway_url: str | None = None
+    network_identity_gateway_token: SecretStr | None = None
     #: Sender for live clients' SMS: console (dev only), http_gateway, tencent_sms, aliyun_sms.
     live_sender: str = "console"
     registry_url: str = "http://127.0.0.1:8090"
     registry_token: SecretStr | None = None
     mock_people_file: Path | None = None
+    #: Estimated price (in yuan) of one billable call, by verifier or sender name (each name is
+    #: one provider action, e.g. ``tencent_faceid_id2``, ``aliyun_sms``): for cost metrics and
+    #: the admin stats. Unpriced names count calls at 0.
+    provider_prices: dict[str, float] = Field(default_factory=dict)
     sms_gateway_url: str | None = None
     #: The gateway's signing secret, ``whsec_<base64>`` (Standard Webhooks); other values are
     #: used as raw bytes.
@@ -163,6 +180,8 @@ class Settings(BaseSettings):
     sms_phone_platform_per_day: int = Field(default=10, ge=1)
     #: Failed API-key or admin-session authentications allowed per client address.
     auth_failure_limits: str = "30/minute;300/hour"
+    #: SMS sends per person (identity), across resends, phones and verifications.
+    sms_identity_limits: str = "10/hour;20/day"
     failed_codes_per_identity: int = Field(default=100, ge=1)
     client_requests_per_minute: int = Field(default=600, ge=1)
 

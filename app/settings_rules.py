@@ -222,7 +222,12 @@ def production_problems(settings: Settings) -> list[str]:
         else:
             add(secret_problem("REALNAME_SMS_GATEWAY_SECRET", secret.get_secret_value()))
 
-    if any(name.startswith("http_") for name in settings.live_verifiers.values()):
+    live_verifiers = {
+        name
+        for chain in settings.live_verifiers.values()
+        for name in ([chain] if isinstance(chain, str) else chain)
+    }
+    if any(name.startswith("http_") for name in live_verifiers):
         if "registry_url" not in settings.model_fields_set:
             problems.append(
                 "REALNAME_REGISTRY_URL must be set explicitly for the http_* verifiers "
@@ -232,6 +237,21 @@ def production_problems(settings: Settings) -> list[str]:
             add(url_problem("REALNAME_REGISTRY_URL", settings.registry_url, allow))
     if settings.registry_token is not None:
         add(secret_problem("REALNAME_REGISTRY_TOKEN", settings.registry_token.get_secret_value()))
+    if settings.live_network_identity and settings.network_identity_gateway_url:
+        add(
+            url_problem(
+                "REALNAME_NETWORK_IDENTITY_GATEWAY_URL",
+                settings.network_identity_gateway_url,
+                allow,
+            )
+        )
+    if settings.network_identity_gateway_token is not None:
+        add(
+            secret_problem(
+                "REALNAME_NETWORK_IDENTITY_GATEWAY_TOKEN",
+                settings.network_identity_gateway_token.get_secret_value(),
+            )
+        )
 
     if settings.is_sqlite and not settings.allow_sqlite_in_prod:
         problems.append(

@@ -27,12 +27,22 @@ from sqlalchemy import update
 from sqlmodel import col, select
 
 from app import faults, metrics
+from app.crypto import as_suite
 from app.db import session_scope
-from app.models import Client, OutboxJob, SmsCode, Status, Verification
+from app.models import Check, Client, OutboxJob, SmsCode, Status, Verification
 from app.models._types import utcnow
 from app.runtime import Runtime
-from app.senders.base import OutgoingSms, SendResult
-from app.services import audit, checks, codes, deliveries, emergency, lifecycle
+from app.senders.base import DELIVERY_UNKNOWN, OutgoingSms, SendResult
+from app.services import (
+    audit,
+    checks,
+    codes,
+    costs,
+    deliveries,
+    emergency,
+    lifecycle,
+    network_identity,
+)
 from app.services.events import WEBHOOK_JOB
 
 logger = logging.getLogger(__name__)
@@ -276,6 +286,11 @@ class Worker:
                 queued = await checks.process(self.runtime, job.verification_id)
                 await self._finish(job)
                 return queued
+            if job.kind == network_identity.JOB_KIND:
+                assert job.verification_id is not None
+                await network_identity.process(self.runtime, job.verification_id)
+                await self._finish(job)
+                return False
             if job.kind == WEBHOOK_JOB:
                 await deliveries.deliver(self.runtime, job)
             elif job.kind == "send_sms":
@@ -316,7 +331,10 @@ class Worker:
         payload = codes.open_payload(self.runtime, job)
         current = code_row.superseded is False and code_row.consumed_at is None
         if not current or code_row.code_hmac != codes.code_hmac(
-            self.runtime.master_key, code_row.id, str(payload["code"])
+            self.runtime.master_key,
+            code_row.id,
+            str(payload["code"]),
+            as_suite(code_row.suite),
         ):
             await self._finish(job, error="code_superseded")
             return
@@ -353,13 +371,39 @@ class Worker:
         metrics.SMS_SENDS.labels(
             sender.name, "delivered" if result.delivered else result.reason or "failed"
         ).inc()
+        if not sender.sandbox and (result.delivered or result.reason == DELIVERY_UNKNOWN):
+            costs.record_billable(self.runtime.settings, sender.name, client.id)
         faults.reached("after_sms_send")
         if result.delivered:
             await self._finish(job)
+        elif result.reason == DELIVERY_UNKNOWN:
+            await self._delivery_unknown(job)
         elif result.retriable and job.attempts < SMS_MAX_ATTEMPTS:
             await self._retry(job, result.reason or "send_failed")
         else:
             await self._finish(job, error=result.reason or "send_failed")
+
+    async def _delivery_unknown(self, job: OutboxJob) -> None:
+        """The message may or may not have arrived: never resent blindly. The job ends as
+        ``delivery_unknown`` and the code check says so, so the integrator can offer its user a
+        resend (which the per-phone and per-person limits still govern)."""
+        async with session_scope(self.runtime.sessions) as session:
+            await session.execute(
+                update(OutboxJob)
+                .where(col(OutboxJob.id) == job.id)
+                .values(
+                    done_at=utcnow(), payload=None, locked_until=None, last_error=DELIVERY_UNKNOWN
+                )
+            )
+            await session.execute(
+                update(Check)
+                .where(
+                    col(Check.verification_id) == job.verification_id,
+                    col(Check.type) == "sms_otp",
+                    col(Check.status) == "pending",
+                )
+                .values(reason=DELIVERY_UNKNOWN, updated_at=utcnow())
+            )
 
     async def _finish(self, job: OutboxJob, *, error: str | None = None) -> None:
         async with session_scope(self.runtime.sessions) as session:

@@ -10,7 +10,7 @@ import unicodedata
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, get_args
 from zoneinfo import ZoneInfo
 
 import httpx
@@ -184,11 +184,16 @@ def request_models(runtime: Runtime) -> list[tuple[str, type[BaseModel]]]:
 
     found: dict[str, type[BaseModel]] = {}
 
+    def models_in(annotation: Any) -> list[type[BaseModel]]:
+        # A body may be a union of models (a discriminated ``id_type``), possibly Annotated.
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            return [annotation]
+        return [m for arg in get_args(annotation) for m in models_in(arg)]
+
     def visit(dependant: Any, route: str) -> None:
         for param in [*dependant.body_params, *dependant.query_params]:
-            annotation = param.field_info.annotation
-            if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-                found[annotation.__name__] = annotation
+            for model in models_in(param.field_info.annotation):
+                found[model.__name__] = model
         for sub in dependant.dependencies:
             visit(sub, route)
 
@@ -199,9 +204,8 @@ def request_models(runtime: Runtime) -> list[tuple[str, type[BaseModel]]]:
     nested: dict[str, type[BaseModel]] = {}
     for model in found.values():
         for field in model.model_fields.values():
-            ann = field.annotation
-            if isinstance(ann, type) and issubclass(ann, BaseModel):
-                nested[ann.__name__] = ann
+            for inner in models_in(field.annotation):
+                nested[inner.__name__] = inner
     return sorted({**found, **nested}.items())
 
 
@@ -221,6 +225,7 @@ async def test_request_models_are_found(runtime: Runtime) -> None:
     names = {name for name, _ in request_models(runtime)}
     assert {
         "VerificationCreate",
+        "NetworkIdentityCreate",
         "Consent",
         "CodeSubmit",
         "TokenIn",
@@ -510,6 +515,7 @@ NOT_RECORDS = {
     "/v1/admin/emergency",
     "/admin/webhooks",
     "/admin/emergency",
+    "/admin/providers",
     "/admin",
     "/admin/sign-in",
     "/admin/clients",

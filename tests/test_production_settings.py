@@ -106,6 +106,35 @@ def test_prod_refuses_each_unsafe_setting_naming_variable_and_rule(
     assert len(refused.splitlines()) == 1
 
 
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        (
+            {"network_identity_gateway_url": "http://10.0.0.5/ni"},
+            "REALNAME_NETWORK_IDENTITY_GATEWAY_URL must use https",
+        ),
+        (
+            {"network_identity_gateway_url": "https://127.0.0.1/ni"},
+            "REALNAME_NETWORK_IDENTITY_GATEWAY_URL must not point",
+        ),
+        (
+            {
+                "network_identity_gateway_url": "https://ni.example.com",
+                "network_identity_gateway_token": "x",
+            },
+            "REALNAME_NETWORK_IDENTITY_GATEWAY_TOKEN must be at least 32",
+        ),
+    ],
+)
+def test_prod_checks_the_network_identity_gateway_like_the_others(
+    changes: dict[str, str], message: str
+) -> None:
+    """The operator's network identity gateway gets the same URL and secret rules."""
+    refused = refusal(live_network_identity="http_network_identity", **changes)
+
+    assert message in refused
+
+
 @pytest.mark.parametrize("example", sorted(DOCUMENTED_EXAMPLES))
 def test_prod_refuses_the_documented_example_values(example: str) -> None:
     """A value printed in the documentation is refused wherever a secret goes."""

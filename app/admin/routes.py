@@ -56,7 +56,7 @@ from app.schemas.queries import (
     UiSignInQuery,
     UiVerificationQuery,
 )
-from app.services import admins, audit, client_keys, clients, review
+from app.services import admins, audit, client_keys, clients, costs, review
 from app.services.client_keys import Actor
 from app.services.review import Reason
 
@@ -266,6 +266,19 @@ async def queue(
         latest=latest.items,
         clients=await _client_names(db),
         flash=_flash(q.done, q.v),
+    )
+
+
+@page("/providers", summary="Provider cost per client per day, and breaker states")
+async def providers(request: Request, ctx: Reader, db: DB, runtime: RuntimeDep) -> Response:
+    daily = await costs.daily(db, runtime.settings, runtime.senders.live.name)
+    return render(
+        request,
+        "providers.html",
+        section="providers",
+        costs=daily,
+        breakers=sorted(runtime.verifiers.breaker_states().items()),
+        clients=await _client_names(db),
     )
 
 

@@ -6,13 +6,14 @@ then validates, raising :class:`InvalidField` whose ``detail`` never contains th
 
 from app.identity.errors import InvalidField
 from app.identity.external_id import check_external_user_id
-from app.identity.hashing import BlindIndexer, hash_identity_input
+from app.identity.hashing import BlindIndex, BlindIndexer, hash_identity_input
 from app.identity.id_number import IdNumber, parse_id_number
 from app.identity.masking import mask_id_number, mask_name, mask_phone
 from app.identity.name import parse_name
 from app.identity.phone import parse_phone
 
 __all__ = [
+    "BlindIndex",
     "BlindIndexer",
     "IdNumber",
     "InvalidField",

@@ -23,8 +23,20 @@ class Identity(SQLModel, table=True):
     )
 
     id: str = Field(default_factory=lambda: new_id("idn"), primary_key=True, max_length=40)
+    #: What the index is of: ``cn_resident_id`` (the ID number) or ``cn_network_identity`` (the
+    #: network identity's app-scoped identifier). Each field has its own derived key, so the two
+    #: kinds of index can never collide.
+    id_type: str = Field(
+        default="cn_resident_id",
+        max_length=32,
+        sa_column_kwargs={"server_default": "cn_resident_id"},
+    )
     id_number_bidx: str = Field(max_length=64)
     bidx_version: int
+    #: The crypto suite of ``id_number_bidx``: ``intl`` (HMAC-SHA-256) or ``gm`` (HMAC-SM3).
+    bidx_suite: str = Field(
+        default="intl", max_length=8, sa_column_kwargs={"server_default": "intl"}
+    )
     adult_on_sealed: str = Field(sa_column=Column(Text, nullable=False))
     created_at: datetime = Field(
         default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False)

@@ -17,6 +17,8 @@ class SmsCode(SQLModel, table=True):
     id: str = Field(default_factory=lambda: new_id("otp"), primary_key=True, max_length=40)
     verification_id: str = Field(foreign_key="verifications.id", index=True, max_length=40)
     code_hmac: str = Field(max_length=64)
+    #: The crypto suite of ``code_hmac``: ``intl`` (HMAC-SHA-256) or ``gm`` (HMAC-SM3).
+    suite: str = Field(default="intl", max_length=8, sa_column_kwargs={"server_default": "intl"})
     attempts: int = Field(default=0)
     max_attempts: int
     expires_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))

@@ -52,6 +52,8 @@ class Verification(SQLModel, table=True):
     level: str = Field(max_length=2)
     id_type: str = Field(default="cn_resident_id", max_length=32)
     bidx_version: int | None = None
+    #: The crypto suite of the ``*_bidx`` columns: ``intl`` (HMAC-SHA-256) or ``gm`` (HMAC-SM3).
+    bidx_suite: str | None = Field(default=None, max_length=8)
     name_bidx: str | None = Field(default=None, max_length=64)
     phone_bidx: str | None = Field(default=None, index=True, max_length=64)
     identity_hash: str | None = Field(default=None, max_length=200)

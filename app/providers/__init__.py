@@ -13,7 +13,9 @@ Errors
 ------
 :class:`ProviderTransportError` (retriable)
     No answer: a timeout (``reason == "timeout"``), a connection, network or protocol error, or an
-    HTTP 502, 503 or 504 from a gateway (``reason == "unavailable"``).
+    HTTP 502, 503 or 504 from a gateway (``reason == "unavailable"``). ``reached`` says whether
+    the provider may nevertheless have acted on the request (a read timed out): a caller of a
+    non-idempotent API (SMS ``SendSms``) must then not retry blindly.
 :class:`ProviderResponseError` (not retriable)
     An answer that is not in the documented shape: not JSON, not an object, too large.
 
@@ -24,6 +26,7 @@ replace is not chained (its text may quote the request).
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import re
 import uuid
@@ -41,6 +44,7 @@ __all__ = [
     "RetryPolicy",
     "json_object",
     "mainland_mobile",
+    "optional_env",
     "post",
     "read_env",
     "safe_code",
@@ -65,6 +69,26 @@ _MIN_SCREENED_CHARS: Final = 4
 _MAINLAND_MOBILE: Final = re.compile(r"\+86(1[0-9]{10})")
 
 
+class _RequestLogWithoutQuery(logging.Filter):
+    """Drops the query string from ``httpx``'s request log line (``HTTP Request: POST <url>``).
+
+    Some provider APIs take their parameters in the query (Alibaba Cloud ``SendSms``, as its
+    official SDK sends it): whatever level an embedding application gives the ``httpx`` logger,
+    those parameters must not reach a log.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(
+                arg.copy_with(query=None) if isinstance(arg, httpx.URL) else arg
+                for arg in record.args
+            )
+        return True
+
+
+logging.getLogger("httpx").addFilter(_RequestLogWithoutQuery())
+
+
 class ProviderError(Exception):
     """A provider call produced no usable answer.
 
@@ -80,7 +104,18 @@ class ProviderError(Exception):
 
 
 class ProviderTransportError(ProviderError):
-    """No answer: ``reason`` is ``"timeout"`` or ``"unavailable"``. Worth retrying."""
+    """No answer: ``reason`` is ``"timeout"`` or ``"unavailable"``. Worth retrying, unless the
+    call is not idempotent and ``reached`` is true.
+
+    Attributes:
+        reached: The request may have reached the provider and been acted on (a read timed out
+            or the connection broke after the request was written). ``False`` when it
+            certainly was not (no connection, no pooled connection, a gateway's 502/503/504).
+    """
+
+    def __init__(self, reason: str, *, status: int | None = None, reached: bool = False) -> None:
+        super().__init__(reason, status=status)
+        self.reached = reached
 
 
 class ProviderResponseError(ProviderError):
@@ -119,10 +154,14 @@ async def post(
         response = await client.post(
             url, content=content, headers=dict(headers), timeout=request_timeout
         )
-    except httpx.TimeoutException:
+    except (httpx.ConnectTimeout, httpx.PoolTimeout):
         raise ProviderTransportError("timeout") from None
-    except _NETWORK_ERRORS:
+    except httpx.TimeoutException:
+        raise ProviderTransportError("timeout", reached=True) from None
+    except (httpx.ConnectError, httpx.ProxyError):
         raise ProviderTransportError("unavailable") from None
+    except _NETWORK_ERRORS:
+        raise ProviderTransportError("unavailable", reached=True) from None
     if response.status_code in _GATEWAY_STATUSES:
         raise ProviderTransportError("unavailable", status=response.status_code)
     return response
@@ -222,6 +261,11 @@ def read_env(
     if missing:
         raise ValueError("missing environment variable(s): " + ", ".join(missing))
     return values
+
+
+def optional_env(env: Mapping[str, str], name: str) -> str | None:
+    """A variable that may be left unset (e.g. an STS session token): stripped, or ``None``."""
+    return env.get(name, "").strip() or None
 
 
 def mainland_mobile(phone: str) -> str | None:

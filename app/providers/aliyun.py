@@ -7,9 +7,12 @@ As in Alibaba Cloud's "V3 request structure and signature" documentation::
     CanonicalRequest = Method + "\\n" + CanonicalURI + "\\n" + CanonicalQueryString + "\\n"
                        + CanonicalHeaders + "\\n" + SignedHeaders + "\\n" + HashedPayload
     HashedPayload    = hex(SHA256(body))          (also sent as x-acs-content-sha256)
-    CanonicalQuery   = "k=v" pairs, RFC 3986-encoded (space -> %20, "~" kept), sorted by key
+    CanonicalQuery   = "k=v" pairs, RFC 3986-encoded (space -> %20, "~" kept), sorted by key;
+                       a parameter with an empty value is written as its name alone
     CanonicalHeaders = "name:value\\n" for host, content-type (when there is a body) and every
-                       x-acs-* header, names lowercased, values trimmed, sorted by name
+                       x-acs-* header, names lowercased, values trimmed, sorted by name; a name
+                       that occurs more than once (in any letter case) is signed once, its
+                       values sorted and joined with ","
     StringToSign     = "ACS3-HMAC-SHA256\\n" + hex(SHA256(CanonicalRequest))
     Signature        = hex(HMAC-SHA256(AccessKeySecret, StringToSign))
     Authorization    = "ACS3-HMAC-SHA256 Credential=" + AccessKeyId
@@ -18,17 +21,25 @@ As in Alibaba Cloud's "V3 request structure and signature" documentation::
 The signed ``x-acs-*`` headers are ``x-acs-action``, ``x-acs-version``, ``x-acs-date`` (UTC,
 ``YYYY-MM-DDThh:mm:ssZ``), ``x-acs-signature-nonce`` (unique per request, against replay),
 ``x-acs-content-sha256`` and, with STS credentials, ``x-acs-security-token``. The encoding and
-header rules match ``get_authorization`` of ``aliyun/darabonba-openapi-util``
+header rules match ``get_authorization``, ``get_canonical_query_string`` and
+``get_canonicalized_headers`` of the official ``aliyun/darabonba-openapi-util``
 (``python/alibabacloud_openapi_util/client.py``). ``tests/providers/test_providers_aliyun.py``
-checks the result against the documentation's fixed-parameter example.
+checks the result against the documentation's fixed-parameter example and against that SDK's
+own ``test_get_authorization`` (duplicate ``x-acs-test`` / ``x-acs-TEST`` headers, an empty
+query value, empty path: ``Signature=da772425…``).
 
 Calling (:func:`call`)
 ----------------------
-One ``POST https://<host>/`` for an RPC-style API. Every parameter goes in the body, form-encoded
-(``application/x-www-form-urlencoded``, the default) or as JSON: the URL carries none, so personal
-data never reaches a URL (the official SDKs put some of these parameters in the query string).
-Alibaba Cloud answers errors with HTTP 4xx/5xx and a JSON body holding ``Code``; the parsed body
-is returned whatever the status, for the caller to map.
+One ``POST https://<host>/`` for an RPC-style API. The parameters go where the caller says:
+``params_in="body"`` (the default) sends them form-encoded (``application/x-www-form-urlencoded``)
+or as JSON, and the URL carries none; ``params_in="query"`` sends them in the query string with an
+empty body and no ``Content-Type``, which is what the official generated SDK clients do for
+``SendSms`` (see :mod:`app.senders.aliyun_sms`). Alibaba Cloud's RPC gateway reads parameters from
+either place. With STS credentials the caller passes ``security_token``; it is sent and signed as
+``x-acs-security-token``, as the SDK's ``do_request`` does. Alibaba Cloud answers errors with HTTP
+4xx/5xx and a JSON body holding ``Code``; the parsed body is returned whatever the status, for the
+caller to map. A URL with parameters is never logged here: ``httpx``'s request log stays at
+``WARNING`` (``app.logging``) and :func:`app.providers.post` never chains ``httpx`` errors.
 """
 
 from __future__ import annotations
@@ -38,7 +49,7 @@ import hmac
 import json
 import secrets
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final, Literal
@@ -52,7 +63,9 @@ __all__ = [
     "ALGORITHM",
     "Acs3Signature",
     "acs3_date",
+    "authorize_acs3",
     "call",
+    "canonical_headers",
     "canonical_query",
     "sign_acs3",
 ]
@@ -84,10 +97,60 @@ def _encode(value: str) -> str:
 def canonical_query(params: Mapping[str, str]) -> str:
     """Encode ``params`` as the V3 canonical query string (also a valid form body).
 
-    Keys and values are RFC 3986-encoded (space as ``%20``, ``~`` kept), then sorted by key.
+    Keys and values are RFC 3986-encoded (space as ``%20``, ``~`` kept), then sorted by key; an
+    empty value leaves the name alone, as the official SDK's ``get_canonical_query_string`` does.
     """
     pairs = sorted((_encode(key), _encode(value)) for key, value in params.items())
+    return "&".join(f"{key}={value}" if value else key for key, value in pairs)
+
+
+def _form(params: Mapping[str, str]) -> str:
+    pairs = sorted((_encode(key), _encode(value)) for key, value in params.items())
     return "&".join(f"{key}={value}" for key, value in pairs)
+
+
+def canonical_headers(headers: Iterable[tuple[str, str]]) -> tuple[str, str]:
+    """``(CanonicalHeaders, SignedHeaders)`` for the headers to sign.
+
+    Names are lowercased; a name given more than once (in any case) appears once, with its
+    trimmed values sorted and joined by ``","`` (``get_canonicalized_headers`` of the SDK).
+    """
+    grouped: dict[str, list[str]] = {}
+    for name, value in headers:
+        grouped.setdefault(name.lower(), []).append(value.strip())
+    names = sorted(grouped)
+    lines = "".join(f"{name}:{','.join(sorted(grouped[name]))}\n" for name in names)
+    return lines, ";".join(names)
+
+
+def authorize_acs3(
+    *,
+    method: str,
+    canonical_uri: str,
+    query: Mapping[str, str],
+    headers: Iterable[tuple[str, str]],
+    hashed_payload: str,
+    access_key_id: str,
+    access_key_secret: str,
+) -> tuple[str, str, str, str]:
+    """``(canonical_request, string_to_sign, signature, authorization)``; a pure function.
+
+    The core of :func:`sign_acs3`, in the shape of the SDK's ``get_authorization`` so that its
+    test vector can be checked directly.
+    """
+    lines, signed_headers = canonical_headers(headers)
+    canonical_request = "\n".join(
+        [method, canonical_uri, canonical_query(query), lines, signed_headers, hashed_payload]
+    )
+    string_to_sign = f"{ALGORITHM}\n{hashlib.sha256(canonical_request.encode('utf-8')).hexdigest()}"
+    signature = hmac.new(
+        access_key_secret.encode("utf-8"), string_to_sign.encode("utf-8"), hashlib.sha256
+    ).hexdigest()
+    authorization = (
+        f"{ALGORITHM} Credential={access_key_id},"
+        f"SignedHeaders={signed_headers},Signature={signature}"
+    )
+    return canonical_request, string_to_sign, signature, authorization
 
 
 def acs3_date(timestamp: float) -> str:
@@ -144,24 +207,14 @@ def sign_acs3(
         signed["content-type"] = content_type
     if security_token is not None:
         signed["x-acs-security-token"] = security_token
-    names = sorted(signed)
-    canonical_request = "\n".join(
-        [
-            method,
-            canonical_uri,
-            canonical_query(query or {}),
-            "".join(f"{name}:{signed[name].strip()}\n" for name in names),
-            ";".join(names),
-            hashed_payload,
-        ]
-    )
-    string_to_sign = f"{ALGORITHM}\n{hashlib.sha256(canonical_request.encode('utf-8')).hexdigest()}"
-    signature = hmac.new(
-        access_key_secret.encode("utf-8"), string_to_sign.encode("utf-8"), hashlib.sha256
-    ).hexdigest()
-    authorization = (
-        f"{ALGORITHM} Credential={access_key_id},"
-        f"SignedHeaders={';'.join(names)},Signature={signature}"
+    canonical_request, string_to_sign, signature, authorization = authorize_acs3(
+        method=method,
+        canonical_uri=canonical_uri,
+        query=query or {},
+        headers=signed.items(),
+        hashed_payload=hashed_payload,
+        access_key_id=access_key_id,
+        access_key_secret=access_key_secret,
     )
     return Acs3Signature(
         canonical_request,
@@ -186,22 +239,26 @@ async def call(
     access_key_id: str,
     access_key_secret: str,
     body_format: Literal["form", "json"] = "form",
+    params_in: Literal["body", "query"] = "body",
+    security_token: str | None = None,
     clock: Callable[[], float] = time.time,
     nonce: Callable[[], str] = _new_nonce,
     request_timeout: httpx.Timeout = DEFAULT_TIMEOUT,
     scheme: str = "https",
 ) -> dict[str, Any]:
-    """Make one signed RPC-style call (``POST /``, parameters in the body) and return its body.
+    """Make one signed RPC-style call (``POST /``) and return its body.
 
     Args:
         client: The shared :class:`httpx.AsyncClient`; its lifetime belongs to the caller.
         host: The endpoint, e.g. ``"dysmsapi.aliyuncs.com"``.
         action: The API action.
         version: The API version.
-        params: The API parameters, all sent in the body.
+        params: The API parameters.
         access_key_id: The AccessKey ID.
         access_key_secret: The AccessKey secret.
         body_format: ``"form"`` (``application/x-www-form-urlencoded``) or ``"json"``.
+        params_in: ``"body"`` (see ``body_format``) or ``"query"`` (empty body).
+        security_token: The STS security token (``x-acs-security-token``), if any.
         clock: Current Unix time; tests inject a fixed one.
         nonce: Returns a fresh ``x-acs-signature-nonce``; 32 random hex digits by default.
         request_timeout: Per-request timeouts.
@@ -214,11 +271,15 @@ async def call(
         ProviderTransportError: timeout, network error, or HTTP 502/503/504.
         ProviderResponseError: the body is not a JSON object.
     """
-    if body_format == "json":
+    query: Mapping[str, str] = {}
+    content_type: str | None
+    if params_in == "query":
+        body, content_type, query = b"", None, params
+    elif body_format == "json":
         body = json.dumps(dict(params), ensure_ascii=False, separators=(",", ":")).encode()
         content_type = JSON_CONTENT_TYPE
     else:
-        body = canonical_query(params).encode("ascii")
+        body = _form(params).encode("ascii")
         content_type = FORM_CONTENT_TYPE
     signed = sign_acs3(
         access_key_id=access_key_id,
@@ -231,11 +292,14 @@ async def call(
         nonce=nonce(),
         body=body,
         content_type=content_type,
+        query=query,
+        security_token=security_token,
     )
     headers = {**signed.headers, "accept": "application/json"}
+    url = f"{scheme}://{host}/" + (f"?{_form(query)}" if query else "")
     response = await post(
         client,
-        f"{scheme}://{host}/",
+        url,
         content=body,
         headers=headers,
         request_timeout=request_timeout,

@@ -21,11 +21,14 @@ As in Tencent Cloud's "Signature v3" documentation, for a request at Unix time `
 
 The key derivation matches ``Sign.sign_tc3`` of the official Python SDK
 (``TencentCloud/tencentcloud-sdk-python``, ``tencentcloud/common/sign.py``). The request also
-carries ``X-TC-Action``, ``X-TC-Version``, ``X-TC-Timestamp`` and, when given, ``X-TC-Region``.
+carries ``X-TC-Action``, ``X-TC-Version``, ``X-TC-Timestamp`` and, when given, ``X-TC-Region`` and
+``X-TC-Token`` (the session token of temporary STS credentials; sent, not signed, as the official
+SDK's ``AbstractClient`` does).
 By default ``x-tc-action`` is signed too (the current documentation's example does so), so a
 signed body cannot be replayed against another action; :func:`sign_tc3` can leave it out.
 ``tests/providers/test_providers_tencent.py`` checks both forms against the documentation's
-worked examples.
+worked examples, including the current one (CVM ``DescribeInstances`` at 1551113065 with the
+masked ``AKID****…`` / ``****…`` credentials: ``Signature=10b1a37a…``).
 
 Calling (:func:`call`)
 ----------------------
@@ -101,6 +104,7 @@ def sign_tc3(
     method: str = "POST",
     canonical_query: str = "",
     sign_action: bool = True,
+    token: str | None = None,
 ) -> Tc3Signature:
     """Sign one API 3.0 request with ``TC3-HMAC-SHA256``; a pure function (see module docstring).
 
@@ -118,6 +122,7 @@ def sign_tc3(
         method: ``"POST"`` or ``"GET"``.
         canonical_query: The URL-encoded query string (``GET`` only).
         sign_action: Whether ``x-tc-action`` is among the signed headers.
+        token: ``X-TC-Token`` for temporary (STS) credentials, omitted when ``None``.
 
     Returns:
         The :class:`Tc3Signature`, whose ``headers`` are everything to send.
@@ -160,6 +165,8 @@ def sign_tc3(
     }
     if region is not None:
         headers["X-TC-Region"] = region
+    if token is not None:
+        headers["X-TC-Token"] = token
     return Tc3Signature(canonical_request, string_to_sign, signature, authorization, headers)
 
 
@@ -174,6 +181,7 @@ async def call(
     payload: Mapping[str, Any],
     secret_id: str,
     secret_key: str,
+    token: str | None = None,
     clock: Callable[[], float] = time.time,
     request_timeout: httpx.Timeout = DEFAULT_TIMEOUT,
     scheme: str = "https",
@@ -190,6 +198,7 @@ async def call(
         payload: The request parameters, sent as compact UTF-8 JSON.
         secret_id: The SecretId.
         secret_key: The SecretKey.
+        token: The STS session token (``X-TC-Token``), if any.
         clock: Current Unix time; tests inject a fixed one.
         request_timeout: Per-request timeouts.
         scheme: ``"https"``; tests may use ``"http"``.
@@ -212,6 +221,7 @@ async def call(
         payload=body,
         timestamp=int(clock()),
         region=region,
+        token=token,
     )
     response = await post(
         client,

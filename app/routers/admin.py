@@ -23,12 +23,14 @@ from app.deps import (
 from app.models import Verification
 from app.routers.verifications import problems
 from app.schemas.admin import (
+    AdminCheckOut,
     AdminVerification,
     AdminVerificationDetail,
     AdminVerificationPage,
     AuditEventOut,
     ClientCreated,
     ClientIn,
+    DailyCostOut,
     ErasureIn,
     ReasonIn,
     ReviewNote,
@@ -39,8 +41,8 @@ from app.schemas.admin import (
 )
 from app.schemas.emergency import EmergencyIn, EmergencyOut, MeasureOut
 from app.schemas.queries import AuditFilters, VerificationFilters
-from app.schemas.verification import CheckOut, Masked
-from app.services import admins, audit, clients, emergency, export, keys, review
+from app.schemas.verification import Masked
+from app.services import admins, audit, clients, costs, emergency, export, keys, review
 from app.services.review import Reason
 
 router = APIRouter(prefix="/v1/admin", tags=["admin"])
@@ -96,9 +98,19 @@ async def sign_out(ctx: CurrentAdmin, session: SessionDep) -> Response:
     return Response(status_code=204)
 
 
-@router.get("/stats", response_model=Stats, summary="Verifications by status", responses=AUTH)
-async def stats(_: AnyAdmin, session: SessionDep) -> Any:
-    return Stats(by_status=await review.counts_by_status(session))
+@router.get(
+    "/stats",
+    response_model=Stats,
+    summary="Verifications by status, provider cost per client per day, breaker states",
+    responses=AUTH,
+)
+async def stats(_: AnyAdmin, session: SessionDep, runtime: RuntimeDep) -> Any:
+    daily = await costs.daily(session, runtime.settings, runtime.senders.live.name)
+    return Stats(
+        by_status=await review.counts_by_status(session),
+        costs=[DailyCostOut.model_validate(row, from_attributes=True) for row in daily],
+        breakers=runtime.verifiers.breaker_states(),
+    )
 
 
 @router.get(
@@ -143,7 +155,10 @@ async def verification_detail(
     detail = await review.open_record(session, runtime, ctx.admin.id, verification_id)
     return AdminVerificationDetail(
         **row_out(detail.verification).model_dump(),
-        checks=[CheckOut(type=c.type, status=c.status, reason=c.reason) for c in detail.checks],
+        checks=[
+            AdminCheckOut(type=c.type, status=c.status, reason=c.reason, verifier=c.verifier)
+            for c in detail.checks
+        ],
         timeline=[AuditEventOut(**review.event_out(e)) for e in detail.timeline],
         notes=[ReviewNote(**n) for n in review.review_notes(runtime, detail.verification)],
         client_name=detail.client.name if detail.client else None,

@@ -11,8 +11,17 @@ from fastapi.responses import JSONResponse
 from app.db import flush_erased_pages
 from app.deps import CurrentClient, RuntimeDep, SessionDep
 from app.errors import ERROR_CODES, problem_content
-from app.schemas.verification import ConsentReceiptOut, VerificationCreate, VerificationOut
-from app.services import consent, emergency, erasure, export, idempotency, verifications
+from app.schemas.network_identity import NetworkIdentityCreate, VerificationRequest
+from app.schemas.verification import ConsentReceiptOut, VerificationOut
+from app.services import (
+    consent,
+    emergency,
+    erasure,
+    export,
+    idempotency,
+    network_identity,
+    verifications,
+)
 
 router = APIRouter(prefix="/v1/verifications", tags=["verifications"])
 
@@ -30,9 +39,11 @@ def problems(*codes: str) -> dict[int | str, dict[str, Any]]:
     "",
     status_code=201,
     response_model=VerificationOut,
-    summary="Start verifying an end user's real-name identity",
+    summary="Start verifying an end user's real-name identity (resident ID or network identity)",
     responses=problems(
         "invalid_real_name",
+        "network_identity_not_enabled",
+        "network_identity_mode_too_weak",
         "unauthorized",
         "identity_in_use",
         "idempotency_conflict",
@@ -44,23 +55,25 @@ def problems(*codes: str) -> dict[int | str, dict[str, Any]]:
     ),
 )
 async def create_verification(
-    body: VerificationCreate,
+    body: VerificationRequest,
     client: CurrentClient,
     session: SessionDep,
     runtime: RuntimeDep,
     background: BackgroundTasks,
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
 ) -> Any:
-    canonical = verifications.canonicalise(body)
+    if isinstance(body, NetworkIdentityCreate):
+        network_identity.check_body(body)
+        canonical, fingerprint = None, network_identity.fingerprint_body(body)
+    else:
+        canonical = verifications.canonicalise(body)
+        fingerprint = verifications.fingerprint_body(body, canonical)
     ttl = timedelta(seconds=runtime.settings.idempotency_ttl_seconds)
     claim = None
     if idempotency_key is not None:
         key = idempotency.check_key(idempotency_key)
         request_hash = idempotency.fingerprint(
-            runtime.master_key,
-            "POST",
-            "/v1/verifications",
-            verifications.fingerprint_body(body, canonical),
+            runtime.master_key, "POST", "/v1/verifications", fingerprint
         )
         stored = await idempotency.lookup(session, client.id, key, request_hash, ttl)
         if stored is not None:
@@ -71,16 +84,23 @@ async def create_verification(
     await emergency.ensure_issuing(
         session, client.id, runtime.settings.issuance_retry_after_seconds
     )
-    prepared = await verifications.prepare(runtime, canonical)
+    prepared = None
+    if canonical is not None:
+        prepared = await verifications.prepare(runtime, canonical)
     if idempotency_key is not None:
         claim, stored = await idempotency.claim(session, client.id, key, request_hash, ttl)
         if stored is not None:
             return JSONResponse(
                 stored.body, status_code=stored.status_code, headers={"Idempotent-Replayed": "true"}
             )
-    verification, checks = await verifications.create(
-        session, runtime, client, body, canonical, prepared
-    )
+    if isinstance(body, NetworkIdentityCreate):
+        verification, checks = await network_identity.create(session, runtime, client, body)
+    else:
+        assert canonical is not None
+        assert prepared is not None
+        verification, checks = await verifications.create(
+            session, runtime, client, body, canonical, prepared
+        )
     out = await verifications.present(session, verification, checks)
     background.add_task(runtime.notify_worker)  # after the commit: the checks start at once
     if claim is not None:

@@ -193,8 +193,14 @@ class ReviewNote(BaseModel):
     note: str
 
 
+class AdminCheckOut(CheckOut):
+    verifier: str | None = Field(
+        default=None, description="The verifier that answered (with failover, which provider)"
+    )
+
+
 class AdminVerificationDetail(AdminVerification):
-    checks: list[CheckOut]
+    checks: list[AdminCheckOut]
     timeline: list[AuditEventOut]
     notes: list[ReviewNote] = Field(default_factory=list)
     client_name: str | None
@@ -222,5 +228,22 @@ class ClientCreated(ClientOut):
     api_key: str
 
 
+class DailyCostOut(BaseModel):
+    """Billable provider calls of one client on one UTC day, with their estimated cost."""
+
+    day: str
+    client_id: str
+    provider: str = Field(description="The verifier or sender that was billed")
+    billable_calls: int
+    estimated_cost: float = Field(description="Yuan, from REALNAME_PROVIDER_PRICES")
+
+
 class Stats(BaseModel):
     by_status: dict[str, int]
+    costs: list[DailyCostOut] = Field(
+        default_factory=list, description="Last 30 days, per client and day, newest first"
+    )
+    breakers: dict[str, str] = Field(
+        default_factory=dict,
+        description="Each live verifier's circuit breaker in this process: closed, open, half_open",
+    )

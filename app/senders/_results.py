@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 
 from app.providers import ProviderTransportError, screened_reference
-from app.senders.base import OutgoingSms, SendResult
+from app.senders.base import DELIVERY_UNKNOWN, OutgoingSms, SendResult
 
 
 class SmsOutcomes:
@@ -27,6 +27,12 @@ class SmsOutcomes:
         return SendResult(delivered=False, retriable=retriable, reason=reason)
 
     def transport_failed(self, message: OutgoingSms, exc: ProviderTransportError) -> SendResult:
+        """No answer. SendSms is not idempotent at either provider (no de-duplication key): a
+        request that may have reached the provider is ``delivery_unknown`` and never resent
+        blindly (a resend could deliver twice, or be refused as a per-number rate limit although
+        the first message arrived); the user asks for a new code instead."""
+        if exc.reached:
+            return self.failed(message, None, DELIVERY_UNKNOWN, retriable=False)
         reason = "timeout" if exc.reason == "timeout" else "provider_unavailable"
         return self.failed(message, None, reason, retriable=True)
 

@@ -1,7 +1,13 @@
 """A sender for Alibaba Cloud Short Message Service, ``dysmsapi`` ``SendSms`` (2017-05-25).
 
 One :meth:`AliyunSmsSender.send` makes one ACS3-signed ``POST`` to ``dysmsapi.aliyuncs.com``
-(:mod:`app.providers.aliyun`), every parameter in the form body; the outbox worker owns retries.
+(:mod:`app.providers.aliyun`) with every parameter in the URL query and an empty body, exactly as
+the official client does: ``aliyun/alibabacloud-python-sdk``,
+``dysmsapi-20170525/alibabacloud_dysmsapi20170525/client.py``, ``send_sms_with_options`` puts
+``OutId``, ``PhoneNumbers``, ``SignName``, ``TemplateCode`` and ``TemplateParam`` into ``query``
+(``OpenApiRequest(query=OpenApiUtilClient.query(query))``, ``style='RPC'``, ``method='POST'``) and
+sends no body. The query travels only over TLS to the provider; the service never logs that URL
+(:mod:`app.providers.aliyun`). The outbox worker owns retries.
 ``PhoneNumbers`` is the 11-digit national number for mainland mobiles and country code +
 number (no ``+``) otherwise, as the API documents. ``TemplateParam`` is the JSON object
 ``{"code": "<code>"}`` for a template such as ``您的验证码为${code}``; ``OutId`` is the
@@ -10,7 +16,8 @@ number (no ``+``) otherwise, as the API documents. ``TemplateParam`` is the JSON
 Environment (:meth:`AliyunSmsSender.from_env`)
 ----------------------------------------------
 ``REALNAME_ALIYUN_ACCESS_KEY_ID``, ``REALNAME_ALIYUN_ACCESS_KEY_SECRET``,
-``REALNAME_ALIYUN_SMS_SIGN_NAME``, ``REALNAME_ALIYUN_SMS_TEMPLATE_CODE`` (required).
+``REALNAME_ALIYUN_SMS_SIGN_NAME``, ``REALNAME_ALIYUN_SMS_TEMPLATE_CODE`` (required);
+``REALNAME_ALIYUN_SECURITY_TOKEN`` (optional: STS credentials, sent as ``x-acs-security-token``).
 ``REALNAME_ALIYUN_REGION`` is not read: SendSms is served by the central endpoint.
 
 Outcomes
@@ -24,7 +31,11 @@ Outcomes
 * Retriable, ``provider_throttled``: ``Throttling*`` (API QPS throttling).
 * Retriable, ``provider_unavailable``: ``isp.SYSTEM_ERROR``, ``InternalError``,
   ``ServiceUnavailable``; a network error or HTTP 502/503/504.
-* Retriable, ``timeout``: the request timed out.
+* Retriable, ``timeout``: no connection could be had in time (the request was not sent).
+* Not retriable, ``delivery_unknown``: the request was sent but no answer came (a read timed out,
+  the connection broke). SendSms has no de-duplication key, so a retry could deliver twice or be
+  refused as a per-number limit although the first message arrived: the worker records the job
+  as delivery unknown and the verification offers a resend instead.
 * Retriable, ``provider_bad_response``: a body not in the documented shape.
 * Not retriable, ``provider_auth_failed``: ``isp.RAM_PERMISSION_DENY``, ``isv.ACCOUNT_*``,
   ``isv.PRODUCT_UN*``, ``InvalidAccessKeyId*``, ``SignatureDoesNotMatch``,
@@ -58,6 +69,7 @@ from app.providers import (
     ProviderTransportError,
     aliyun,
     mainland_mobile,
+    optional_env,
     read_env,
     safe_code,
 )
@@ -73,6 +85,7 @@ ENV_ACCESS_KEY_ID: Final = "REALNAME_ALIYUN_ACCESS_KEY_ID"
 ENV_ACCESS_KEY_SECRET: Final = "REALNAME_ALIYUN_ACCESS_KEY_SECRET"  # noqa: S105 (a name)
 ENV_SIGN_NAME: Final = "REALNAME_ALIYUN_SMS_SIGN_NAME"
 ENV_TEMPLATE_CODE: Final = "REALNAME_ALIYUN_SMS_TEMPLATE_CODE"
+ENV_SECURITY_TOKEN: Final = "REALNAME_ALIYUN_SECURITY_TOKEN"  # noqa: S105 (a name)
 
 _HOST: Final = "dysmsapi.aliyuncs.com"
 _E164: Final = re.compile(r"\+([1-9][0-9]{6,14})")
@@ -129,6 +142,7 @@ class AliyunSmsSender:
         access_key_secret: The AccessKey secret.
         sign_name: The approved signature (``SignName``).
         template_code: The approved template (``TemplateCode``) with a ``${code}`` variable.
+        security_token: The STS security token, with temporary credentials.
         endpoint: The API host, ``dysmsapi.aliyuncs.com`` by default.
         clock: Current Unix time for ``x-acs-date``; tests inject a fake.
         timeout: Per-request timeouts.
@@ -149,6 +163,7 @@ class AliyunSmsSender:
         access_key_secret: str,
         sign_name: str,
         template_code: str,
+        security_token: str | None = None,
         endpoint: str = _HOST,
         clock: Callable[[], float] = time.time,
         timeout: httpx.Timeout = DEFAULT_TIMEOUT,
@@ -161,6 +176,7 @@ class AliyunSmsSender:
         self._access_key_secret = access_key_secret
         self._sign_name = sign_name
         self._template_code = template_code
+        self._security_token = security_token
         self._host = endpoint
         self._clock = clock
         self._timeout = timeout
@@ -182,6 +198,7 @@ class AliyunSmsSender:
             access_key_secret=values[ENV_ACCESS_KEY_SECRET],
             sign_name=values[ENV_SIGN_NAME],
             template_code=values[ENV_TEMPLATE_CODE],
+            security_token=optional_env(env, ENV_SECURITY_TOKEN),
         )
 
     async def send(self, message: OutgoingSms) -> SendResult:
@@ -217,6 +234,8 @@ class AliyunSmsSender:
                 params=params,
                 access_key_id=self._access_key_id,
                 access_key_secret=self._access_key_secret,
+                params_in="query",
+                security_token=self._security_token,
                 clock=self._clock,
                 request_timeout=self._timeout,
                 scheme=self._scheme,

@@ -41,6 +41,11 @@ class OutgoingSms:
         return f"OutgoingSms(message_id={self.message_id!r}, template={self.template!r})"
 
 
+#: The reason of a send that may or may not have been delivered: the request reached the provider
+#: but no answer came. Not retriable for providers without de-duplication (see the cloud senders).
+DELIVERY_UNKNOWN = "delivery_unknown"
+
+
 @dataclass(frozen=True, slots=True)
 class SendResult:
     delivered: bool

@@ -13,20 +13,28 @@ Environment (:meth:`TencentSmsSender.from_env`)
 ``REALNAME_TENCENT_SECRET_ID``, ``REALNAME_TENCENT_SECRET_KEY``,
 ``REALNAME_TENCENT_SMS_SDK_APP_ID``, ``REALNAME_TENCENT_SMS_SIGN_NAME``,
 ``REALNAME_TENCENT_SMS_TEMPLATE_ID`` (required); ``REALNAME_TENCENT_REGION`` (default
-``ap-guangzhou``; SendSms requires a region).
+``ap-guangzhou``; SendSms requires a region); ``REALNAME_TENCENT_TOKEN`` (optional: the session
+token of temporary STS credentials, sent as ``X-TC-Token``).
 
 Outcomes
 --------
 ``SendStatusSet[0].Code`` (or ``Response.Error.Code``) -> :class:`~app.senders.base.SendResult`:
 
 * ``Ok``: delivered; the ``SerialNo`` is the provider reference.
-* Not retriable, ``provider_rate_limited``: ``LimitExceeded.PhoneNumber*`` (per-number caps per
-  30 s, hour, day) and ``LimitExceeded.DeliveryFrequencyLimit``.
+* Not retriable, ``provider_rate_limited``: the per-number caps ``LimitExceeded.PhoneNumber``
+  ``ThirtySecondLimit``, ``OneHourLimit``, ``DailyLimit``, ``SameContentDailyLimit`` and
+  ``LimitExceeded.DeliveryFrequencyLimit``.
+* Not retriable, ``provider_rejected``: ``LimitExceeded.PhoneNumberCountLimit`` (more than 200
+  numbers in one request: a malformed request, not a rate limit).
 * Not retriable, ``provider_quota_exceeded``: any other ``LimitExceeded*`` (app or account caps).
 * Retriable, ``provider_throttled``: ``RequestLimitExceeded*`` (API QPS throttling).
 * Retriable, ``provider_unavailable``: ``InternalError``, ``InternalError.Timeout``,
   ``.SendAndRecvFail``, ``.OtherError``, ``.UnknownError``; a network error or HTTP 502/503/504.
-* Retriable, ``timeout``: the request timed out.
+* Retriable, ``timeout``: no connection could be had in time (the request was not sent).
+* Not retriable, ``delivery_unknown``: the request was sent but no answer came (a read timed out,
+  the connection broke). SendSms has no de-duplication key, so a retry could deliver twice or be
+  refused as a per-number limit although the first message arrived: the worker records the job
+  as delivery unknown and the verification offers a resend instead.
 * Retriable, ``provider_bad_response``: a body not in the documented shape.
 * Not retriable, ``provider_auth_failed``: ``AuthFailure*``, ``UnauthorizedOperation*``.
 * Not retriable, ``invalid_recipient``: ``InvalidParameterValue.IncorrectPhoneNumber``,
@@ -56,6 +64,7 @@ from app.providers import (
     DEFAULT_TIMEOUT,
     ProviderResponseError,
     ProviderTransportError,
+    optional_env,
     read_env,
     safe_code,
     tencent,
@@ -70,6 +79,7 @@ _OUTCOMES = SmsOutcomes(logger, "tencent sms")
 
 ENV_SECRET_ID: Final = "REALNAME_TENCENT_SECRET_ID"  # noqa: S105 (a name)
 ENV_SECRET_KEY: Final = "REALNAME_TENCENT_SECRET_KEY"  # noqa: S105 (a name)
+ENV_TOKEN: Final = "REALNAME_TENCENT_TOKEN"  # noqa: S105 (a name)
 ENV_REGION: Final = "REALNAME_TENCENT_REGION"
 ENV_SDK_APP_ID: Final = "REALNAME_TENCENT_SMS_SDK_APP_ID"
 ENV_SIGN_NAME: Final = "REALNAME_TENCENT_SMS_SIGN_NAME"
@@ -86,6 +96,19 @@ _TRANSIENT_INTERNAL: Final = frozenset(
         "InternalError.UnknownError",
     }
 )
+#: The per-number frequency caps of the SendSms error-code table (an exact list: a prefix match
+#: would also catch ``LimitExceeded.PhoneNumberCountLimit``, which is a malformed request).
+_PER_NUMBER_LIMITS: Final = frozenset(
+    {
+        "LimitExceeded.PhoneNumberDailyLimit",
+        "LimitExceeded.PhoneNumberOneHourLimit",
+        "LimitExceeded.PhoneNumberSameContentDailyLimit",
+        "LimitExceeded.PhoneNumberThirtySecondLimit",
+        "LimitExceeded.DeliveryFrequencyLimit",
+    }
+)
+#: More than 200 numbers in one request: our request is wrong, no cap was reached.
+_MALFORMED: Final = frozenset({"LimitExceeded.PhoneNumberCountLimit"})
 _INVALID_RECIPIENT: Final = frozenset(
     {"InvalidParameterValue.IncorrectPhoneNumber", "FailedOperation.PhoneNumberInBlacklist"}
 )
@@ -93,11 +116,10 @@ _INVALID_RECIPIENT: Final = frozenset(
 
 def _outcome(code: str) -> tuple[str, bool]:
     """``(reason, retriable)`` for a failed ``code``; see the module docstring."""
-    if (
-        code.startswith("LimitExceeded.PhoneNumber")
-        or code == "LimitExceeded.DeliveryFrequencyLimit"
-    ):
+    if code in _PER_NUMBER_LIMITS:
         return "provider_rate_limited", False
+    if code in _MALFORMED:
+        return "provider_rejected", False
     if code == "LimitExceeded" or code.startswith("LimitExceeded."):
         return "provider_quota_exceeded", False
     if code == "RequestLimitExceeded" or code.startswith("RequestLimitExceeded."):
@@ -118,6 +140,7 @@ class TencentSmsSender:
         client: The shared :class:`httpx.AsyncClient`; its lifetime belongs to the caller.
         secret_id: The Tencent Cloud SecretId.
         secret_key: The Tencent Cloud SecretKey.
+        token: The STS session token (``X-TC-Token``), with temporary credentials.
         sdk_app_id: The SMS application's ``SmsSdkAppId``.
         sign_name: The approved signature (``SignName``).
         template_id: The approved template (``TemplateId``) with variables ``{1}`` code and
@@ -141,6 +164,7 @@ class TencentSmsSender:
         *,
         secret_id: str,
         secret_key: str,
+        token: str | None = None,
         sdk_app_id: str,
         sign_name: str,
         template_id: str,
@@ -155,6 +179,7 @@ class TencentSmsSender:
         self._client = client
         self._secret_id = secret_id
         self._secret_key = secret_key
+        self._token = token
         self._sdk_app_id = sdk_app_id
         self._sign_name = sign_name
         self._template_id = template_id
@@ -191,6 +216,7 @@ class TencentSmsSender:
             sign_name=values[ENV_SIGN_NAME],
             template_id=values[ENV_TEMPLATE_ID],
             region=values[ENV_REGION],
+            token=optional_env(env, ENV_TOKEN),
         )
 
     async def send(self, message: OutgoingSms) -> SendResult:
@@ -226,6 +252,7 @@ class TencentSmsSender:
                 payload=payload,
                 secret_id=self._secret_id,
                 secret_key=self._secret_key,
+                token=self._token,
                 clock=self._clock,
                 request_timeout=self._timeout,
                 scheme=self._scheme,

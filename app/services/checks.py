@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Collection
+from dataclasses import dataclass
 from datetime import timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -20,7 +22,7 @@ from app.db import session_scope
 from app.models import Check, Client, OutboxJob, Status, Verification
 from app.models._types import utcnow
 from app.runtime import Runtime
-from app.services import codes, emergency, lifecycle
+from app.services import codes, costs, emergency, lifecycle
 from app.services.verifications import SUBJECT_SEAL
 from app.verifiers.base import CheckOutcome, CheckResult, Subject, run_check
 
@@ -29,7 +31,13 @@ logger = logging.getLogger(__name__)
 AUTOMATED = ("id_registry", "carrier_3e")
 #: Unavailable reasons that retrying soon will not cure: straight to manual review.
 NO_RETRY = frozenset(
-    {"registry_quota_exceeded", "phone_unsupported", "provider_auth_failed", "provider_quarantined"}
+    {
+        "registry_quota_exceeded",
+        "phone_unsupported",
+        "provider_auth_failed",
+        "provider_quarantined",
+        "provider_bad_request",
+    }
 )
 
 
@@ -62,6 +70,62 @@ async def _load(
     return verification, client, checks, Subject(real_name=name, id_number=id_number, phone=phone)
 
 
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """A check's result and the verifier that gave it."""
+
+    verifier: str
+    result: CheckResult
+
+
+async def _ask_chain(
+    runtime: Runtime,
+    client: Client,
+    check_type: str,
+    subject: Subject,
+    *,
+    attempt_key: str,
+    verification_id: str,
+    quarantine: Collection[str] = (),
+) -> Answer:
+    """Ask the verifiers of the chain in order. Only ``unavailable`` (a provider down, its
+    breaker open, out of quota, ...) passes the check on to the next one: a definite answer is
+    final, so a mismatch from one provider is never asked again elsewhere, and no provider is
+    billed after another has answered. A quarantined verifier (Art. 25) is not called: it
+    counts as ``unavailable`` / ``provider_quarantined``, so the chain moves on. The last
+    verifier's answer stands when all are down."""
+    chain = runtime.verifiers.chain(client.mode, check_type)
+    answer: Answer | None = None
+    for position, verifier in enumerate(chain):
+        if verifier.name in quarantine:  # Art. 25: not called; the next one or a person decides
+            result = CheckResult(CheckOutcome.UNAVAILABLE, "provider_quarantined")
+        else:
+            result = await run_check(
+                verifier, subject, attempt_key=f"{attempt_key}:{verifier.name}"
+            )
+        answer = Answer(verifier.name, result)
+        metrics.CHECKS.labels(
+            check_type, verifier.name, result.outcome.value, result.reason or ""
+        ).inc()
+        if result.billable:
+            costs.record_billable(runtime.settings, verifier.name, client.id)
+        logger.info(
+            "check finished",
+            extra={
+                "verification_id": verification_id,
+                "check": check_type,
+                "verifier": verifier.name,
+                "outcome": result.outcome.value,
+                "reason": result.reason,
+            },
+        )
+        if result.outcome is not CheckOutcome.UNAVAILABLE or position == len(chain) - 1:
+            break
+        metrics.FAILOVERS.labels(check_type, verifier.name, result.reason or "").inc()
+    assert answer is not None  # a chain has at least one verifier
+    return answer
+
+
 async def process(runtime: Runtime, verification_id: str) -> bool:
     """Run the pending automated checks in level order, then record and transition. True when
     that queued a job due now (the code's SMS)."""
@@ -72,35 +136,22 @@ async def process(runtime: Runtime, verification_id: str) -> bool:
     async with runtime.sessions() as session:
         quarantine = await emergency.quarantined(session)
     by_type = {c.type: c for c in checks}
-    results: dict[str, CheckResult] = {}
+    results: dict[str, Answer] = {}
     for check_type in AUTOMATED:
         check = by_type.get(check_type)
         if check is None or check.status == "passed":
             continue
-        verifier = runtime.verifiers.for_mode(client.mode, check_type)
-        if verifier.name in quarantine:  # Art. 25: not called; a person decides instead
-            result = CheckResult(CheckOutcome.UNAVAILABLE, "provider_quarantined")
-        else:
-            result = await run_check(
-                verifier,
-                subject,
-                attempt_key=f"{verification.id}:{check_type}:{check.attempts + 1}",
-            )
-        results[check_type] = result
-        metrics.CHECKS.labels(
-            check_type, verifier.name, result.outcome.value, result.reason or ""
-        ).inc()
-        logger.info(
-            "check finished",
-            extra={
-                "verification_id": verification.id,
-                "check": check_type,
-                "verifier": verifier.name,
-                "outcome": result.outcome.value,
-                "reason": result.reason,
-            },
+        answer = await _ask_chain(
+            runtime,
+            client,
+            check_type,
+            subject,
+            attempt_key=f"{verification.id}:{check_type}:{check.attempts + 1}",
+            verification_id=verification.id,
+            quarantine=quarantine,
         )
-        if result.outcome is not CheckOutcome.PASSED:
+        results[check_type] = answer
+        if answer.result.outcome is not CheckOutcome.PASSED:
             break
     async with session_scope(runtime.sessions) as session:
         try:
@@ -112,11 +163,48 @@ async def process(runtime: Runtime, verification_id: str) -> bool:
             return False
 
 
+async def retry_or_review(
+    session: AsyncSession,
+    runtime: Runtime,
+    verification: Verification,
+    check_type: str,
+    attempts: int,
+    reason: str,
+    *,
+    job_kind: str = "run_checks",
+    no_retry: frozenset[str] = NO_RETRY,
+) -> bool:
+    """A check that got no answer: queue another run with exponential back-off, or hand the
+    verification to manual review once ``check_max_attempts`` runs are spent or the reason is
+    one that retrying will not cure. True when the queued run is due now."""
+    settings = runtime.settings
+    if reason in no_retry or attempts >= settings.check_max_attempts:
+        await lifecycle.transition(
+            session,
+            verification,
+            Status.NEEDS_REVIEW,
+            expect=[Status.PENDING],
+            reason=reason,
+            data={"check": check_type, "attempts": attempts},
+        )
+        return False
+    delay = settings.check_retry_backoff_seconds * 2 ** (attempts - 1)
+    session.add(
+        OutboxJob(
+            kind=job_kind,
+            verification_id=verification.id,
+            run_after=utcnow() + timedelta(seconds=delay),
+        )
+    )
+    await session.flush()
+    return bool(delay <= 0)  # a later one is found by the worker's poll
+
+
 async def _record(
     session: AsyncSession,
     runtime: Runtime,
     verification_id: str,
-    results: dict[str, CheckResult],
+    answers: dict[str, Answer],
     subject: Subject,
 ) -> bool:
     """Record ``results`` and move the verification on; True when a code was queued."""
@@ -130,8 +218,10 @@ async def _record(
         ).scalars()
     }
     now = utcnow()
-    for check_type, result in results.items():
-        check = checks[check_type]
+    results = {check_type: answer.result for check_type, answer in answers.items()}
+    for check_type, answer in answers.items():
+        check, result = checks[check_type], answer.result
+        check.verifier = answer.verifier
         check.status = result.outcome.value
         check.reason = result.reason
         check.billable = check.billable or result.billable
@@ -155,27 +245,14 @@ async def _record(
     )
     if unavailable is not None:
         check_type, result = unavailable
-        settings = runtime.settings
-        if result.reason in NO_RETRY or checks[check_type].attempts >= settings.check_max_attempts:
-            await lifecycle.transition(
-                session,
-                verification,
-                Status.NEEDS_REVIEW,
-                expect=[Status.PENDING],
-                reason=result.reason,
-                data={"check": check_type, "attempts": checks[check_type].attempts},
-            )
-            return False
-        delay = settings.check_retry_backoff_seconds * 2 ** (checks[check_type].attempts - 1)
-        session.add(
-            OutboxJob(
-                kind="run_checks",
-                verification_id=verification.id,
-                run_after=now + timedelta(seconds=delay),
-            )
+        return await retry_or_review(
+            session,
+            runtime,
+            verification,
+            check_type,
+            checks[check_type].attempts,
+            result.reason or "unavailable",
         )
-        await session.flush()
-        return bool(delay <= 0)  # a later one is found by the worker's poll
     if any(checks[t].status != "passed" for t in AUTOMATED if t in checks):
         return False  # nothing ran (already recorded elsewhere)
     if "sms_otp" not in checks:
@@ -191,7 +268,9 @@ async def _record(
     assert verification.phone_bidx is not None
     client = await session.get(Client, verification.client_id)
     assert client is not None
-    refusal = await runtime.limits.hit_sms(client.mode, client.id, verification.phone_bidx)
+    refusal = await runtime.limits.hit_sms(
+        client.mode, client.id, verification.phone_bidx, verification.identity_id
+    )
     if refusal is not None:
         checks["sms_otp"].reason = "rate_limited"
         await session.flush()

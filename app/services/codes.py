@@ -23,7 +23,7 @@ from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
-from app.crypto import keyed_hash, seal, unseal
+from app.crypto import DEFAULT_SUITE, Suite, as_suite, keyed_hash, seal, unseal
 from app.errors import ProblemError
 from app.models import Check, Client, OutboxJob, SmsCode, Status, Verification
 from app.models._types import utcnow
@@ -37,8 +37,8 @@ _CODE = re.compile(r"[0-9]{6}", re.ASCII)
 SMS_TEMPLATE = "verification_code"
 
 
-def code_hmac(master_key: bytes, code_id: str, code: str) -> str:
-    return keyed_hash(master_key, "otp", f"{code_id}:{code}".encode())
+def code_hmac(master_key: bytes, code_id: str, code: str, suite: Suite = DEFAULT_SUITE) -> str:
+    return keyed_hash(master_key, "otp", f"{code_id}:{code}".encode(), suite)
 
 
 def subject_phone(runtime: Runtime, verification: Verification) -> str:
@@ -84,11 +84,14 @@ async def issue(
         max_attempts=settings.otp_max_attempts,
         expires_at=now + timedelta(seconds=settings.otp_ttl_seconds),
         created_at=now,
+        suite=runtime.suite,
     )
-    row.code_hmac = code_hmac(runtime.master_key, row.id, code)
+    row.code_hmac = code_hmac(runtime.master_key, row.id, code, runtime.suite)
     job = OutboxJob(kind="send_sms", verification_id=verification.id)
     payload = {"phone": phone, "code": code, "ttl_minutes": max(1, settings.otp_ttl_seconds // 60)}
-    job.payload = seal(runtime.master_key, SMS_SEAL, json.dumps(payload).encode(), job.id.encode())
+    job.payload = seal(
+        runtime.master_key, SMS_SEAL, json.dumps(payload).encode(), job.id.encode(), runtime.suite
+    )
     session.add(row)
     session.add(job)
     await session.flush()
@@ -146,14 +149,17 @@ async def _reread_locked(session: AsyncSession, verification: Verification) -> N
 async def resend(
     session: AsyncSession, runtime: Runtime, client: Client, verification: Verification
 ) -> SmsCode:
-    """A new code for a verification awaiting one; refused (429) by the per-phone limits."""
+    """A new code for a verification awaiting one; refused (429) by the per-phone and
+    per-person limits. Also the way on after a send whose delivery is unknown."""
     await _reread_locked(session, verification)
     _require_awaiting(verification)
     await _expire_if_due(session, verification)
     assert verification.phone_bidx is not None
     raise_refusal(
-        await runtime.limits.hit_sms(client.mode, client.id, verification.phone_bidx),
-        "Too many codes sent to this phone",
+        await runtime.limits.hit_sms(
+            client.mode, client.id, verification.phone_bidx, verification.identity_id
+        ),
+        "Too many codes sent to this phone or person",
         limit="sms_phone",
     )
     return await issue(session, runtime, verification, subject_phone(runtime, verification))
@@ -207,7 +213,8 @@ async def submit(
     expires_at = _aware(expires_at)
     if utcnow() >= expires_at:
         raise ProblemError("code_expired", "The code has expired: ask for a new one", commit=True)
-    if not hmac.compare_digest(current.code_hmac, code_hmac(runtime.master_key, current.id, code)):
+    expected = code_hmac(runtime.master_key, current.id, code, as_suite(current.suite))
+    if not hmac.compare_digest(current.code_hmac, expected):
         await runtime.limits.record_failed_code(verification.client_id, identity_id)
         if attempts >= max_attempts:
             await _lock(session, verification)

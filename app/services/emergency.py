@@ -214,11 +214,19 @@ def cutoff_subquery(client_id: Any) -> Any:
 
 def known_providers(runtime: Runtime) -> set[str]:
     """The verifiers and senders this service runs (what may be quarantined)."""
-    verifiers = [*runtime.verifiers.sandbox.values(), *runtime.verifiers.live.values()]
-    return {v.name for v in verifiers} | {
-        runtime.senders.sandbox.name,
-        runtime.senders.live.name,
-    }
+    verifiers = [
+        *runtime.verifiers.sandbox.values(),
+        *(v for chain in runtime.verifiers.live.values() for v in chain),
+    ]
+    network = [runtime.verifiers.network_sandbox, runtime.verifiers.network_live]
+    return (
+        {v.name for v in verifiers}
+        | {n.name for n in network if n is not None}
+        | {
+            runtime.senders.sandbox.name,
+            runtime.senders.live.name,
+        }
+    )
 
 
 def _check_reason(reason_code: str | None) -> str:

@@ -91,6 +91,7 @@ async def scrub(session: AsyncSession, verification: Verification) -> None:
             external_user_id=ERASED_USER,
             identity_id=None,
             bidx_version=None,
+            bidx_suite=None,
             name_bidx=None,
             phone_bidx=None,
             identity_hash=None,

@@ -289,17 +289,19 @@ async def open_record(
 async def search_by_id_number(
     session: AsyncSession, runtime: Runtime, admin_id: str, id_number: str, reason: Reason
 ) -> list[Verification]:
-    """Find verifications of a person through the blind index (every key version). Requires a
-    reason code (no note: a search belongs to no one verification); audited without the number
-    itself. Each record found counts towards the bulk-access guard."""
+    """Find verifications of a person through the blind index (every suite and key version).
+    Requires a reason code (no note: a search belongs to no one verification); audited without
+    the number itself. Each record found counts towards the bulk-access guard."""
     code, _ = check_reason(reason, "a search", note_allowed=False)
     try:
         canonical = parse_id_number(id_number).value
     except InvalidField as exc:
         raise ProblemError(exc.code, exc.detail) from None
     conditions = [
-        (col(Identity.bidx_version) == version) & (col(Identity.id_number_bidx) == digest)
-        for version, digest in runtime.blind.candidates("id_number", canonical)
+        (col(Identity.bidx_suite) == c.suite)
+        & (col(Identity.bidx_version) == c.version)
+        & (col(Identity.id_number_bidx) == c.digest)
+        for c in runtime.blind.candidates("id_number", canonical)
     ]
     identity_ids = list(
         (await session.execute(select(Identity.id).where(or_(*conditions)))).scalars()
@@ -376,6 +378,12 @@ async def _approve(
         raise ProblemError(
             "invalid_transition", f"Cannot approve a verification that is {verification.status}"
         )
+    if verification.identity_id is None:
+        # A network identity whose check never answered: nobody is known to approve.
+        raise ProblemError(
+            "invalid_transition",
+            "No person is known for this verification; they must verify again",
+        )
     await session.execute(
         update(Check)
         .where(
@@ -413,7 +421,9 @@ async def _approve(
     assert client is not None
     assert verification.phone_bidx is not None
     raise_refusal(
-        await runtime.limits.hit_sms(client.mode, client.id, verification.phone_bidx),
+        await runtime.limits.hit_sms(
+            client.mode, client.id, verification.phone_bidx, verification.identity_id
+        ),
         "Too many codes sent to this phone",
         limit="sms_phone",
     )

@@ -16,7 +16,7 @@ from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
-from app.crypto import keyed_hash, seal, unseal
+from app.crypto import DEFAULT_SUITE, Suite, keyed_hash, seal, unseal
 from app.errors import ProblemError
 from app.hotcache import TokenState, tokens_changed
 from app.models import (
@@ -54,8 +54,12 @@ def subject_for(master_key: bytes, client_id: str, identity_id: str) -> str:
 ADULT_ON_SEAL = "adult-on/v1"
 
 
-def seal_adult_on(master_key: bytes, identity_id: str, adult_on: date) -> str:
-    return seal(master_key, ADULT_ON_SEAL, adult_on.isoformat().encode(), identity_id.encode())
+def seal_adult_on(
+    master_key: bytes, identity_id: str, adult_on: date, suite: Suite = DEFAULT_SUITE
+) -> str:
+    return seal(
+        master_key, ADULT_ON_SEAL, adult_on.isoformat().encode(), identity_id.encode(), suite
+    )
 
 
 def adult_on_of(master_key: bytes, identity: Identity) -> date:

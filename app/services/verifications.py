@@ -8,15 +8,16 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import and_, col, or_, select
 
-from app.crypto import seal
+from app.crypto import reseal, seal
 from app.db import insert_ignoring_conflicts
 from app.errors import ProblemError
 from app.identity import (
+    BlindIndex,
     IdNumber,
     InvalidField,
     check_external_user_id,
@@ -50,6 +51,7 @@ from app.schemas.verification import (
     VerificationOut,
 )
 from app.services import audit, consent, policies
+from app.services.policies import PolicyRef
 
 LEVELS = ("L1", "L2", "L3")
 #: Checks each level requires, in the order they run.
@@ -80,10 +82,10 @@ class Canonical:
 class Prepared:
     """Everything derived from the identity that may be stored. Contains no plaintext."""
 
-    id_number_bidx: str
     name_bidx: str
     phone_bidx: str
     bidx_version: int
+    bidx_suite: str
     identity_hash: str
     masked_name: str
     masked_id_number: str
@@ -137,10 +139,10 @@ async def prepare(runtime: Runtime, canonical: Canonical) -> Prepared:
         hash_identity_input(canonical.real_name, canonical.id_number.value, canonical.phone)
     )
     return Prepared(
-        id_number_bidx=blind.compute("id_number", canonical.id_number.value),
         name_bidx=blind.compute("real_name", canonical.real_name),
         phone_bidx=blind.compute("phone", canonical.phone),
         bidx_version=blind.current_version,
+        bidx_suite=blind.suite,
         identity_hash=identity_hash,
         masked_name=mask_name(canonical.real_name),
         masked_id_number=mask_id_number(canonical.id_number.value),
@@ -161,6 +163,18 @@ async def precheck_sms(runtime: Runtime, client: Client, level: str, prepared: P
         )
 
 
+async def consented_policy(session: AsyncSession, runtime: Runtime, version: str) -> PolicyRef:
+    """The published collection-rules version the person consented to; 422
+    ``consent_required`` when ``version`` is not one."""
+    policy = await policies.published(session, version, runtime.policies)
+    if policy is None:
+        raise ProblemError(
+            "consent_required",
+            "consent.policy_version must name a published collection-rules version",
+        )
+    return policy
+
+
 def resolve_level(client: Client, requested: str | None) -> str:
     level = requested or client.default_level
     if LEVELS.index(level) < LEVELS.index(client.default_level):
@@ -171,29 +185,60 @@ def resolve_level(client: Client, requested: str | None) -> str:
     return level
 
 
-async def _identity_for(
-    session: AsyncSession, runtime: Runtime, canonical: Canonical, prepared: Prepared
+async def identity_for(
+    session: AsyncSession,
+    runtime: Runtime,
+    *,
+    field: str,
+    value: str,
+    adult_on: date,
+    replace_adult_on: bool = False,
+    id_type: str = "cn_resident_id",
 ) -> str:
-    """The person's identity id, found by blind index under any key version or created
-    (race-safe: ``INSERT … ON CONFLICT DO NOTHING``, then read the winner's row)."""
-    candidates = runtime.blind.candidates("id_number", canonical.id_number.value)
-    if len(candidates) > 1:  # keys are rotating: the person may be indexed under an older one
-        rows = (
-            await session.execute(
-                select(Identity.id, Identity.bidx_version, Identity.id_number_bidx).where(
-                    or_(
-                        *(
-                            and_(Identity.bidx_version == v, Identity.id_number_bidx == d)
-                            for v, d in candidates
+    """The person's identity id, found by the blind index of ``field`` under any suite and key
+    version, or created (race-safe: ``INSERT … ON CONFLICT DO NOTHING``, then read the winner's
+    row) with ``adult_on`` as its sealed coming-of-age date.
+
+    A person found under an older key version or the other crypto suite is re-indexed under the
+    current ones here, in this transaction: blind indexes are one-way, so the moment a person
+    presents their identifier again is the only time their index can be recomputed. With
+    ``replace_adult_on`` a found person's date is replaced by ``adult_on`` (a newer fact).
+    """
+    candidates = runtime.blind.candidates(field, value)
+    current = candidates[0]
+    rows = (
+        await session.execute(
+            select(
+                Identity.id, Identity.bidx_suite, Identity.bidx_version, Identity.id_number_bidx
+            ).where(
+                or_(
+                    *(
+                        and_(
+                            Identity.bidx_suite == c.suite,
+                            Identity.bidx_version == c.version,
+                            Identity.id_number_bidx == c.digest,
                         )
+                        for c in candidates
                     )
                 )
             )
-        ).all()
-        found = {(row[1], row[2]): row[0] for row in rows}
-        for candidate in candidates:  # current version first, then newest first
-            if candidate in found:
-                return str(found[candidate])
+        )
+    ).all()
+    found = {(row[1], row[2], row[3]): str(row[0]) for row in rows}
+    for candidate in candidates:  # current suite and version first
+        identity_id = found.get((candidate.suite, candidate.version, candidate.digest))
+        if identity_id is None:
+            continue
+        if candidate != current or replace_adult_on:
+            await _refresh_identity(
+                session,
+                runtime,
+                identity_id,
+                candidate,
+                current,
+                adult_on if replace_adult_on else None,
+            )
+        return identity_id
     from app.services.tokens import seal_adult_on
 
     identity_id = new_id("idn")
@@ -201,11 +246,11 @@ async def _identity_for(
         insert_ignoring_conflicts(session, Identity, ["bidx_version", "id_number_bidx"])
         .values(
             id=identity_id,
-            id_number_bidx=prepared.id_number_bidx,
-            bidx_version=prepared.bidx_version,
-            adult_on_sealed=seal_adult_on(
-                runtime.master_key, identity_id, canonical.id_number.adult_on
-            ),
+            id_type=id_type,
+            id_number_bidx=current.digest,
+            bidx_version=current.version,
+            bidx_suite=current.suite,
+            adult_on_sealed=seal_adult_on(runtime.master_key, identity_id, adult_on, runtime.suite),
             created_at=utcnow(),
         )
         .returning(col(Identity.id))
@@ -215,11 +260,47 @@ async def _identity_for(
     # Registered concurrently by another request (or before): use theirs.
     existing = await session.execute(
         select(Identity.id).where(
-            Identity.bidx_version == prepared.bidx_version,
-            Identity.id_number_bidx == prepared.id_number_bidx,
+            Identity.bidx_version == current.version,
+            Identity.id_number_bidx == current.digest,
         )
     )
     return str(existing.scalar_one())
+
+
+async def _refresh_identity(
+    session: AsyncSession,
+    runtime: Runtime,
+    identity_id: str,
+    old: BlindIndex,
+    current: BlindIndex,
+    adult_on: date | None,
+) -> None:
+    """Move one identity's index (and sealed coming-of-age date) to the current suite and key
+    version, replacing the date when ``adult_on`` is given; guarded on the old index, so a
+    concurrent re-index of the same row is harmless."""
+    from app.services.tokens import ADULT_ON_SEAL, seal_adult_on
+
+    identity = await session.get(Identity, identity_id, with_for_update=True)
+    if identity is None or identity.id_number_bidx not in (old.digest, current.digest):
+        return
+    identity.id_number_bidx = current.digest
+    identity.bidx_version = current.version
+    identity.bidx_suite = current.suite
+    if adult_on is not None:
+        identity.adult_on_sealed = seal_adult_on(
+            runtime.master_key, identity.id, adult_on, runtime.suite
+        )
+    else:
+        resealed = reseal(
+            runtime.master_key,
+            ADULT_ON_SEAL,
+            identity.adult_on_sealed,
+            identity.id.encode(),
+            runtime.suite,
+        )
+        if resealed is not None:
+            identity.adult_on_sealed = resealed
+    await session.flush()
 
 
 async def _bind(
@@ -331,13 +412,14 @@ async def create(
     """Create a ``pending`` verification with its checks, audit event and sealed subject."""
     level = resolve_level(client, body.level)
     await precheck_sms(runtime, client, level, prepared)
-    policy = await policies.published(session, body.consent.policy_version, runtime.policies)
-    if policy is None:
-        raise ProblemError(
-            "consent_required",
-            "consent.policy_version must name a published collection-rules version",
-        )
-    identity_id = await _identity_for(session, runtime, canonical, prepared)
+    policy = await consented_policy(session, runtime, body.consent.policy_version)
+    identity_id = await identity_for(
+        session,
+        runtime,
+        field="id_number",
+        value=canonical.id_number.value,
+        adult_on=canonical.id_number.adult_on,
+    )
     await _bind(session, client, identity_id, body.external_user_id)
     now = utcnow()
     verification = Verification(
@@ -348,6 +430,7 @@ async def create(
         level=level,
         id_type=body.id_type,
         bidx_version=prepared.bidx_version,
+        bidx_suite=prepared.bidx_suite,
         name_bidx=prepared.name_bidx,
         phone_bidx=prepared.phone_bidx,
         identity_hash=prepared.identity_hash,
@@ -361,7 +444,11 @@ async def create(
         expires_at=now + timedelta(seconds=runtime.settings.verification_ttl_seconds),
     )
     verification.sealed_subject = seal(
-        runtime.master_key, SUBJECT_SEAL, canonical.as_json().encode(), verification.id.encode()
+        runtime.master_key,
+        SUBJECT_SEAL,
+        canonical.as_json().encode(),
+        verification.id.encode(),
+        runtime.suite,
     )
     session.add(verification)
     await session.flush()

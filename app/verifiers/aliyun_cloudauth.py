@@ -14,9 +14,21 @@
 Both ``POST`` to the cloudauth endpoint with ACS3-HMAC-SHA256 (:mod:`app.providers.aliyun`),
 every parameter in the form-encoded body, never in the URL. Nothing of the subject is logged.
 
+Where the parameters go, and the evidence: the official generated client
+(``aliyun/alibabacloud-python-sdk``,
+``cloudauth-20190307/alibabacloud_cloudauth20190307/client.py``,
+``id_2meta_verify_with_options`` and ``mobile_3meta_simple_verify_with_options``; likewise the
+PHP client and the legacy ``aliyunsdkcloudauth`` ``Id2MetaVerifyRequest``, which uses
+``add_query_param``) builds these parameters as ``query`` with ``reqBodyType='formData'``. The
+RPC gateway accepts an RPC parameter from the query string or from a form body alike, so this
+adapter deliberately keeps them in the signed form body: a name and ID number in a URL would end
+up in proxies' and load balancers' access logs. Unlike ``SendSms``
+(:mod:`app.senders.aliyun_sms`, which follows the SDK), the body shape is what the tests pin here.
+
 Environment (:meth:`from_env`)
 ------------------------------
 ``REALNAME_ALIYUN_ACCESS_KEY_ID``, ``REALNAME_ALIYUN_ACCESS_KEY_SECRET`` (both required);
+``REALNAME_ALIYUN_SECURITY_TOKEN`` (optional: STS credentials, sent as ``x-acs-security-token``);
 ``REALNAME_ALIYUN_REGION`` (default ``cn-hangzhou``) chooses the endpoint:
 ``cloudauth.cn-beijing.aliyuncs.com`` or ``cloudauth.cn-shanghai.aliyuncs.com`` for those two
 regions, the central ``cloudauth.aliyuncs.com`` otherwise (the documented endpoints).
@@ -45,7 +57,10 @@ Code / BizCode      Meaning                     Outcome      Reason             
 Gateway errors (HTTP 4xx/5xx, ``Code`` a name): ``InvalidAccessKeyId*``,
 ``SignatureDoesNotMatch``, ``IncompleteSignature``, ``InvalidTimeStamp*``,
 ``SignatureNonceUsed``, ``Forbidden*`` -> ``provider_auth_failed``; ``Throttling*`` ->
-``registry_rate_limited``; ``InternalError``, ``ServiceUnavailable`` -> ``registry_unavailable``.
+``registry_rate_limited``; ``InternalError``, ``ServiceUnavailable`` -> ``registry_unavailable``;
+``MissingParameter*``, ``InvalidParameter*`` (HTTP 400: our request is malformed) ->
+``provider_bad_request``, which is deterministic: it neither counts against the circuit breaker
+nor is retried (the verification goes to manual review).
 Anything else, or a body not in the documented shape -> ``registry_bad_response``: fail
 closed, never passed. Code 400 is not ``invalid_identity``: no field is ever sent empty, so it
 means the request itself was not understood, which is not the person's fault.
@@ -73,6 +88,7 @@ from app.providers import (
     RetryPolicy,
     aliyun,
     mainland_mobile,
+    optional_env,
     read_env,
     safe_code,
     uuid_reference,
@@ -94,6 +110,7 @@ logger = logging.getLogger(__name__)
 ENV_ACCESS_KEY_ID: Final = "REALNAME_ALIYUN_ACCESS_KEY_ID"
 ENV_ACCESS_KEY_SECRET: Final = "REALNAME_ALIYUN_ACCESS_KEY_SECRET"  # noqa: S105 (a name)
 ENV_REGION: Final = "REALNAME_ALIYUN_REGION"
+ENV_SECURITY_TOKEN: Final = "REALNAME_ALIYUN_SECURITY_TOKEN"  # noqa: S105 (a name)
 DEFAULT_REGION: Final = "cn-hangzhou"
 
 _VERSION: Final = "2019-03-07"
@@ -105,8 +122,10 @@ _DOWN: Final[Entry] = (CheckOutcome.UNAVAILABLE, "registry_unavailable", False)
 _AUTH: Final[Entry] = (CheckOutcome.UNAVAILABLE, "provider_auth_failed", False)
 _BAD: Final[Entry] = (CheckOutcome.UNAVAILABLE, "registry_bad_response", False)
 
+_BAD_REQUEST: Final[Entry] = (CheckOutcome.UNAVAILABLE, "provider_bad_request", False)
+
 _CODES: Final[Mapping[str, Entry]] = {
-    "400": (CheckOutcome.UNAVAILABLE, "provider_bad_request", False),
+    "400": _BAD_REQUEST,
     "401": _INVALID,
     "402": _DOWN,
     "403": (CheckOutcome.UNAVAILABLE, "registry_quota_exceeded", False),
@@ -126,6 +145,8 @@ _PREFIXES: Final[tuple[tuple[str, Entry], ...]] = (
     ("InvalidTimeStamp", _AUTH),
     ("Forbidden", _AUTH),
     ("Throttling", (CheckOutcome.UNAVAILABLE, "registry_rate_limited", False)),
+    ("MissingParameter", _BAD_REQUEST),
+    ("InvalidParameter", _BAD_REQUEST),
 )
 
 
@@ -175,6 +196,7 @@ class _AliyunCloudauthVerifier:
         *,
         access_key_id: str,
         access_key_secret: str,
+        security_token: str | None = None,
         region: str = DEFAULT_REGION,
         endpoint: str | None = None,
         max_attempts: int = 3,
@@ -190,6 +212,7 @@ class _AliyunCloudauthVerifier:
         self._client = client
         self._access_key_id = access_key_id
         self._access_key_secret = access_key_secret
+        self._security_token = security_token
         self._host = endpoint or cloudauth_endpoint(region)
         self._retry = RetryPolicy(max_attempts, backoff_base, sleep)
         self.breaker = breaker if breaker is not None else CircuitBreaker()
@@ -214,6 +237,7 @@ class _AliyunCloudauthVerifier:
             access_key_id=values[ENV_ACCESS_KEY_ID],
             access_key_secret=values[ENV_ACCESS_KEY_SECRET],
             region=values[ENV_REGION],
+            security_token=optional_env(env, ENV_SECURITY_TOKEN),
         )
 
     def _params(self, subject: Subject) -> dict[str, str] | None:
@@ -289,6 +313,7 @@ class _AliyunCloudauthVerifier:
             params=params,
             access_key_id=self._access_key_id,
             access_key_secret=self._access_key_secret,
+            security_token=self._security_token,
             clock=self._clock,
             request_timeout=self._timeout,
             scheme=self._scheme,
@@ -305,6 +330,7 @@ class AliyunId2MetaVerifier(_AliyunCloudauthVerifier):
         client: The shared :class:`httpx.AsyncClient`; its lifetime belongs to the caller.
         access_key_id: The AccessKey ID.
         access_key_secret: The AccessKey secret.
+        security_token: The STS security token, with temporary credentials.
         region: Chooses the endpoint (see the module docstring); ``cn-hangzhou`` by default.
         endpoint: An explicit endpoint host, overriding ``region``.
         max_attempts: Calls in all, retries included (at least 1).

@@ -7,6 +7,11 @@ verifier of the wrong check type, stops the service at start-up.
 
 Test-mode clients always get the sandbox verifiers (:data:`SANDBOX`), whatever the settings say:
 a test key can never reach a real registry.
+
+Failover: a check type may name an ordered list of verifiers
+(``{"id_registry": ["tencent_faceid_id2", "aliyun_id2meta"]}``). The checks runner asks the
+next one only when the previous answered ``unavailable`` (its breaker open included): a definite
+answer, billed or not, is final (see ``app.services.checks``).
 """
 
 from __future__ import annotations
@@ -24,6 +29,11 @@ from app.verifiers.base import Verifier
 from app.verifiers.breaker import CircuitBreaker
 from app.verifiers.http_registry import HttpCarrierVerifier, HttpIdRegistryVerifier
 from app.verifiers.mock_registry import MockCarrierVerifier, MockIdRegistryVerifier
+from app.verifiers.network_identity import (
+    HttpNetworkIdentityVerifier,
+    NetworkIdentityVerifier,
+    SandboxNetworkIdentityVerifier,
+)
 from app.verifiers.tencent_faceid import TencentIdCardVerifier, TencentPhoneVerifier
 
 _FromEnv = (
@@ -105,11 +115,39 @@ def available_factories() -> dict[str, VerifierFactory]:
 @dataclass
 class Verifiers:
     sandbox: dict[str, Verifier]
-    live: dict[str, Verifier]
+    #: Per check type, the live verifiers in failover order.
+    live: dict[str, list[Verifier]]
+    #: Network identity (网号/网证): the sandbox for test keys; live only when configured.
+    network_sandbox: NetworkIdentityVerifier = field(default_factory=SandboxNetworkIdentityVerifier)
+    network_live: NetworkIdentityVerifier | None = None
+
+    def network_for_mode(self, mode: str) -> NetworkIdentityVerifier | None:
+        """The network identity verifier for ``mode``; ``None`` when live has none."""
+        return self.network_sandbox if mode == "test" else self.network_live
 
     def for_mode(self, mode: str, check_type: str) -> Verifier:
-        table = self.sandbox if mode == "test" else self.live
-        return table[check_type]
+        """The first verifier of the chain for ``mode`` and ``check_type``."""
+        return self.chain(mode, check_type)[0]
+
+    def chain(self, mode: str, check_type: str) -> list[Verifier]:
+        """The verifiers to ask, in order; test mode has exactly the sandbox one."""
+        if mode == "test":
+            return [self.sandbox[check_type]]
+        return self.live[check_type]
+
+    def breaker_states(self) -> dict[str, str]:
+        """Each live verifier's circuit-breaker state (``closed``, ``open``, ``half_open``);
+        verifiers without a breaker (the mocks) are left out."""
+        states: dict[str, str] = {}
+        network = [self.network_live] if self.network_live is not None else []
+        verifiers: list[Verifier | NetworkIdentityVerifier] = [
+            v for chain in self.live.values() for v in chain
+        ]
+        for verifier in [*verifiers, *network]:
+            breaker = getattr(verifier, "breaker", None)
+            if isinstance(breaker, CircuitBreaker):
+                states[verifier.name] = breaker.state.value
+        return states
 
 
 def _build(
@@ -142,7 +180,32 @@ def build_verifiers(settings: Settings, http_client: httpx.AsyncClient) -> Verif
     if missing:
         raise SettingsError(f"REALNAME_LIVE_VERIFIERS has no verifier for: {sorted(missing)}")
     sandbox = {t: _build(n, t, ctx, factories) for t, n in SANDBOX.items()}
-    live = {t: _build(n, t, ctx, factories) for t, n in settings.live_verifiers.items()}
-    if settings.env == "prod" and any(v.sandbox for v in live.values()):
+    live: dict[str, list[Verifier]] = {}
+    for check_type, names in settings.live_verifiers.items():
+        chain = [names] if isinstance(names, str) else list(names)
+        if not chain or len(set(chain)) != len(chain):
+            raise SettingsError(
+                f"REALNAME_LIVE_VERIFIERS[{check_type!r}] must name one or more distinct verifiers"
+            )
+        live[check_type] = [_build(name, check_type, ctx, factories) for name in chain]
+    if settings.env == "prod" and any(v.sandbox for c in live.values() for v in c):
         raise SettingsError("REALNAME_ENV=prod: live clients may not use sandbox verifiers")
-    return Verifiers(sandbox=sandbox, live=live)
+    return Verifiers(sandbox=sandbox, live=live, network_live=_network_live(settings, ctx))
+
+
+def _network_live(settings: Settings, ctx: FactoryContext) -> NetworkIdentityVerifier | None:
+    """The operator's network identity gateway, when configured (fail at start-up otherwise)."""
+    if settings.live_network_identity is None:
+        return None
+    url = settings.network_identity_gateway_url
+    if not url:
+        raise SettingsError(
+            "REALNAME_LIVE_NETWORK_IDENTITY needs REALNAME_NETWORK_IDENTITY_GATEWAY_URL"
+        )
+    token = settings.network_identity_gateway_token
+    return HttpNetworkIdentityVerifier(
+        ctx.http_client,
+        url,
+        token.get_secret_value() if token else None,
+        breaker=ctx.breaker(url),
+    )

@@ -15,8 +15,9 @@ implemented, so TLS is the only protection on the wire. Nothing of the subject i
 
 Environment (:meth:`from_env`)
 ------------------------------
-``REALNAME_TENCENT_SECRET_ID``, ``REALNAME_TENCENT_SECRET_KEY`` (both required).
-``REALNAME_TENCENT_REGION`` is not read: these APIs take no region.
+``REALNAME_TENCENT_SECRET_ID``, ``REALNAME_TENCENT_SECRET_KEY`` (both required);
+``REALNAME_TENCENT_TOKEN`` (optional: the session token of temporary STS credentials, sent as
+``X-TC-Token``). ``REALNAME_TENCENT_REGION`` is not read: these APIs take no region.
 
 Result codes (``Response.Result``; billing as documented by Tencent)
 --------------------------------------------------------------------
@@ -88,6 +89,7 @@ from app.providers import (
     ProviderTransportError,
     RetryPolicy,
     mainland_mobile,
+    optional_env,
     read_env,
     tencent,
     uuid_reference,
@@ -101,6 +103,7 @@ logger = logging.getLogger(__name__)
 
 ENV_SECRET_ID: Final = "REALNAME_TENCENT_SECRET_ID"  # noqa: S105 (a name)
 ENV_SECRET_KEY: Final = "REALNAME_TENCENT_SECRET_KEY"  # noqa: S105 (a name)
+ENV_TOKEN: Final = "REALNAME_TENCENT_TOKEN"  # noqa: S105 (a name)
 
 _HOST: Final = "faceid.tencentcloudapi.com"
 _SERVICE: Final = "faceid"
@@ -180,6 +183,7 @@ class _TencentFaceIdVerifier:
         *,
         secret_id: str,
         secret_key: str,
+        token: str | None = None,
         host: str = _HOST,
         max_attempts: int = 3,
         backoff_base: float = 0.2,
@@ -194,6 +198,7 @@ class _TencentFaceIdVerifier:
         self._client = client
         self._secret_id = secret_id
         self._secret_key = secret_key
+        self._token = token
         self._host = host
         self._retry = RetryPolicy(max_attempts, backoff_base, sleep)
         self.breaker = breaker if breaker is not None else CircuitBreaker()
@@ -203,13 +208,19 @@ class _TencentFaceIdVerifier:
 
     @classmethod
     def from_env(cls, client: httpx.AsyncClient, env: Mapping[str, str]) -> Self:
-        """Build from ``REALNAME_TENCENT_SECRET_ID`` and ``REALNAME_TENCENT_SECRET_KEY``.
+        """Build from ``REALNAME_TENCENT_SECRET_ID``, ``REALNAME_TENCENT_SECRET_KEY`` and the
+        optional ``REALNAME_TENCENT_TOKEN`` (temporary credentials).
 
         Raises:
             ValueError: naming the missing variables (never their values).
         """
         values = read_env(env, [ENV_SECRET_ID, ENV_SECRET_KEY])
-        return cls(client, secret_id=values[ENV_SECRET_ID], secret_key=values[ENV_SECRET_KEY])
+        return cls(
+            client,
+            secret_id=values[ENV_SECRET_ID],
+            secret_key=values[ENV_SECRET_KEY],
+            token=optional_env(env, ENV_TOKEN),
+        )
 
     def _payload(self, subject: Subject) -> dict[str, str] | None:
         return {"IdCard": subject.id_number, "Name": subject.real_name}
@@ -271,6 +282,7 @@ class _TencentFaceIdVerifier:
             payload=payload,
             secret_id=self._secret_id,
             secret_key=self._secret_key,
+            token=self._token,
             clock=self._clock,
             request_timeout=self._timeout,
             scheme=self._scheme,
@@ -287,6 +299,7 @@ class TencentIdCardVerifier(_TencentFaceIdVerifier):
         client: The shared :class:`httpx.AsyncClient`; its lifetime belongs to the caller.
         secret_id: The Tencent Cloud SecretId.
         secret_key: The Tencent Cloud SecretKey.
+        token: The STS session token (``X-TC-Token``), with temporary credentials.
         host: The API host, ``faceid.tencentcloudapi.com`` by default.
         max_attempts: Calls in all, retries included (at least 1).
         backoff_base: Seconds; see :class:`~app.providers.RetryPolicy`.

@@ -70,11 +70,18 @@ def test_default_version_is_current() -> None:
 
 
 def test_candidates_current_first() -> None:
-    """candidates() lists every version, the current one first."""
+    """candidates() lists every version of both suites, the current suite and version first."""
     idx = BlindIndexer({1: KEY_1, 2: KEY_2, 3: KEY_1 + b"x"}, current_version=2)
     candidates = idx.candidates("id_number", ID)
-    assert [v for v, _ in candidates] == [2, 3, 1]
-    assert candidates[0][1] == idx.compute("id_number", ID)
+    assert [(c.suite, c.version) for c in candidates] == [
+        ("intl", 2),
+        ("intl", 3),
+        ("intl", 1),
+        ("gm", 2),
+        ("gm", 3),
+        ("gm", 1),
+    ]
+    assert candidates[0].digest == idx.compute("id_number", ID)
 
 
 def test_unknown_version_is_refused() -> None:

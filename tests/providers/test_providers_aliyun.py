@@ -32,7 +32,13 @@ from urllib.parse import parse_qsl, quote
 import httpx
 import pytest
 
-from app.providers.aliyun import acs3_date, call, sign_acs3
+from app.providers.aliyun import (
+    acs3_date,
+    authorize_acs3,
+    call,
+    canonical_headers,
+    sign_acs3,
+)
 from app.senders.aliyun_sms import AliyunSmsSender
 from app.senders.base import OutgoingSms, Sender, SendResult
 from app.verifiers.aliyun_cloudauth import AliyunId2MetaVerifier, AliyunMobile3MetaVerifier
@@ -82,7 +88,10 @@ def acs3_authorization(request: httpx.Request) -> str:
     match = re.search(r"SignedHeaders=([a-z0-9;-]+),", request.headers["authorization"])
     assert match is not None
     names = match.group(1).split(";")
-    assert names == SIGNED
+    expected = [name for name in SIGNED if name != "content-type" or request.content]
+    if "x-acs-security-token" in request.headers:
+        expected = sorted([*expected, "x-acs-security-token"])
+    assert names == expected
     payload_hash = hashlib.sha256(request.content).hexdigest()
     assert request.headers["x-acs-content-sha256"] == payload_hash
     query = "&".join(
@@ -106,9 +115,9 @@ def acs3_authorization(request: httpx.Request) -> str:
     )
 
 
-def assert_no_personal_data(request: httpx.Request) -> None:
-    """No subject field (plain or percent-encoded) in the URL or in any header."""
-    exposed = [str(request.url), *request.headers.values()]
+def assert_no_personal_data(request: httpx.Request, *, url: bool = True) -> None:
+    """No subject field (plain or percent-encoded) in any header, nor (``url``) in the URL."""
+    exposed = [*([str(request.url)] if url else []), *request.headers.values()]
     for value in PERSONAL:
         for text in exposed:
             assert value not in text
@@ -125,29 +134,37 @@ class FakeAliyun:
     replies: list[httpx.Response | Exception]
     requests: list[httpx.Request] = field(default_factory=list)
     nonces: set[str] = field(default_factory=set)
+    #: Where the API's parameters are expected: "body" (a form) or "query" (empty body).
+    params_in: str = "body"
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
         self.requests.append(request)
         assert (request.method, request.url.host, request.url.path) == ("POST", self.host, "/")
-        assert request.url.query == b""
+        if self.params_in == "query":
+            assert request.content == b""
+            assert "content-type" not in request.headers
+        else:
+            assert request.url.query == b""
+            assert request.headers["content-type"] == "application/x-www-form-urlencoded"
         assert request.headers["authorization"] == acs3_authorization(request)
         assert request.headers["x-acs-action"] == self.action
         assert request.headers["x-acs-version"] == self.version
         assert request.headers["x-acs-date"] == NOW_ACS
-        assert request.headers["content-type"] == "application/x-www-form-urlencoded"
         nonce = request.headers["x-acs-signature-nonce"]
         assert re.fullmatch(r"[0-9a-f]{32}", nonce)
         assert nonce not in self.nonces
         self.nonces.add(nonce)
-        assert_no_personal_data(request)
+        assert_no_personal_data(request, url=self.params_in == "body")
         reply = self.replies.pop(0) if len(self.replies) > 1 else self.replies[0]
         if isinstance(reply, Exception):
             raise reply
         return reply
 
     def form(self, index: int = -1) -> dict[str, str]:
-        pairs = parse_qsl(self.requests[index].content.decode("ascii"), strict_parsing=True)
-        return dict(pairs)
+        """The parameters as sent: the query string or the form body."""
+        request = self.requests[index]
+        raw = request.url.query if self.params_in == "query" else request.content
+        return dict(parse_qsl(raw.decode("ascii"), strict_parsing=True))
 
 
 def verdict(biz_code: Any, code: Any = "200", **extra: Any) -> httpx.Response:
@@ -210,7 +227,9 @@ def mobile_fake(*replies: httpx.Response | Exception) -> FakeAliyun:
 
 
 def sms_fake(*replies: httpx.Response | Exception) -> FakeAliyun:
-    return FakeAliyun("dysmsapi.aliyuncs.com", "SendSms", "2017-05-25", list(replies))
+    return FakeAliyun(
+        "dysmsapi.aliyuncs.com", "SendSms", "2017-05-25", list(replies), params_in="query"
+    )
 
 
 def build_verifier(
@@ -236,6 +255,23 @@ def build_sender(client: httpx.AsyncClient) -> AliyunSmsSender:
         sign_name="测试签名",
         template_code="SMS_154950909",
         clock=lambda: NOW,
+    )
+
+
+async def call_send_sms(
+    client: httpx.AsyncClient, params: dict[str, str], **options: Any
+) -> dict[str, Any]:
+    """call() for SendSms with the test credentials and clock."""
+    return await call(
+        client,
+        host="dysmsapi.aliyuncs.com",
+        action="SendSms",
+        version="2017-05-25",
+        params=params,
+        access_key_id=ACCESS_KEY_ID,
+        access_key_secret=ACCESS_KEY_SECRET,
+        clock=lambda: NOW,
+        **options,
     )
 
 
@@ -274,6 +310,32 @@ def test_acs3_reproduces_documentation_example() -> None:
     assert signed.headers["x-acs-content-sha256"] == hashlib.sha256(b"").hexdigest()
 
 
+def test_acs3_reproduces_official_sdk_duplicate_header_vector() -> None:
+    """darabonba-openapi-util's test_get_authorization: x-acs-test and x-acs-TEST sign as one
+    header with sorted values, an empty query value as its bare name (published signature)."""
+    *_, authorization = authorize_acs3(
+        method="GET",
+        canonical_uri="",
+        query={"test": "ok", "empty": ""},
+        headers=[("x-acs-test", "http"), ("x-acs-TEST", "https")],
+        hashed_payload="55e12e91650d2fec56ec74e1d3e4ddbfce2ef3a65890c2a19ecf88a307e76a23",
+        access_key_id="acesskey",
+        access_key_secret="secret",
+    )
+
+    assert authorization == (
+        "ACS3-HMAC-SHA256 Credential=acesskey,SignedHeaders=x-acs-test,"
+        "Signature=da772425f29289d3460d5fc961455d40c5e8c6afd0888b78a910c991e6a14846"
+    )
+
+
+def test_acs3_canonical_headers_merge_duplicates() -> None:
+    """Duplicate names in any case become one lowercase line, values trimmed, sorted, joined."""
+    lines, signed = canonical_headers([("X-Acs-B", " 2 "), ("host", "h"), ("x-acs-b", "1")])
+
+    assert (lines, signed) == ("host:h\nx-acs-b:1,2\n", "host;x-acs-b")
+
+
 def test_acs3_date_is_utc_iso8601() -> None:
     """x-acs-date is the UTC time in whole seconds with a Z suffix."""
     assert acs3_date(NOW + 0.9) == NOW_ACS
@@ -284,21 +346,26 @@ def test_acs3_date_is_utc_iso8601() -> None:
 
 async def test_call_sends_parameters_only_in_the_form_body(connect: Connect) -> None:
     """call() puts every parameter in the signed form body and returns the JSON answer."""
-    fake = sms_fake(httpx.Response(400, json={"Code": "X", "RequestId": REQUEST_ID}))
-
-    body = await call(
-        connect(fake),
-        host="dysmsapi.aliyuncs.com",
-        action="SendSms",
-        version="2017-05-25",
-        params={"B": "x y/z~", "A": "中"},
-        access_key_id=ACCESS_KEY_ID,
-        access_key_secret=ACCESS_KEY_SECRET,
-        clock=lambda: NOW,
+    fake = FakeAliyun(
+        "dysmsapi.aliyuncs.com",
+        "SendSms",
+        "2017-05-25",
+        [httpx.Response(400, json={"Code": "X", "RequestId": REQUEST_ID})],
     )
+
+    body = await call_send_sms(connect(fake), {"B": "x y/z~", "A": "中"})
 
     assert body == {"Code": "X", "RequestId": REQUEST_ID}
     assert fake.requests[0].content == b"A=%E4%B8%AD&B=x%20y%2Fz~"
+
+
+async def test_call_can_send_parameters_in_the_signed_query(connect: Connect) -> None:
+    """params_in="query" puts every parameter, RFC 3986-encoded, in the signed query string."""
+    fake = sms_fake(httpx.Response(400, json={"Code": "X", "RequestId": REQUEST_ID}))
+
+    await call_send_sms(connect(fake), {"B": "x y/z~", "A": "中"}, params_in="query")
+
+    assert fake.requests[0].url.query == b"A=%E4%B8%AD&B=x%20y%2Fz~"
 
 
 async def test_call_uses_a_fresh_nonce_each_time(connect: Connect) -> None:
@@ -306,16 +373,7 @@ async def test_call_uses_a_fresh_nonce_each_time(connect: Connect) -> None:
     fake = sms_fake(failure("OK"))
     client = connect(fake)
     for _ in range(2):
-        await call(
-            client,
-            host="dysmsapi.aliyuncs.com",
-            action="SendSms",
-            version="2017-05-25",
-            params={},
-            access_key_id=ACCESS_KEY_ID,
-            access_key_secret=ACCESS_KEY_SECRET,
-            clock=lambda: NOW,
-        )
+        await call_send_sms(client, {}, params_in="query")
 
     assert len(fake.nonces) == 2
 
@@ -349,6 +407,8 @@ CODE_CASES = [
     (failure("Throttling.User", 400), CheckOutcome.UNAVAILABLE, "registry_rate_limited"),
     (failure("InternalError", 500), CheckOutcome.UNAVAILABLE, "registry_unavailable"),
     (failure("UnknownError", 400), CheckOutcome.UNAVAILABLE, "registry_bad_response"),
+    (failure("MissingParameter", 400), CheckOutcome.UNAVAILABLE, "provider_bad_request"),
+    (failure("InvalidParameter.Format", 400), CheckOutcome.UNAVAILABLE, "provider_bad_request"),
     (verdict("4"), CheckOutcome.UNAVAILABLE, "registry_bad_response"),
     (verdict(None), CheckOutcome.UNAVAILABLE, "registry_bad_response"),
     (httpx.Response(200, json={"Code": "200"}), CheckOutcome.UNAVAILABLE, "registry_bad_response"),
@@ -502,6 +562,34 @@ async def test_breaker_counts_bad_responses(connect: Connect) -> None:
     assert len(fake.requests) == 2
 
 
+@pytest.mark.parametrize("code", ["MissingParameter", "InvalidParameter"])
+async def test_malformed_request_is_neither_retried_nor_a_breaker_failure(
+    connect: Connect, code: str
+) -> None:
+    """A gateway 400 for our own malformed request is asked once and keeps the breaker closed."""
+    fake = id_fake(failure(code, 400))
+    breaker = CircuitBreaker(failure_threshold=1)
+    verifier = build_verifier(AliyunId2MetaVerifier, connect(fake), breaker=breaker)
+
+    first = await verifier.check(SUBJECT, attempt_key="a-1")
+    second = await verifier.check(SUBJECT, attempt_key="a-2")
+
+    assert (first.reason, second.reason) == ("provider_bad_request", "provider_bad_request")
+    assert len(fake.requests) == 2
+    assert breaker.state.value == "closed"
+
+
+async def test_cloudauth_security_token_is_sent_and_signed(connect: Connect) -> None:
+    """With STS credentials, cloudauth calls carry a signed x-acs-security-token."""
+    fake = id_fake(verdict("1"))
+    verifier = build_verifier(AliyunId2MetaVerifier, connect(fake), security_token="sts-token-2")
+
+    checked = await verifier.check(SUBJECT, attempt_key="a-1")
+
+    assert checked.outcome is CheckOutcome.PASSED
+    assert fake.requests[0].headers["x-acs-security-token"] == "sts-token-2"
+
+
 async def test_logs_hold_no_personal_data(
     connect: Connect, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -624,12 +712,14 @@ SMS_CASES = [
     (httpx.Response(200, json={"Message": "no code"}), True, "provider_bad_response"),
     (httpx.Response(200, text="oops"), True, "provider_bad_response"),
     (httpx.ConnectError("refused"), True, "provider_unavailable"),
-    (httpx.ReadTimeout("slow"), True, "timeout"),
+    (httpx.ConnectTimeout("slow"), True, "timeout"),
+    (httpx.ReadTimeout("slow"), False, "delivery_unknown"),
+    (httpx.RemoteProtocolError("cut"), False, "delivery_unknown"),
 ]
 
 
 async def test_sms_request_is_documented_send_sms(connect: Connect) -> None:
-    """SendSms carries the national number, sign, template, {"code"} and OutId in the body."""
+    """SendSms carries the national number, sign, template, {"code"} and OutId in the query."""
     fake = sms_fake(sms_answer("OK"))
 
     await build_sender(connect(fake)).send(MESSAGE)
@@ -641,6 +731,44 @@ async def test_sms_request_is_documented_send_sms(connect: Connect) -> None:
         "TemplateParam": json.dumps({"code": CODE}, separators=(",", ":")),
         "OutId": MESSAGE.message_id,
     }
+
+
+async def test_sms_request_has_the_official_sdk_shape(connect: Connect) -> None:
+    """As send_sms_with_options: POST / with exactly the five parameters in the query, no body."""
+    fake = sms_fake(sms_answer("OK"))
+
+    await build_sender(connect(fake)).send(MESSAGE)
+
+    sent = fake.requests[0]
+    assert (sent.method, sent.url.path, sent.content) == ("POST", "/", b"")
+    assert sorted(k for k, _ in sent.url.params.multi_items()) == [
+        "OutId",
+        "PhoneNumbers",
+        "SignName",
+        "TemplateCode",
+        "TemplateParam",
+    ]
+    assert "content-type" not in sent.headers
+
+
+async def test_sms_security_token_is_sent_and_signed(connect: Connect) -> None:
+    """With STS credentials, x-acs-security-token is sent and among the signed headers."""
+    fake = sms_fake(sms_answer("OK"))
+    sender = AliyunSmsSender(
+        connect(fake),
+        access_key_id=ACCESS_KEY_ID,
+        access_key_secret=ACCESS_KEY_SECRET,
+        sign_name="测试签名",
+        template_code="SMS_154950909",
+        security_token="sts-token-1",
+        clock=lambda: NOW,
+    )
+
+    await sender.send(MESSAGE)
+
+    sent = fake.requests[0]
+    assert sent.headers["x-acs-security-token"] == "sts-token-1"
+    assert "x-acs-security-token" in sent.headers["authorization"]
 
 
 async def test_sms_international_number_drops_the_plus(connect: Connect) -> None:

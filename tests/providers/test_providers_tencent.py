@@ -277,6 +277,47 @@ def test_tc3_with_signed_action_reproduces_documentation_example() -> None:
     )
 
 
+def test_tc3_reproduces_current_documentation_example() -> None:
+    """The current "Signature v3" example (masked AKID/key, x-tc-action signed) gives the
+    published hashed canonical request and signature 10b1a37a…."""
+    signed = sign_tc3(
+        secret_id="AKID" + "*" * 32,
+        secret_key="*" * 32,
+        service="cvm",
+        host="cvm.tencentcloudapi.com",
+        action="DescribeInstances",
+        version="2017-03-12",
+        payload=DOC_PAYLOAD,
+        timestamp=DOC_TIMESTAMP,
+        region="ap-guangzhou",
+    )
+
+    assert signed.string_to_sign.endswith(
+        "\n7019a55be8395899b900fb5564e4200d984910f34794a27cb3fb7d10ff6a1e84"
+    )
+    assert signed.signature == "10b1a37a7301a02ca19a647ad722d5e43b4b3cff309d421d85b46093f6ab6c4f"
+
+
+def test_tc3_sends_the_sts_token_unsigned() -> None:
+    """A session token goes in X-TC-Token and does not change the signature."""
+    request: dict[str, Any] = {
+        "secret_id": "id",
+        "secret_key": "key",
+        "service": "sms",
+        "host": "sms.tencentcloudapi.com",
+        "action": "SendSms",
+        "version": "2021-01-11",
+        "payload": b"{}",
+        "timestamp": DOC_TIMESTAMP,
+    }
+    plain = sign_tc3(**request)
+    with_token = sign_tc3(**request, token="sts-session")
+
+    assert with_token.headers["X-TC-Token"] == "sts-session"
+    assert "X-TC-Token" not in plain.headers
+    assert with_token.signature == plain.signature
+
+
 # --- call() ----------------------------------------------------------------------------------
 
 
@@ -685,7 +726,10 @@ SMS_CASES = [
     (error("FailedOperation.SignatureIncorrectOrUnapproved"), False, "provider_rejected"),
     (answer(SendStatusSet=[]), True, "provider_bad_response"),
     (httpx.Response(200, text="oops"), True, "provider_bad_response"),
-    (httpx.ReadTimeout("slow"), True, "timeout"),
+    (send_status("LimitExceeded.PhoneNumberCountLimit"), False, "provider_rejected"),
+    (send_status("LimitExceeded.PhoneNumberSameContentDailyLimit"), False, "provider_rate_limited"),
+    (httpx.ConnectTimeout("slow"), True, "timeout"),
+    (httpx.ReadTimeout("slow"), False, "delivery_unknown"),
     (httpx.Response(504), True, "provider_unavailable"),
 ]
 
