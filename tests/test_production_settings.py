@@ -19,7 +19,6 @@ from app.settings import Settings, SettingsError
 from app.settings_rules import DOCUMENTED_EXAMPLES
 from tests.support import REPO_ROOT, launch, run_cli, serve
 
-
 #: The cheapest argon2 profile for admin passwords in child processes (behaviour, not cost).
 CHEAP_PASSWORDS = {
     "REALNAME_PASSWORD_HASH_MEMORY_KIB": "8",
