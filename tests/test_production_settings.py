@@ -19,6 +19,13 @@ from app.settings import Settings, SettingsError
 from app.settings_rules import DOCUMENTED_EXAMPLES
 from tests.support import REPO_ROOT, launch, run_cli, serve
 
+#: The cheapest argon2 profile for admin passwords in child processes (behaviour, not cost).
+CHEAP_PASSWORDS = {
+    "REALNAME_PASSWORD_HASH_MEMORY_KIB": "8",
+    "REALNAME_PASSWORD_HASH_TIME_COST": "1",
+    "REALNAME_PASSWORD_HASH_PARALLELISM": "1",
+}
+
 
 def prod(**changes: Any) -> dict[str, Any]:
     """Settings a production deployment may start with, changed by ``changes``
@@ -244,12 +251,12 @@ async def test_forwarded_for_from_an_untrusted_caller_cannot_dodge_sign_in_throt
     """Without REALNAME_TRUSTED_PROXIES a local caller's X-Forwarded-For is ignored."""
     created = run_cli(
         settings, "admins", "create", "--username", "proxy-test", "--role", "admin",
-        stdin="a long admin password\n",
+        stdin="a long admin password\n", **CHEAP_PASSWORDS,
     )  # fmt: skip
     assert created.returncode == 0, created.stderr
 
-    with serve(settings, log_path=tmp_path / "serve.log") as base:
-        async with httpx.AsyncClient(base_url=base) as http:
+    with serve(settings, log_path=tmp_path / "serve.log", **CHEAP_PASSWORDS) as base:
+        async with httpx.AsyncClient(base_url=base, timeout=30) as http:
             answers = [
                 await http.post(
                     "/v1/admin/sessions",
@@ -270,14 +277,17 @@ async def test_forwarded_for_from_a_trusted_proxy_is_believed(
     """With the caller listed in REALNAME_TRUSTED_PROXIES, each forwarded address counts apart."""
     created = run_cli(
         settings, "admins", "create", "--username", "proxy-ok", "--role", "admin",
-        stdin="a long admin password\n",
+        stdin="a long admin password\n", **CHEAP_PASSWORDS,
     )  # fmt: skip
     assert created.returncode == 0, created.stderr
 
     with serve(
-        settings, log_path=tmp_path / "serve.log", REALNAME_TRUSTED_PROXIES="127.0.0.1"
+        settings,
+        log_path=tmp_path / "serve.log",
+        REALNAME_TRUSTED_PROXIES="127.0.0.1",
+        **CHEAP_PASSWORDS,
     ) as base:
-        async with httpx.AsyncClient(base_url=base) as http:
+        async with httpx.AsyncClient(base_url=base, timeout=30) as http:
             answers = [
                 await http.post(
                     "/v1/admin/sessions",
