@@ -10,7 +10,7 @@ import unicodedata
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, get_args
 from zoneinfo import ZoneInfo
 
 import httpx
@@ -186,9 +186,14 @@ def request_models(runtime: Runtime) -> list[tuple[str, type[BaseModel]]]:
 
     def visit(dependant: Any, route: str) -> None:
         for param in [*dependant.body_params, *dependant.query_params]:
-            annotation = param.field_info.annotation
-            if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-                found[annotation.__name__] = annotation
+            # A body that is a union of models (``id_type``) counts each of its members.
+            pending = [param.field_info.annotation]
+            while pending:
+                annotation = pending.pop()
+                if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+                    found[annotation.__name__] = annotation
+                else:
+                    pending.extend(get_args(annotation))
         for sub in dependant.dependencies:
             visit(sub, route)
 
@@ -502,6 +507,7 @@ RECORD_PATHS: list[tuple[str, str, str, dict[str, Any] | None]] = [
 #: statuses), emergency measures, sign-in, assets.
 NOT_RECORDS = {
     "/v1/admin/stats",
+    "/admin/providers",
     "/v1/admin/clients",
     "/v1/admin/webhook-endpoints",
     "/v1/admin/webhook-deliveries",
