@@ -41,6 +41,7 @@ ERROR_CODES: dict[str, tuple[int, str]] = {
     "consent_required": (422, "Consent to a published collection-rules version is required"),
     "level_too_low": (422, "The level is below the client's policy"),
     "unauthorized": (401, "A valid API key is required"),
+    "invalid_client": (401, "The client id and API key do not match an active client"),
     "forbidden": (403, "This key may not do that"),
     "not_found": (404, "Not found"),
     "method_not_allowed": (405, "Method not allowed"),

@@ -20,6 +20,7 @@ from app.routers import (
     admin_clients,
     admin_webhooks,
     codes,
+    discovery,
     events,
     health,
     policies,
@@ -66,7 +67,9 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     if runtime is not None:
         app.state.runtime = runtime
     install_error_handlers(app)
-    app.add_middleware(ServiceMiddleware, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        ServiceMiddleware, max_body_bytes=settings.max_body_bytes, form_paths=tokens.FORM_PATHS
+    )
     app.include_router(health.router)
     app.include_router(policies.router)
     app.include_router(verifications.router)
@@ -75,6 +78,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     app.include_router(tokens.router)
     app.include_router(events.router)
     events.document_webhooks(app)
+    app.include_router(discovery.router)
     app.include_router(admin.router)
     app.include_router(admin_webhooks.router)
     app.include_router(admin_webhooks_ui.router)  # before the UI's catch-all 404

@@ -16,11 +16,28 @@ class TokenOut(BaseModel):
 
 
 class TokenIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """RFC 7662 section 2.1 / RFC 7009 section 2.1, as a form (or, for older callers, JSON)."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"token": "eyJhbGciOiJFZERTQSIsImtpZCI6…"}]},
+    )
 
     #: RFC 6749 A.12: a token is visible ASCII (so 4096 characters stay under the body limit).
-    token: SafeStr = Field(min_length=1, max_length=4096, pattern=r"^[\x20-\x7e]+$")
-    token_type_hint: Literal["access_token"] | None = None
+    token: SafeStr = Field(
+        min_length=1,
+        max_length=4096,
+        pattern=r"^[\x20-\x7e]+$",
+        description="The service token (a JWT access token)",
+    )
+    #: Only a hint (RFC 7662 section 2.1): any registered or unknown type name is accepted.
+    token_type_hint: SafeStr | None = Field(
+        default=None,
+        min_length=1,
+        max_length=64,
+        pattern=r"^[\x21-\x7e]+$",
+        description="`access_token` (other names are accepted and ignored)",
+    )
 
 
 class Introspection(BaseModel):
