@@ -21,6 +21,7 @@ from app.routers import (
     admin_webhooks,
     codes,
     discovery,
+    docs,
     events,
     health,
     policies,
@@ -63,6 +64,9 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         summary="Real-name identity verification (PRC Cybersecurity Law Art. 24)",
         version="0.1.0",
         lifespan=lifespan,
+        # Served offline by app.routers.docs instead of from a CDN.
+        docs_url=None,
+        redoc_url=None,
     )
     if runtime is not None:
         app.state.runtime = runtime
@@ -79,6 +83,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     app.include_router(events.router)
     events.document_webhooks(app)
     app.include_router(discovery.router)
+    app.include_router(docs.router)
     app.include_router(admin.router)
     app.include_router(admin_webhooks.router)
     app.include_router(admin_webhooks_ui.router)  # before the UI's catch-all 404
