@@ -18,6 +18,11 @@ class SandboxMessageOut(BaseModel):
     verification_id: str
     to: str = Field(description="The masked phone number")
     body: str
+    code: str | None = Field(
+        description="The one-time code the body carries (test mode only), so a script need not "
+        "parse the text",
+        examples=["123456"],
+    )
     created_at: datetime
     expires_at: datetime
 
