@@ -346,6 +346,9 @@ def document_problems(app: FastAPI) -> None:
                 if "requestBody" in operation or operation.get("parameters"):
                     codes.append("invalid_request")
                     _add_problem(responses, "invalid_request", 400)  # NUL characters
+                if any(p.get("name") == "Idempotency-Key" for p in operation.get("parameters", [])):
+                    codes += ["idempotency_conflict", "idempotency_in_progress"]
+                    codes.append("invalid_idempotency_key")
                 if operation.get("security"):
                     if path.startswith("/v1/admin/"):
                         codes += ["unauthorized", "session_expired", "forbidden", "rate_limited"]

@@ -12,6 +12,7 @@ from pydantic import ValidationError
 
 from app.deps import CurrentClient, RuntimeDep, SessionDep
 from app.errors import ProblemError
+from app.routers.idempotency import idempotent
 from app.routers.verifications import problems
 from app.schemas.tokens import Introspection, Jwks, TokenIn, TokenOut
 from app.services import emergency, keys, tokens, verifications
@@ -47,6 +48,7 @@ async def token_request(request: Request) -> TokenIn:
     ``token_type_hint``; other fields ignored, none repeated) or, as before, a JSON object."""
     ctype = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
     if ctype == FORM:
+        await request.body()  # kept on the request: the Idempotency-Key check reads it too
         form = await request.form()
         fields: dict[str, Any] = {}
         for name in ("token", "token_type_hint"):
@@ -94,6 +96,7 @@ TokenRequest = Annotated[TokenIn, Depends(token_request)]
         "verification_not_verified", "not_found", "unauthorized", "issuance_suspended"
     ),
 )
+@idempotent
 async def issue_token(
     verification_id: str, client: CurrentClient, session: SessionDep, runtime: RuntimeDep
 ) -> Any:
@@ -130,6 +133,7 @@ async def introspect(
     responses=problems("unauthorized", "invalid_client"),
     openapi_extra=TOKEN_BODY,
 )
+@idempotent
 async def revoke(
     body: TokenRequest, client: CurrentClient, session: SessionDep, runtime: RuntimeDep
 ) -> dict[str, Any]:

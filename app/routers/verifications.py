@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse
 from app.db import flush_erased_pages
 from app.deps import CurrentClient, RuntimeDep, SessionDep
 from app.errors import ERROR_CODES, problem_content
+from app.routers.idempotency import idempotent
 from app.schemas.network_identity import NetworkIdentityCreate, VerificationRequest
 from app.schemas.verification import ConsentReceiptOut, VerificationOut
 from app.services import (
@@ -75,7 +76,9 @@ async def create_verification(
         request_hash = idempotency.fingerprint(
             runtime.master_key, "POST", "/v1/verifications", fingerprint
         )
-        stored = await idempotency.lookup(session, client.id, key, request_hash, ttl)
+        stored = await idempotency.lookup(
+            session, client.id, key, request_hash, ttl, runtime.master_key
+        )
         if stored is not None:
             return JSONResponse(
                 stored.body, status_code=stored.status_code, headers={"Idempotent-Replayed": "true"}
@@ -88,7 +91,9 @@ async def create_verification(
     if canonical is not None:
         prepared = await verifications.prepare(runtime, canonical)
     if idempotency_key is not None:
-        claim, stored = await idempotency.claim(session, client.id, key, request_hash, ttl)
+        claim, stored = await idempotency.claim(
+            session, client.id, key, request_hash, ttl, runtime.master_key
+        )
         if stored is not None:
             return JSONResponse(
                 stored.body, status_code=stored.status_code, headers={"Idempotent-Replayed": "true"}
@@ -105,7 +110,12 @@ async def create_verification(
     background.add_task(runtime.notify_worker)  # after the commit: the checks start at once
     if claim is not None:
         await idempotency.complete(
-            session, claim, 201, out.model_dump(mode="json"), resource_id=verification.id
+            session,
+            claim,
+            201,
+            out.model_dump(mode="json"),
+            resource_id=verification.id,
+            master_key=runtime.master_key,
         )
     return out
 
@@ -127,6 +137,7 @@ async def get_verification(verification_id: str, client: CurrentClient, session:
     summary="Erase the person's data (Art. 43); returns the tombstone with an erasure receipt",
     responses=problems("unauthorized", "not_found"),
 )
+@idempotent
 async def erase_verification(
     verification_id: str,
     client: CurrentClient,
