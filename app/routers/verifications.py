@@ -5,15 +5,17 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter, BackgroundTasks, Header
+from fastapi import APIRouter, BackgroundTasks, Header, Query
 from fastapi.responses import JSONResponse
 
 from app.db import flush_erased_pages
 from app.deps import CurrentClient, RuntimeDep, SessionDep
 from app.errors import ERROR_CODES, problem_content
+from app.models import Status
 from app.routers.idempotency import idempotent
+from app.routers.params import DateTimeQuery
 from app.schemas.network_identity import NetworkIdentityCreate, VerificationRequest
-from app.schemas.verification import ConsentReceiptOut, VerificationOut
+from app.schemas.verification import ConsentReceiptOut, VerificationOut, VerificationPage
 from app.services import (
     consent,
     emergency,
@@ -21,6 +23,7 @@ from app.services import (
     export,
     idempotency,
     network_identity,
+    review,
     verifications,
 )
 
@@ -118,6 +121,47 @@ async def create_verification(
             master_key=runtime.master_key,
         )
     return out
+
+
+@router.get(
+    "",
+    response_model=VerificationPage,
+    summary="List your verifications, newest first (masked values only)",
+    description="Reconcile after an outage without keeping every id: filter by your "
+    "`external_user_id`, by `status` or by creation time, and follow `next_cursor` (as `after`) "
+    "page by page. Counts against the client's request quota like every read.",
+    responses=problems("unauthorized", "rate_limited", "invalid_request"),
+)
+async def list_verifications(
+    client: CurrentClient,
+    session: SessionDep,
+    external_user_id: Annotated[str | None, Query(min_length=1, max_length=200)] = None,
+    status: Status | None = None,
+    created_after: DateTimeQuery | None = None,
+    after: Annotated[
+        str | None,
+        Query(
+            min_length=1,
+            max_length=400,
+            pattern=r"^[A-Za-z0-9_=-]+$",
+            description="`next_cursor` of the previous page",
+        ),
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 50,
+) -> Any:
+    page = await review.list_verifications(
+        session,
+        client_id=client.id,
+        external_user_id=external_user_id,
+        status=status,
+        created_from=created_after,
+        cursor=after,
+        limit=limit,
+    )
+    return VerificationPage(
+        data=[await verifications.present(session, v) for v in page.items],
+        next_cursor=page.next_cursor,
+    )
 
 
 @router.get(

@@ -85,6 +85,15 @@ class ConsentReceiptOut(BaseModel):
     jwks_uri: str
 
 
+class VerificationPage(BaseModel):
+    """A page of verifications, newest first."""
+
+    data: list[VerificationOut]
+    next_cursor: str | None = Field(
+        default=None, description="Pass as `after` for the next page; null on the last page"
+    )
+
+
 class VerificationOut(BaseModel):
     id: str
     external_user_id: str
