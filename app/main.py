@@ -15,6 +15,7 @@ from app.admin import webhooks as admin_webhooks_ui
 from app.errors import document_problems, install_error_handlers
 from app.logging import configure_logging
 from app.middleware import ServiceMiddleware
+from app.openapi import complete_openapi
 from app.routers import (
     admin,
     admin_clients,
@@ -91,4 +92,5 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     app.include_router(admin_clients.router)
     app.include_router(admin_ui.router)
     document_problems(app)
+    complete_openapi(app)
     return app

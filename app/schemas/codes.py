@@ -8,9 +8,11 @@ from app.schemas.text import SafeStr
 
 
 class CodeSubmit(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"code": "123456"}]})
 
-    code: SafeStr = Field(max_length=32, description="The six-digit code from the SMS")
+    code: SafeStr = Field(
+        min_length=1, max_length=32, description="The six-digit code from the SMS"
+    )
 
 
 class SandboxMessageOut(BaseModel):

@@ -8,6 +8,20 @@ from app.schemas.text import SafeStr
 
 
 class TokenOut(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "access_token": "eyJhbGciOiJFZERTQSIsImtpZCI6…",
+                    "token_type": "Bearer",
+                    "expires_in": 900,
+                    "verification_id": "ver_01jf3m5k2c8v",
+                    "level": "L2",
+                }
+            ]
+        }
+    )
+
     access_token: str
     token_type: Literal["Bearer"] = "Bearer"  # noqa: S105 (a type name, not a secret)
     expires_in: int
@@ -43,7 +57,29 @@ class TokenIn(BaseModel):
 class Introspection(BaseModel):
     """RFC 7662. Only ``active`` is present for inactive tokens."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(
+        extra="allow",
+        json_schema_extra={
+            "examples": [
+                {
+                    "active": True,
+                    "token_type": "Bearer",
+                    "client_id": "cli_01jf3k9x7q2m",
+                    "sub": "sub_5b0c1f0e2d9a4c7e8f6b3a2d1c0e9f8a",
+                    "aud": "cli_01jf3k9x7q2m",
+                    "iss": "http://127.0.0.1:8000",
+                    "exp": 1769847300,
+                    "iat": 1769846400,
+                    "nbf": 1769846400,
+                    "jti": "tok_3f2a9c8b7d6e5f4a3b2c1d0e9f8a7b6c",
+                    "vid": "ver_01jf3m5k2c8v",
+                    "lvl": "L2",
+                    "adult": True,
+                },
+                {"active": False},
+            ]
+        },
+    )
 
     active: bool
 
