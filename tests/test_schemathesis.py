@@ -5,9 +5,9 @@ admin API included, is fuzzed in process with valid and invalid input. Requests 
 integrator test-mode API key (``/v1/...``) or an admin session token with the ``admin`` role
 (``/v1/admin/...``), both made through the service layer in the test database.
 
-``test_stateful_workflows`` then follows the links between operations. The schema declares no
-OpenAPI links; schemathesis infers them from response schemas and path parameters (create a
-verification, then read it, submit or resend its code, issue a token, erase it, open, review or
+``test_stateful_workflows`` then follows the links between operations. The schema declares the
+links from a created verification to the integrator operations on its id (``app.openapi``);
+schemathesis adds those it infers from response schemas and path parameters (open, review or
 erase it through the admin API), and ``test_links_are_inferred`` keeps that from silently
 going away.
 
@@ -367,6 +367,14 @@ EXCLUDED: dict[str, list[Exclusion]] = {
                     or str((case.path_parameters or {}).get("action", "")).endswith("-provider")
                 )
             ),
+        )
+    ],
+    "GET /v1/verifications": [
+        Exclusion(
+            "positive_data_acceptance",
+            "As for the admin list: an `after` cursor the service did not issue is refused with"
+            " 422 invalid_request.",
+            when=lambda case: "after" in (case.query or {}),
         )
     ],
     "GET /v1/verifications/{verification_id}": [
