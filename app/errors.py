@@ -343,6 +343,7 @@ def document_problems(app: FastAPI) -> None:
                 codes: list[str] = []
                 if "requestBody" in operation:
                     codes += ["malformed_json", "payload_too_large", "unsupported_media_type"]
+                    codes.append("unknown_field")
                 if "requestBody" in operation or operation.get("parameters"):
                     codes.append("invalid_request")
                     _add_problem(responses, "invalid_request", 400)  # NUL characters
@@ -353,7 +354,7 @@ def document_problems(app: FastAPI) -> None:
                     if path.startswith("/v1/admin/"):
                         codes += ["unauthorized", "session_expired", "forbidden", "rate_limited"]
                     else:
-                        codes += ["unauthorized", "rate_limited"]
+                        codes += ["unauthorized", "invalid_client", "rate_limited"]
                 for code in codes:
                     _add_problem(responses, code)
                 for status, entry in responses.items():

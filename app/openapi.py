@@ -118,7 +118,7 @@ def _declare_unavailable(operation: dict[str, Any]) -> None:
 
 
 def _links(document: dict[str, Any]) -> dict[str, Any]:
-    """From a created verification to every integrator operation that takes its id."""
+    """From a created verification to every integrator operation that takes its id in the path."""
     links: dict[str, Any] = {}
     for path, operations in document["paths"].items():
         if path.startswith("/v1/admin/"):
@@ -126,19 +126,19 @@ def _links(document: dict[str, Any]) -> dict[str, Any]:
         for method, operation in operations.items():
             if (path, method) == _CREATE or not isinstance(operation, dict):
                 continue
-            params = {
-                p["name"]: p["in"]
+            # Path parameters only: what a query answers (the sandbox inbox) depends on timing,
+            # which stateful fuzzers cannot replay.
+            takes_id = any(
+                p.get("name") == "verification_id" and p.get("in") == "path"
                 for p in operation.get("parameters", [])
-                if p.get("name") == "verification_id"
-            }
-            if not params:
+            )
+            if not takes_id:
                 continue
             escaped = path.replace("~", "~0").replace("/", "~1")
             name = operation.get("operationId", f"{method}{path}")
-            location = "path" if params["verification_id"] == "path" else "query"
             links[name] = {
                 "operationRef": f"#/paths/{escaped}/{method}",
-                "parameters": {f"{location}.verification_id": "$response.body#/id"},
+                "parameters": {"path.verification_id": "$response.body#/id"},
                 "description": f"{operation.get('summary', name)}, for the created verification",
             }
     return links
