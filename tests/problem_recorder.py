@@ -27,6 +27,8 @@ def _record(scope: Scope, status: int | None, body: bytes, problem: bool) -> Non
     method = scope.get("method", "")
     if status is None or status < 400 or not isinstance(route, APIRoute):
         return
+    if not route.include_in_schema:  # the admin web pages: HTML, not part of the API
+        return
     if method not in route.methods:  # 405: no operation of this path answered
         return
     code = None
