@@ -49,7 +49,11 @@ async def submit_code(
     response_model=VerificationOut,
     summary="Send a new code (the previous one stops working)",
     responses=problems(
-        "rate_limited", "verification_not_awaiting_code", "verification_expired", "not_found"
+        "rate_limited",
+        "verification_not_awaiting_code",
+        "verification_expired",
+        "attempts_exhausted",
+        "not_found",
     ),
 )
 @idempotent
