@@ -622,8 +622,8 @@ def build_parser() -> argparse.ArgumentParser:
     sink = sub.add_parser(
         "sink", help="staging only: accept SMS-gateway and webhook posts, list them"
     )
-    sink.add_argument("--host", default="127.0.0.1")
-    sink.add_argument("--port", type=int, default=8025)
+    sink.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    sink.add_argument("--port", type=int, default=8025, help="TCP port to listen on")
     sink.set_defaults(func=cmd_sink, without_settings=True)
 
     adm = sub.add_parser("admins", help="admin accounts").add_subparsers(dest="sub", required=True)
