@@ -49,7 +49,6 @@ class TokenIn(BaseModel):
         default=None,
         min_length=1,
         max_length=64,
-        pattern=r"^[\x21-\x7e]+$",
         description="`access_token` (other names are accepted and ignored)",
     )
 
