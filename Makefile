@@ -3,11 +3,13 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
+HOST ?= 127.0.0.1
+PORT ?= 8000
 
 .DEFAULT_GOAL := help
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-20s %s\n", $$1, $$2}'
 
 $(BIN)/realname: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,15 +19,18 @@ $(BIN)/realname: pyproject.toml
 
 install: $(BIN)/realname ## create .venv and install the service with its dev tools
 
-run: install ## start the service on SQLite in sandbox mode (http://127.0.0.1:8000)
-	$(BIN)/realname serve
+run: install ## start the service on SQLite in sandbox mode (http://127.0.0.1:8000; PORT=8001 for another port)
+	REALNAME_PUBLIC_URL=$${REALNAME_PUBLIC_URL:-http://$(HOST):$(PORT)} $(BIN)/realname serve --host $(HOST) --port $(PORT)
 
 lint: install ## ruff and mypy
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy app realname_sdk
 
-test: lint ## lint, type-check and run the whole test suite (SQLite; set REALNAME_TEST_DATABASE_URL for PostgreSQL)
+test-prerequisites: ## check that Chromium, PostgreSQL and Redis are there for the test suite
+	@$(PYTHON) tests/prerequisites.py
+
+test: test-prerequisites lint ## lint, type-check and run the whole test suite (SQLite; set REALNAME_TEST_DATABASE_URL for PostgreSQL)
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 test-postgres: ## the test suite against the local PostgreSQL
@@ -49,7 +54,7 @@ constraints: ## refresh constraints.txt: the exact versions the Docker image ins
 	} > constraints.txt
 	rm -rf .constraints-venv
 
-.PHONY: help install run lint test test-postgres format clean constraints
+.PHONY: help install run lint test test-prerequisites test-postgres format clean constraints
 
 bench: install ## run the benchmarks (PostgreSQL) and print the table
 	$(BIN)/python -m bench $(BENCH_ARGS)

@@ -501,28 +501,60 @@ def cmd_reindex(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+class _HelpFormatter(argparse.HelpFormatter):
+    """Every option's help ends with its default, when it has one worth saying."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if (
+            action.option_strings
+            and not action.required
+            and default not in (None, False, argparse.SUPPRESS)
+            and "%(default)" not in text
+        ):
+            text += " (default: %(default)s)"
+        return text
+
+
+def _explain(parser: argparse.ArgumentParser) -> None:
+    """Give ``parser`` and every subcommand's parser the formatter that names defaults."""
+    parser.formatter_class = _HelpFormatter
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                _explain(sub)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="realname", description="Real-name identity verification service"
+        prog="realname",
+        description="Real-name identity verification service. "
+        "Settings come from REALNAME_* environment variables (see README.md).",
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run the HTTP API (migrates the database itself in dev)")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    serve.add_argument("--port", type=int, default=8000, help="TCP port to listen on")
     serve.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
     serve.set_defaults(func=cmd_serve)
 
     mig = sub.add_parser("migrate", help="bring the database schema up to date")
-    mig.add_argument("--revision", default="head")
+    mig.add_argument("--revision", default="head", help="Alembic revision to migrate to")
     mig.set_defaults(func=cmd_migrate)
 
     clients = sub.add_parser("clients", help="manage API clients").add_subparsers(
         dest="sub", required=True
     )
     create = clients.add_parser("create", help="create a client and print its API key once (JSON)")
-    create.add_argument("--name", required=True)
-    create.add_argument("--mode", choices=["test", "live"], required=True)
+    create.add_argument("--name", required=True, help="a name for people to recognise it by")
+    create.add_argument(
+        "--mode",
+        choices=["test", "live"],
+        required=True,
+        help="test keys reach only the sandbox verifiers and inbox; live keys the real ones",
+    )
     create.add_argument(
         "--level", choices=["L1", "L2", "L3"], default="L2", help="default (minimum) level"
     )
@@ -567,8 +599,8 @@ def build_parser() -> argparse.ArgumentParser:
         dest="sub", required=True
     )
     publish = pol.add_parser("publish", help="publish a new collection-rules version")
-    publish.add_argument("--version", required=True)
-    publish.add_argument("--file", required=True)
+    publish.add_argument("--version", required=True, help="the version name, e.g. 2026-07")
+    publish.add_argument("--file", required=True, help="the rules text (Markdown, UTF-8)")
     publish.set_defaults(func=cmd_policies_publish)
 
     worker = sub.add_parser("worker", help="run the outbox worker (checks, SMS sends)")
@@ -576,28 +608,40 @@ def build_parser() -> argparse.ArgumentParser:
     worker.set_defaults(func=cmd_worker)
 
     mock = sub.add_parser("mock-registry", help="run the standalone mock ID registry")
-    mock.add_argument("--host", default="127.0.0.1")
-    mock.add_argument("--port", type=int, default=8090)
-    mock.add_argument("--people", type=Path, default=None, help="JSON file of known people")
-    mock.add_argument("--token", default=None, help="require this bearer token")
+    mock.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    mock.add_argument("--port", type=int, default=8090, help="TCP port to listen on")
+    mock.add_argument(
+        "--people",
+        type=Path,
+        default=None,
+        help="JSON file of known people (default: REALNAME_MOCK_PEOPLE_FILE, else magic names)",
+    )
+    mock.add_argument("--token", default=None, help="require this bearer token (default: none)")
     mock.set_defaults(func=cmd_mock_registry)
 
     sink = sub.add_parser(
         "sink", help="staging only: accept SMS-gateway and webhook posts, list them"
     )
-    sink.add_argument("--host", default="127.0.0.1")
-    sink.add_argument("--port", type=int, default=8025)
+    sink.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    sink.add_argument("--port", type=int, default=8025, help="TCP port to listen on")
     sink.set_defaults(func=cmd_sink, without_settings=True)
 
     adm = sub.add_parser("admins", help="admin accounts").add_subparsers(dest="sub", required=True)
     acreate = adm.add_parser("create", help="create an admin; the password is read from stdin")
-    acreate.add_argument("--username", required=True)
-    acreate.add_argument("--role", choices=["reviewer", "auditor", "admin"], required=True)
+    acreate.add_argument("--username", required=True, help="the name to sign in with")
+    acreate.add_argument(
+        "--role",
+        choices=["reviewer", "auditor", "admin"],
+        required=True,
+        help="reviewer decides, auditor reads, admin also manages clients and keys",
+    )
     acreate.add_argument("--totp", action="store_true", help="enrol TOTP; prints the secret once")
     acreate.set_defaults(func=cmd_admins_create)
 
     purge = sub.add_parser("purge", help="end stale unfinished verifications; drop expired codes")
-    purge.add_argument("--dry-run", action="store_true")
+    purge.add_argument(
+        "--dry-run", action="store_true", help="report what would go; change nothing"
+    )
     purge.set_defaults(func=cmd_purge)
 
     reidx = sub.add_parser(
@@ -668,10 +712,15 @@ def build_parser() -> argparse.ArgumentParser:
     cp.set_defaults(func=cmd_audit_checkpoint)
     pk = aud.add_parser("public-key", help="print the checkpoint signing public keys")
     pk.set_defaults(func=cmd_audit_public_key)
+    _explain(parser)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv:
+        build_parser().print_help()
+        return 0
     args = build_parser().parse_args(argv)
     if getattr(args, "without_settings", False):  # works before anything is configured
         generated: int = args.func(args, None)

@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import base64
+import hmac
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Annotated
+from urllib.parse import unquote_plus
 
 from fastapi import Depends, Request
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security import (
+    HTTPAuthorizationCredentials,
+    HTTPBasic,
+    HTTPBasicCredentials,
+    HTTPBearer,
+)
+from fastapi.security.utils import get_authorization_scheme_param
 from sqlalchemy.ext.asyncio import AsyncSession
+from starlette.requests import HTTPConnection
 
 from app import faults
 from app.db import session_scope
@@ -37,7 +47,50 @@ async def get_session(runtime: RuntimeDep, request: Request) -> AsyncIterator[As
 
 SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
 
-_bearer = HTTPBearer(auto_error=False, description="API key: `rn_test_…` or `rn_live_…`")
+_bearer = HTTPBearer(
+    auto_error=False,
+    scheme_name="ApiKey",
+    description="The client's API key: `Authorization: Bearer rn_test_…` (or `rn_live_…`)",
+)
+BASIC_CHALLENGE = {"WWW-Authenticate": 'Basic realm="realname"'}
+
+
+def invalid_client(detail: str) -> ProblemError:
+    """RFC 6749 section 5.2: 401 ``invalid_client`` with a challenge for the scheme used."""
+    return ProblemError(
+        "invalid_client", detail, headers=BASIC_CHALLENGE, extra={"error": "invalid_client"}
+    )
+
+
+class ClientBasic(HTTPBasic):
+    """RFC 6749 section 2.3.1 client authentication: ``Basic base64(client_id:api_key)``, each
+    part form-urlencoded first. None when the request does not use Basic."""
+
+    async def __call__(self, request: HTTPConnection) -> HTTPBasicCredentials | None:  # type: ignore[override]
+        scheme, param = get_authorization_scheme_param(request.headers.get("Authorization"))
+        if scheme.lower() != "basic":
+            return None
+        try:
+            decoded = base64.b64decode(param, validate=True).decode("utf-8")
+        except (ValueError, UnicodeDecodeError):
+            raise invalid_client(
+                "The Basic credentials are not base64 of 'client_id:api_key'"
+            ) from None
+        client_id, separator, api_key = decoded.partition(":")
+        if not separator:
+            raise invalid_client("The Basic credentials are not base64 of 'client_id:api_key'")
+        return HTTPBasicCredentials(
+            username=unquote_plus(client_id), password=unquote_plus(api_key)
+        )
+
+
+_basic = ClientBasic(
+    auto_error=False,
+    scheme_name="ClientBasic",
+    realm="realname",
+    description="RFC 6749 client authentication: user name = client id (`cli_…`), "
+    "password = API key",
+)
 
 
 def client_address(request: Request) -> str:
@@ -60,9 +113,14 @@ async def get_client(
     runtime: RuntimeDep,
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    basic: Annotated[HTTPBasicCredentials | None, Depends(_basic)],
 ) -> Client:
-    challenge = {"WWW-Authenticate": "Bearer"}
-    if credentials is None:
+    challenge = {"WWW-Authenticate": 'Bearer, Basic realm="realname"'}
+    if credentials is not None:
+        api_key, claimed_id = credentials.credentials, None
+    elif basic is not None:
+        api_key, claimed_id = basic.password, basic.username
+    else:
         raise ProblemError(
             "unauthorized", "Send the API key as 'Authorization: Bearer rn_…'", headers=challenge
         )
@@ -71,7 +129,7 @@ async def get_client(
     client = await clients.authenticate(
         session,
         runtime.master_key,
-        credentials.credentials,
+        api_key,
         runtime.api_keys,
         used.append,
         before_lookup=lambda: refuse_guessers(runtime, address),
@@ -81,9 +139,16 @@ async def get_client(
         # than the request. Part of the request's transaction (an error answer loses it).
         runtime.key_last_use.put(used[0], True)
         await clients.note_use(session, used[0])
+    if claimed_id is not None and (
+        client is None or not hmac.compare_digest(claimed_id.encode(), client.id.encode())
+    ):
+        await runtime.limits.record_auth_failure(address)
+        raise invalid_client("The client id and API key do not match an active client")
     if client is None:
         await runtime.limits.record_auth_failure(address)
-        raise ProblemError("unauthorized", "The API key is not valid", headers=challenge)
+        raise ProblemError(
+            "unauthorized", "The API key is not valid", headers={"WWW-Authenticate": "Bearer"}
+        )
     raise_refusal(
         await runtime.limits.hit_client(client.id, client.request_quota_per_minute),
         "This client's request quota is used up",
@@ -96,7 +161,9 @@ CurrentClient = Annotated[Client, Depends(get_client)]
 
 
 _admin_bearer = HTTPBearer(
-    auto_error=False, description="Admin session token from POST /v1/admin/sessions"
+    auto_error=False,
+    scheme_name="AdminSession",
+    description="Admin session token from POST /v1/admin/sessions",
 )
 
 

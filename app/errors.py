@@ -41,6 +41,7 @@ ERROR_CODES: dict[str, tuple[int, str]] = {
     "consent_required": (422, "Consent to a published collection-rules version is required"),
     "level_too_low": (422, "The level is below the client's policy"),
     "unauthorized": (401, "A valid API key is required"),
+    "invalid_client": (401, "The client id and API key do not match an active client"),
     "forbidden": (403, "This key may not do that"),
     "not_found": (404, "Not found"),
     "method_not_allowed": (405, "Method not allowed"),
@@ -342,14 +343,18 @@ def document_problems(app: FastAPI) -> None:
                 codes: list[str] = []
                 if "requestBody" in operation:
                     codes += ["malformed_json", "payload_too_large", "unsupported_media_type"]
+                    codes.append("unknown_field")
                 if "requestBody" in operation or operation.get("parameters"):
                     codes.append("invalid_request")
                     _add_problem(responses, "invalid_request", 400)  # NUL characters
+                if any(p.get("name") == "Idempotency-Key" for p in operation.get("parameters", [])):
+                    codes += ["idempotency_conflict", "idempotency_in_progress"]
+                    codes.append("invalid_idempotency_key")
                 if operation.get("security"):
                     if path.startswith("/v1/admin/"):
                         codes += ["unauthorized", "session_expired", "forbidden", "rate_limited"]
                     else:
-                        codes += ["unauthorized", "rate_limited"]
+                        codes += ["unauthorized", "invalid_client", "rate_limited"]
                 for code in codes:
                     _add_problem(responses, code)
                 for status, entry in responses.items():

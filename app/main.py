@@ -15,11 +15,14 @@ from app.admin import webhooks as admin_webhooks_ui
 from app.errors import document_problems, install_error_handlers
 from app.logging import configure_logging
 from app.middleware import ServiceMiddleware
+from app.openapi import complete_openapi
 from app.routers import (
     admin,
     admin_clients,
     admin_webhooks,
     codes,
+    discovery,
+    docs,
     events,
     health,
     policies,
@@ -62,11 +65,16 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         summary="Real-name identity verification (PRC Cybersecurity Law Art. 24)",
         version="0.1.0",
         lifespan=lifespan,
+        # Served offline by app.routers.docs instead of from a CDN.
+        docs_url=None,
+        redoc_url=None,
     )
     if runtime is not None:
         app.state.runtime = runtime
     install_error_handlers(app)
-    app.add_middleware(ServiceMiddleware, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        ServiceMiddleware, max_body_bytes=settings.max_body_bytes, form_paths=tokens.FORM_PATHS
+    )
     app.include_router(health.router)
     app.include_router(policies.router)
     app.include_router(verifications.router)
@@ -75,6 +83,8 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     app.include_router(tokens.router)
     app.include_router(events.router)
     events.document_webhooks(app)
+    app.include_router(discovery.router)
+    app.include_router(docs.router)
     app.include_router(admin.router)
     app.include_router(admin_webhooks.router)
     app.include_router(admin_webhooks_ui.router)  # before the UI's catch-all 404
@@ -82,4 +92,5 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     app.include_router(admin_clients.router)
     app.include_router(admin_ui.router)
     document_problems(app)
+    complete_openapi(app)
     return app

@@ -27,11 +27,18 @@ class _BodyTooLarge(Exception):
 
 class ServiceMiddleware:
     def __init__(
-        self, app: ASGIApp, *, max_body_bytes: int, json_prefixes: tuple[str, ...] = ("/v1/",)
+        self,
+        app: ASGIApp,
+        *,
+        max_body_bytes: int,
+        json_prefixes: tuple[str, ...] = ("/v1/",),
+        form_paths: frozenset[str] = frozenset(),
     ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
         self.json_prefixes = json_prefixes
+        #: Paths that also take ``application/x-www-form-urlencoded`` (the OAuth endpoints).
+        self.form_paths = form_paths
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -102,7 +109,11 @@ class ServiceMiddleware:
         if scope["method"] in _BODY_METHODS and scope["path"].startswith(self.json_prefixes):
             ctype = headers.get("content-type", "").split(";", 1)[0].strip().lower()
             has_body = (length is not None and length != "0") or "transfer-encoding" in headers
-            if has_body and not (ctype == "application/json" or ctype.endswith("+json")):
+            is_json = ctype == "application/json" or ctype.endswith("+json")
+            is_form = (
+                ctype == "application/x-www-form-urlencoded" and scope["path"] in self.form_paths
+            )
+            if has_body and not (is_json or is_form):
                 return problem_response("unsupported_media_type")
         return None
 

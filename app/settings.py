@@ -142,7 +142,13 @@ class Settings(BaseSettings):
 
     # -- tokens --------------------------------------------------------------------------------
     token_ttl_seconds: int = Field(default=900, ge=30, le=24 * 3600)
-    token_issuer: str = "urn:realname"  # noqa: S105 (an issuer name, not a secret)
+    #: The URL integrators reach this service at: the tokens' issuer (RFC 9068) and the base of
+    #: the URLs in the discovery document (RFC 8414).
+    public_url: str = Field(
+        default="http://127.0.0.1:8000", pattern=r"^https?://[^/?#\s]+(/[^?#\s]*)?$"
+    )
+    #: Overrides the tokens' ``iss`` (default: ``public_url``).
+    token_issuer: str | None = None
     #: How long a verified verification holds before the person must verify again.
     verified_validity_days: int = Field(default=365, ge=1)
     #: Time zone in which "adult today" is decided (the person's legal day).
@@ -319,6 +325,11 @@ class Settings(BaseSettings):
     @property
     def blind_key_version(self) -> int:
         return max(self.blind_keys)
+
+    @property
+    def issuer(self) -> str:
+        """The ``iss`` of service tokens and the ``issuer`` of the discovery document."""
+        return self.token_issuer or self.public_url.rstrip("/")
 
     @property
     def is_sqlite(self) -> bool:

@@ -43,7 +43,8 @@ class FakeIssuer:
     """Mints service tokens and serves the matching JWKS, for tests.
 
     Args:
-        issuer: The ``iss`` claim (the service's default is ``urn:realname``).
+        issuer: The ``iss`` claim (default: ``jwks_url`` without ``/.well-known/jwks.json``, what
+            the service and :class:`~realname_sdk.TokenVerifier` use).
         audience: The ``aud`` and ``client_id`` claims: the client id the tokens are issued to.
         jwks_url: Where :meth:`transport` answers with the JWKS.
 
@@ -55,11 +56,11 @@ class FakeIssuer:
     def __init__(
         self,
         *,
-        issuer: str = "urn:realname",
+        issuer: str | None = None,
         audience: str = "cli_test",
         jwks_url: str = "https://realname.test/.well-known/jwks.json",
     ) -> None:
-        self.issuer = issuer
+        self.issuer = issuer or jwks_url.removesuffix("/.well-known/jwks.json")
         self.audience = audience
         self.jwks_url = jwks_url
         self.jwks_fetches = 0
@@ -141,7 +142,7 @@ class FakeIssuer:
             self.claims(**claims),
             self._keys[key_id],
             algorithm="EdDSA",
-            headers={"kid": key_id, "typ": "JWT", **(headers or {})},
+            headers={"kid": key_id, "typ": "at+jwt", **(headers or {})},
         )
 
     def transport(self) -> httpx.MockTransport:

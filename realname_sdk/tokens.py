@@ -16,7 +16,8 @@ What is checked, and the stable :attr:`InvalidToken.reason` for each failure:
 
 * the header names ``alg: EdDSA`` (nothing else is ever accepted: not ``none``, not HMAC with the
   public key as the secret, not RSA) -- ``bad_algorithm``;
-* the header's ``typ``, if present, is ``JWT`` -- ``malformed``;
+* the header's ``typ``, if present, is ``at+jwt`` (RFC 9068) or, for tokens signed before the
+  service followed RFC 9068, ``JWT`` -- ``malformed``;
 * the ``kid`` names a key in the JWKS -- ``unknown_key``;
 * the Ed25519 signature -- ``bad_signature``;
 * ``exp`` (with ``leeway``) -- ``expired``; ``nbf``/``iat`` not in the future -- ``not_yet_valid``;
@@ -33,7 +34,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Literal
@@ -219,15 +220,25 @@ def _kid(token: str) -> str:
     if header.get("alg") != ALGORITHM:
         raise InvalidToken("bad_algorithm", "only EdDSA is accepted")
     typ = header.get("typ")
-    if typ is not None and (not isinstance(typ, str) or typ.upper() != "JWT"):
-        raise InvalidToken("malformed", "typ is not JWT")
+    if typ is not None and (not isinstance(typ, str) or typ.lower() not in _TYPES):
+        raise InvalidToken("malformed", "typ is not at+jwt")
     kid = header.get("kid")
     if not isinstance(kid, str) or not kid:
         raise InvalidToken("unknown_key", "the header names no kid")
     return kid
 
 
-def _decode(token: str, key: jwt.PyJWK, *, audience: str, issuer: str, leeway: float) -> Claims:
+#: ``typ`` values of service tokens: RFC 9068's, and plain ``JWT`` of tokens signed before it.
+_TYPES = frozenset({"at+jwt", "application/at+jwt", "jwt"})
+#: The issuer of tokens signed before the service's issuer became its public URL.
+LEGACY_ISSUER = "urn:realname"
+_JWKS_PATH = "/.well-known/jwks.json"
+_METADATA_PATH = "/.well-known/oauth-authorization-server"
+
+
+def _decode(
+    token: str, key: jwt.PyJWK, *, audience: str, issuer: Sequence[str], leeway: float
+) -> Claims:
     try:
         payload = jwt.decode(
             token,
@@ -295,7 +306,10 @@ class TokenVerifier:
     Args:
         jwks_url: The service's ``/.well-known/jwks.json`` URL.
         audience: Your client id (``cli_…``); tokens issued to other clients are refused.
-        issuer: The service's issuer (its ``REALNAME_TOKEN_ISSUER`` setting).
+        issuer: The service's issuer: its public URL (``REALNAME_PUBLIC_URL``, or
+            ``REALNAME_TOKEN_ISSUER`` when set). Default: the part of ``jwks_url`` before
+            ``/.well-known/jwks.json``. Tokens of the former issuer ``urn:realname`` are
+            accepted as well, until they expire.
         leeway: Seconds of clock skew tolerated on ``exp``, ``nbf`` and ``iat``.
         cache_ttl: Seconds the fetched keys are used before the JWKS is fetched again.
         http_client: An ``httpx.Client`` or ``httpx.AsyncClient`` to fetch the JWKS with (the
@@ -322,7 +336,7 @@ class TokenVerifier:
         jwks_url: str,
         *,
         audience: str,
-        issuer: str = "urn:realname",
+        issuer: str | None = None,
         leeway: int = 30,
         cache_ttl: float = 300,
         http_client: httpx.Client | httpx.AsyncClient | None = None,
@@ -337,6 +351,8 @@ class TokenVerifier:
             raise ValueError("leeway, cache_ttl and min_refresh_interval must not be negative")
         self.jwks_url = jwks_url
         self.audience = audience
+        if issuer is None:
+            issuer = jwks_url.removesuffix(_JWKS_PATH)
         self.issuer = issuer
         self.leeway = leeway
         self._http = http_client
@@ -347,6 +363,51 @@ class TokenVerifier:
 
     def __repr__(self) -> str:
         return f"TokenVerifier({self.jwks_url!r}, audience={self.audience!r})"
+
+    @classmethod
+    def from_metadata(
+        cls,
+        service_url: str,
+        *,
+        audience: str,
+        http_client: httpx.Client | None = None,
+        fetch_timeout: float = 5.0,
+        **options: Any,
+    ) -> TokenVerifier:
+        """A verifier configured from the service's RFC 8414 metadata
+        (``/.well-known/oauth-authorization-server``): its ``jwks_uri`` and ``issuer``.
+
+        Args:
+            service_url: The service's base URL (``https://realname.example.com``).
+            audience: Your client id.
+            http_client: An ``httpx.Client`` for the metadata fetch (and later JWKS fetches).
+            fetch_timeout: Seconds for each fetch.
+            options: More :class:`TokenVerifier` arguments (``leeway``, ``cache_ttl``, ...).
+
+        Raises:
+            httpx.HTTPError: the metadata could not be fetched.
+            ValueError: the metadata has no ``issuer`` or ``jwks_uri``.
+        """
+        url = service_url.rstrip("/") + _METADATA_PATH
+        if http_client is not None:
+            response = http_client.get(url, timeout=fetch_timeout)
+        else:
+            with httpx.Client() as http:
+                response = http.get(url, timeout=fetch_timeout)
+        meta = _document(response)
+        if not isinstance(meta, dict):
+            raise ValueError("the metadata is not a JSON object")
+        issuer, jwks_uri = meta.get("issuer"), meta.get("jwks_uri")
+        if not isinstance(issuer, str) or not isinstance(jwks_uri, str):
+            raise ValueError("the metadata names no issuer or jwks_uri")
+        return cls(
+            jwks_uri,
+            audience=audience,
+            issuer=issuer,
+            http_client=http_client,
+            fetch_timeout=fetch_timeout,
+            **options,
+        )
 
     def verify(self, token: str) -> Claims:
         """Verify a token and return its claims (may fetch the JWKS, blocking).
@@ -388,7 +449,13 @@ class TokenVerifier:
         return self._check(token, self._cache.resolve(kid))
 
     def _check(self, token: str, key: jwt.PyJWK) -> Claims:
-        return _decode(token, key, audience=self.audience, issuer=self.issuer, leeway=self.leeway)
+        return _decode(
+            token,
+            key,
+            audience=self.audience,
+            issuer=[self.issuer, LEGACY_ISSUER],
+            leeway=self.leeway,
+        )
 
     def _begin_fetch(self, kid: str) -> float | None:
         """Claim the next fetch: its start time, or ``None`` when no fetch is due."""

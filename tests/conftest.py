@@ -28,6 +28,7 @@ from app.runtime import Runtime, build_runtime
 from app.services import clients
 from app.settings import Settings
 from app.worker import Worker
+from tests.problem_recorder import recording
 
 TEST_SECRET = base64.urlsafe_b64encode(b"s" * 32).decode()
 TEST_BLIND_KEYS = "1:" + base64.urlsafe_b64encode(b"b" * 32).decode()
@@ -47,6 +48,19 @@ async def _admin(server: str, statement: str) -> None:
         await conn.execute(statement)
     finally:
         await conn.close()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _record_problems() -> Iterator[None]:
+    """Record every error answer of the app for the OpenAPI truth check (runs last)."""
+    with recording():
+        yield
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The check of observed problems against the OpenAPI document runs after everything else."""
+    last = [i for i in items if i.nodeid.startswith("tests/test_openapi_truth.py")]
+    items[:] = [i for i in items if i not in last] + last
 
 
 @pytest.fixture(scope="session")

@@ -71,6 +71,7 @@ def serve(
 ) -> Iterator[str]:
     """Start `realname serve` (or `mock-registry`) on a free port; yield its base URL; stop it."""
     port = free_port()
+    env.setdefault("REALNAME_PUBLIC_URL", f"http://127.0.0.1:{port}")
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
             [REALNAME, command, "--port", str(port)],
@@ -210,6 +211,7 @@ class Service:
 def launch(settings: Settings, *, log_path: Path, command: str = "serve", **env: str) -> Service:
     """Start `realname <command> --port <free port>` without waiting for it to be ready."""
     port = free_port()
+    env.setdefault("REALNAME_PUBLIC_URL", f"http://127.0.0.1:{port}")
     with log_path.open("wb") as log:  # the child keeps its own copy of the descriptor
         proc = subprocess.Popen(
             [REALNAME, command, "--port", str(port)],

@@ -174,13 +174,13 @@ async def test_full_width_input_is_canonicalised(http: httpx.AsyncClient, api_ke
     [
         ({}, 401, "unauthorized"),
         ({"Authorization": "Bearer rn_test_not-a-key"}, 401, "unauthorized"),
-        ({"Authorization": "Basic Zm9vOmJhcg=="}, 401, "unauthorized"),
+        ({"Authorization": "Basic Zm9vOmJhcg=="}, 401, "invalid_client"),
     ],
 )
 async def test_bad_keys_are_401(
     http: httpx.AsyncClient, headers: dict[str, str], status: int, code: str
 ) -> None:
-    """A missing, unknown or malformed API key is a 401 problem."""
+    """A missing or unknown API key, or Basic credentials of no client, is a 401 problem."""
     r = await http.post("/v1/verifications", json=GOOD, headers=headers)
     assert r.status_code == status
     assert r.json()["code"] == code

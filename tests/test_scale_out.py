@@ -59,6 +59,8 @@ def two_processes(
         "REALNAME_DATABASE_URL": database,
         "REALNAME_REDIS_URL": REDIS_URL,
         "REALNAME_REDIS_PREFIX": prefix,
+        # One public URL for both, as behind a load balancer: tokens of A are B's too.
+        "REALNAME_PUBLIC_URL": "https://realname.test",
     }
     b_env = {**env, "REALNAME_RUN_WORKER": "true" if b_runs_worker else "false"}
     services: list[Service] = []

@@ -63,14 +63,18 @@ async def client_ids(make_client: Any) -> tuple[str, str]:
 async def test_token_carries_the_documented_claims(
     http: httpx.AsyncClient, client_ids: tuple[str, str], worker: Worker
 ) -> None:
-    """The JWT is EdDSA with a kid, and carries iss, aud=client, sub, lvl, adult, vid, jti, exp."""
+    """An RFC 9068 JWT (typ at+jwt, EdDSA, kid) with iss = the public URL, aud = client_id = the
+    client, and sub, lvl, adult, vid, jti, iat, exp."""
     cid, key = client_ids
     v = await verified(http, key, worker)
     token = await token_for(http, key, v["id"])
     header = jwt.get_unverified_header(token)
-    assert header["alg"] == "EdDSA"
+    assert (header["alg"], header["typ"]) == ("EdDSA", "at+jwt")
     public = await jwks_key(http, header["kid"])
-    claims = jwt.decode(token, public, algorithms=["EdDSA"], audience=cid, issuer="urn:realname")
+    claims = jwt.decode(
+        token, public, algorithms=["EdDSA"], audience=cid, issuer="http://127.0.0.1:8000"
+    )
+    assert claims["client_id"] == cid
     assert (claims["aud"], claims["vid"], claims["lvl"], claims["adult"]) == (
         cid,
         v["id"],

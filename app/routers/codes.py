@@ -7,6 +7,7 @@ from typing import Any
 from fastapi import APIRouter, BackgroundTasks
 
 from app.deps import CurrentClient, RuntimeDep, SessionDep
+from app.routers.idempotency import idempotent
 from app.routers.verifications import problems
 from app.schemas.codes import CodeSubmit
 from app.schemas.verification import VerificationOut
@@ -29,6 +30,7 @@ router = APIRouter(prefix="/v1/verifications/{verification_id}/sms-code", tags=[
         "not_found",
     ),
 )
+@idempotent
 async def submit_code(
     verification_id: str,
     body: CodeSubmit,
@@ -47,9 +49,14 @@ async def submit_code(
     response_model=VerificationOut,
     summary="Send a new code (the previous one stops working)",
     responses=problems(
-        "rate_limited", "verification_not_awaiting_code", "verification_expired", "not_found"
+        "rate_limited",
+        "verification_not_awaiting_code",
+        "verification_expired",
+        "attempts_exhausted",
+        "not_found",
     ),
 )
+@idempotent
 async def resend_code(
     verification_id: str,
     client: CurrentClient,

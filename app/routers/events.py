@@ -8,6 +8,7 @@ from fastapi import APIRouter, FastAPI, Header, Query, Response
 
 from app.deps import CurrentClient, RuntimeDep, SessionDep
 from app.models import WebhookEndpoint
+from app.routers.idempotency import idempotent
 from app.routers.verifications import problems
 from app.schemas.events import (
     AttemptList,
@@ -73,6 +74,7 @@ def _endpoint(endpoint: WebhookEndpoint) -> dict[str, Any]:
         "invalid_webhook_url", "webhook_url_not_allowed", "unknown_event_type", "too_many_endpoints"
     ),
 )
+@idempotent
 async def create_endpoint(
     body: EndpointCreate, client: CurrentClient, session: SessionDep, runtime: RuntimeDep
 ) -> Any:
@@ -118,6 +120,7 @@ async def delete_endpoint(endpoint_id: str, client: CurrentClient, session: Sess
     summary="Give the endpoint a new secret; the old one keeps signing for 24 hours",
     responses=problems("not_found"),
 )
+@idempotent
 async def rotate_secret(
     endpoint_id: str, client: CurrentClient, session: SessionDep, runtime: RuntimeDep
 ) -> Any:
@@ -137,6 +140,7 @@ async def rotate_secret(
     summary="Send a ping event to the endpoint",
     responses=problems("not_found"),
 )
+@idempotent
 async def test_endpoint(endpoint_id: str, client: CurrentClient, session: SessionDep) -> Any:
     event = await webhooks.ping(session, client, endpoint_id)
     return {"event_id": event.id}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
@@ -18,6 +19,14 @@ from app.schemas.text import SafeStr
 from app.services import verifications
 
 router = APIRouter(prefix="/v1/sandbox", tags=["sandbox"])
+
+#: The six-digit code in a message the worker wrote (``app.worker.SMS_BODY``).
+_CODE = re.compile(r"(?<![0-9])[0-9]{6}(?![0-9])")
+
+
+def code_in(body: str) -> str | None:
+    found = _CODE.search(body)
+    return found.group(0) if found else None
 
 
 @router.get(
@@ -49,6 +58,7 @@ async def sandbox_messages(
                 verification_id=m.verification_id,
                 to=m.to_masked,
                 body=m.body,
+                code=code_in(m.body),
                 created_at=m.created_at,
                 expires_at=m.expires_at,
             )

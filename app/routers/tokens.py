@@ -2,17 +2,89 @@
 
 from __future__ import annotations
 
-from typing import Any
+import json
+from typing import Annotated, Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import ValidationError
 
 from app.deps import CurrentClient, RuntimeDep, SessionDep
+from app.errors import ProblemError
+from app.routers.idempotency import idempotent
 from app.routers.verifications import problems
 from app.schemas.tokens import Introspection, Jwks, TokenIn, TokenOut
 from app.services import emergency, keys, tokens, verifications
 
 router = APIRouter(tags=["tokens"])
+
+FORM = "application/x-www-form-urlencoded"
+#: The routes that take RFC 6749 form bodies (the middleware lets that media type through).
+FORM_PATHS = frozenset({"/v1/tokens/introspect", "/v1/tokens/revoke"})
+_TOKEN_FORM_SCHEMA = TokenIn.model_json_schema()
+_TOKEN_FORM_SCHEMA["additionalProperties"] = True  # RFC 6749 section 3.2: unknown ones ignored
+TOKEN_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            FORM: {"schema": _TOKEN_FORM_SCHEMA},
+            "application/json": {"schema": TokenIn.model_json_schema()},
+        },
+    }
+}
+
+
+def _form_problem(detail: str, errors: list[dict[str, str]] | None = None) -> ProblemError:
+    """RFC 6749 section 5.2 ``invalid_request`` (400), as problem+json with the RFC's member."""
+    extra: dict[str, Any] = {"error": "invalid_request", "error_description": detail}
+    if errors:
+        extra["errors"] = errors
+    return ProblemError("invalid_request", detail, status=400, extra=extra)
+
+
+async def token_request(request: Request) -> TokenIn:
+    """The token of an introspection or revocation request: an RFC form body (``token``,
+    ``token_type_hint``; other fields ignored, none repeated) or, as before, a JSON object."""
+    ctype = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if ctype == FORM:
+        await request.body()  # kept on the request: the Idempotency-Key check reads it too
+        form = await request.form()
+        fields: dict[str, Any] = {}
+        for name in ("token", "token_type_hint"):
+            values = form.getlist(name)
+            if len(values) > 1:
+                raise _form_problem(f"'{name}' must not be repeated")
+            if values:
+                fields[name] = values[0]
+        try:
+            return TokenIn.model_validate(fields)
+        except ValidationError as exc:
+            errors = [
+                {
+                    "pointer": "/" + "/".join(str(p) for p in e["loc"]),
+                    "code": "invalid_request",
+                    "detail": e["msg"],
+                }
+                for e in exc.errors()
+            ]
+            detail = "; ".join(f"{e['pointer']}: {e['detail']}" for e in errors)
+            raise _form_problem(detail, errors) from None
+    if ctype != "application/json" and not ctype.endswith("+json"):
+        raise ProblemError("unsupported_media_type", f"Send the token as {FORM} (or JSON)")
+    try:
+        data = json.loads(await request.body())
+    except ValueError:
+        raise ProblemError("malformed_json") from None
+    try:
+        return TokenIn.model_validate(data)
+    except ValidationError as exc:
+        raise RequestValidationError(
+            [{**e, "loc": ("body", *e["loc"])} for e in exc.errors()]
+        ) from None
+
+
+TokenRequest = Annotated[TokenIn, Depends(token_request)]
 
 
 @router.post(
@@ -24,6 +96,7 @@ router = APIRouter(tags=["tokens"])
         "verification_not_verified", "not_found", "unauthorized", "issuance_suspended"
     ),
 )
+@idempotent
 async def issue_token(
     verification_id: str, client: CurrentClient, session: SessionDep, runtime: RuntimeDep
 ) -> Any:
@@ -45,10 +118,11 @@ async def issue_token(
     response_model=Introspection,
     response_model_exclude_none=True,
     summary="Is this token active now? (RFC 7662)",
-    responses=problems("unauthorized"),
+    responses=problems("unauthorized", "invalid_client"),
+    openapi_extra=TOKEN_BODY,
 )
 async def introspect(
-    body: TokenIn, client: CurrentClient, session: SessionDep, runtime: RuntimeDep
+    body: TokenRequest, client: CurrentClient, session: SessionDep, runtime: RuntimeDep
 ) -> Any:
     return await tokens.introspect(session, runtime, client, body.token)
 
@@ -56,10 +130,12 @@ async def introspect(
 @router.post(
     "/v1/tokens/revoke",
     summary="Revoke one of your tokens (RFC 7009)",
-    responses=problems("unauthorized"),
+    responses=problems("unauthorized", "invalid_client"),
+    openapi_extra=TOKEN_BODY,
 )
+@idempotent
 async def revoke(
-    body: TokenIn, client: CurrentClient, session: SessionDep, runtime: RuntimeDep
+    body: TokenRequest, client: CurrentClient, session: SessionDep, runtime: RuntimeDep
 ) -> dict[str, Any]:
     await tokens.revoke(session, runtime, client, body.token)
     return {}

@@ -5,14 +5,17 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter, BackgroundTasks, Header
+from fastapi import APIRouter, BackgroundTasks, Header, Query
 from fastapi.responses import JSONResponse
 
 from app.db import flush_erased_pages
 from app.deps import CurrentClient, RuntimeDep, SessionDep
 from app.errors import ERROR_CODES, problem_content
+from app.models import Status
+from app.routers.idempotency import idempotent
+from app.routers.params import DateTimeQuery
 from app.schemas.network_identity import NetworkIdentityCreate, VerificationRequest
-from app.schemas.verification import ConsentReceiptOut, VerificationOut
+from app.schemas.verification import ConsentReceiptOut, VerificationOut, VerificationPage
 from app.services import (
     consent,
     emergency,
@@ -20,6 +23,7 @@ from app.services import (
     export,
     idempotency,
     network_identity,
+    review,
     verifications,
 )
 
@@ -44,6 +48,14 @@ def problems(*codes: str) -> dict[int | str, dict[str, Any]]:
         "invalid_real_name",
         "network_identity_not_enabled",
         "network_identity_mode_too_weak",
+        "invalid_id_number",
+        "invalid_phone",
+        "invalid_external_user_id",
+        "consent_required",
+        "unsupported_id_type",
+        "level_too_low",
+        "unknown_field",
+        "invalid_request",
         "unauthorized",
         "identity_in_use",
         "idempotency_conflict",
@@ -75,7 +87,9 @@ async def create_verification(
         request_hash = idempotency.fingerprint(
             runtime.master_key, "POST", "/v1/verifications", fingerprint
         )
-        stored = await idempotency.lookup(session, client.id, key, request_hash, ttl)
+        stored = await idempotency.lookup(
+            session, client.id, key, request_hash, ttl, runtime.master_key
+        )
         if stored is not None:
             return JSONResponse(
                 stored.body, status_code=stored.status_code, headers={"Idempotent-Replayed": "true"}
@@ -88,7 +102,9 @@ async def create_verification(
     if canonical is not None:
         prepared = await verifications.prepare(runtime, canonical)
     if idempotency_key is not None:
-        claim, stored = await idempotency.claim(session, client.id, key, request_hash, ttl)
+        claim, stored = await idempotency.claim(
+            session, client.id, key, request_hash, ttl, runtime.master_key
+        )
         if stored is not None:
             return JSONResponse(
                 stored.body, status_code=stored.status_code, headers={"Idempotent-Replayed": "true"}
@@ -105,9 +121,55 @@ async def create_verification(
     background.add_task(runtime.notify_worker)  # after the commit: the checks start at once
     if claim is not None:
         await idempotency.complete(
-            session, claim, 201, out.model_dump(mode="json"), resource_id=verification.id
+            session,
+            claim,
+            201,
+            out.model_dump(mode="json"),
+            resource_id=verification.id,
+            master_key=runtime.master_key,
         )
     return out
+
+
+@router.get(
+    "",
+    response_model=VerificationPage,
+    summary="List your verifications, newest first (masked values only)",
+    description="Reconcile after an outage without keeping every id: filter by your "
+    "`external_user_id`, by `status` or by creation time, and follow `next_cursor` (as `after`) "
+    "page by page. Counts against the client's request quota like every read.",
+    responses=problems("unauthorized", "rate_limited", "invalid_request"),
+)
+async def list_verifications(
+    client: CurrentClient,
+    session: SessionDep,
+    external_user_id: Annotated[str | None, Query(min_length=1, max_length=200)] = None,
+    status: Status | None = None,
+    created_after: DateTimeQuery | None = None,
+    after: Annotated[
+        str | None,
+        Query(
+            min_length=1,
+            max_length=400,
+            pattern=r"^[A-Za-z0-9_=-]+$",
+            description="`next_cursor` of the previous page",
+        ),
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 50,
+) -> Any:
+    page = await review.list_verifications(
+        session,
+        client_id=client.id,
+        external_user_id=external_user_id,
+        status=status,
+        created_from=created_after,
+        cursor=after,
+        limit=limit,
+    )
+    return VerificationPage(
+        data=[await verifications.present(session, v) for v in page.items],
+        next_cursor=page.next_cursor,
+    )
 
 
 @router.get(
@@ -127,6 +189,7 @@ async def get_verification(verification_id: str, client: CurrentClient, session:
     summary="Erase the person's data (Art. 43); returns the tombstone with an erasure receipt",
     responses=problems("unauthorized", "not_found"),
 )
+@idempotent
 async def erase_verification(
     verification_id: str,
     client: CurrentClient,

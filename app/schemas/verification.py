@@ -14,23 +14,46 @@ class Consent(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     policy_version: SafeStr = Field(
-        min_length=1, max_length=40, description="A published collection-rules version"
+        min_length=1,
+        max_length=40,
+        description="A published collection-rules version",
     )
 
 
 class VerificationCreate(BaseModel):
     """Art. 24 identity fields of one end user, with consent to the published collection rules."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "external_user_id": "42",
+                    "real_name": "张三",
+                    "id_number": "11010519491231002X",
+                    "phone": "13800138000",
+                    "consent": {"policy_version": "2026-01"},
+                }
+            ]
+        },
+    )
 
     external_user_id: SafeStr = Field(
         min_length=1,
         max_length=200,
         description="Your id for the end user: never the person's ID number or phone number",
     )
-    real_name: SafeStr = Field(max_length=256)
-    id_number: SafeStr = Field(max_length=64)
-    phone: SafeStr = Field(max_length=64)
+    real_name: SafeStr = Field(min_length=1, max_length=256, description="The name on the ID card")
+    id_number: SafeStr = Field(
+        min_length=1,
+        max_length=64,
+        description="The 18-character resident ID number (full-width digits are accepted)",
+    )
+    phone: SafeStr = Field(
+        min_length=1,
+        max_length=64,
+        description="A mainland China mobile number (11 digits, optionally +86)",
+    )
     consent: Consent
     id_type: Literal["cn_resident_id"] = "cn_resident_id"
     level: Literal["L1", "L2", "L3"] | None = None
@@ -85,7 +108,48 @@ class ConsentReceiptOut(BaseModel):
     jwks_uri: str
 
 
+class VerificationPage(BaseModel):
+    """A page of verifications, newest first."""
+
+    data: list[VerificationOut]
+    next_cursor: str | None = Field(
+        default=None, description="Pass as `after` for the next page; null on the last page"
+    )
+
+
 class VerificationOut(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": "ver_01jf3m5k2c8v",
+                    "external_user_id": "42",
+                    "status": "awaiting_code",
+                    "status_reason": None,
+                    "level": "L2",
+                    "checks": [
+                        {"type": "id_registry", "status": "passed", "reason": None},
+                        {"type": "sms_otp", "status": "pending", "reason": None},
+                    ],
+                    "masked": {
+                        "real_name": "张*",
+                        "id_number": "110105********002X",
+                        "phone": "138****8000",
+                    },
+                    "next_action": {
+                        "type": "submit_sms_code",
+                        "expires_at": "2026-01-31T08:05:00Z",
+                    },
+                    "policy_version": "2026-01",
+                    "superseded_by": None,
+                    "erasure": None,
+                    "created_at": "2026-01-31T08:00:00Z",
+                    "updated_at": "2026-01-31T08:00:01Z",
+                }
+            ]
+        }
+    )
+
     id: str
     external_user_id: str
     status: str

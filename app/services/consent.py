@@ -44,7 +44,7 @@ async def signed_receipt(
     consent = await consent_of(session, verification)
     key = await runtime.keyring.signing_key(session)
     claims = {
-        "iss": runtime.settings.token_issuer,
+        "iss": runtime.settings.issuer,
         "aud": verification.client_id,
         "iat": int(utcnow().timestamp()),
         "jti": consent.receipt_id,

@@ -142,6 +142,7 @@ async def list_verifications(
     *,
     status: str | None = None,
     client_id: str | None = None,
+    external_user_id: str | None = None,
     created_from: datetime | None = None,
     created_to: datetime | None = None,
     cursor: str | None = None,
@@ -153,6 +154,8 @@ async def list_verifications(
         query = query.where(Verification.status == status)
     if client_id:
         query = query.where(Verification.client_id == client_id)
+    if external_user_id:
+        query = query.where(Verification.external_user_id == external_user_id)
     if created_from:
         query = query.where(col(Verification.created_at) >= _utc(created_from))
     if created_to:

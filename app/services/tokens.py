@@ -34,6 +34,12 @@ from app.runtime import Runtime
 from app.services import audit, emergency, events
 
 REQUIRED_CLAIMS = ["exp", "iat", "nbf", "aud", "iss", "sub", "jti", "vid", "lvl"]
+#: RFC 9068 section 2.1: the media type of JWT access tokens, in the ``typ`` header.
+ACCESS_TOKEN_TYP = "at+jwt"  # noqa: S105 (a media type, not a secret)
+#: The issuer of tokens signed before issuers became the service's URL. Such tokens are still
+#: accepted (signature, audience, expiry and state checked as ever) until they expire: at most
+#: ``REALNAME_TOKEN_TTL_SECONDS`` after the upgrade.
+LEGACY_ISSUER = "urn:realname"
 INACTIVE: dict[str, Any] = {"active": False}
 
 
@@ -127,7 +133,7 @@ async def issue(
     jti = "tok_" + secrets.token_hex(16)
     expires_at = now + timedelta(seconds=settings.token_ttl_seconds)
     claims = {
-        "iss": settings.token_issuer,
+        "iss": settings.issuer,
         "aud": client.id,
         "sub": subject_for(runtime.master_key, client.id, identity.id),
         "iat": int(now.timestamp()),
@@ -139,7 +145,9 @@ async def issue(
         "adult": is_adult(adult_on_of(runtime.master_key, identity), settings.legal_timezone, now),
         "client_id": client.id,
     }
-    token = jwt.encode(claims, key.private, algorithm="EdDSA", headers={"kid": key.kid})
+    token = jwt.encode(
+        claims, key.private, algorithm="EdDSA", headers={"kid": key.kid, "typ": ACCESS_TOKEN_TYP}
+    )
     session.add(
         ServiceToken(
             jti=jti,
@@ -173,6 +181,8 @@ async def _decode(
         kid = header.get("kid")
         if header.get("alg") != "EdDSA" or not isinstance(kid, str):
             return None
+        typ = str(header.get("typ", "")).lower()
+        at_jwt = typ in (ACCESS_TOKEN_TYP, "application/" + ACCESS_TOKEN_TYP)
         public = await runtime.keyring.public_key(session, kid)
         if public is None:
             return None
@@ -181,10 +191,14 @@ async def _decode(
             public,
             algorithms=["EdDSA"],
             audience=client.id,
-            issuer=runtime.settings.token_issuer,
+            issuer=[runtime.settings.issuer, LEGACY_ISSUER],
             options={"require": REQUIRED_CLAIMS, "verify_exp": verify_exp},
         )
     except (jwt.PyJWTError, ValueError, TypeError):
+        return None
+    # RFC 9068 section 4: only JWT access tokens, never another kind of JWT; tokens of the former
+    # issuer predate the header (PyJWT wrote "typ": "JWT") and pass until they expire.
+    if not at_jwt and claims["iss"] != LEGACY_ISSUER:
         return None
     return claims
 

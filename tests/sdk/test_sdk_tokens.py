@@ -67,7 +67,7 @@ def test_fresh_token_is_accepted(issuer: FakeIssuer) -> None:
     assert (claims.sub, claims.aud, claims.iss, claims.level, claims.adult) == (
         "sub_1",
         AUDIENCE,
-        "urn:realname",
+        "https://realname.test",
         "L2",
         True,
     )
@@ -120,6 +120,29 @@ def test_wrong_audience_is_rejected(issuer: FakeIssuer) -> None:
     token = issuer.mint(aud="cli_someone_else")
 
     assert reason(verifier_for(issuer), token) == "wrong_audience"
+
+
+def test_former_issuer_with_plain_jwt_typ_is_accepted(issuer: FakeIssuer) -> None:
+    """A token signed before RFC 9068 (iss urn:realname, typ JWT) verifies until it expires."""
+    token = issuer.mint(iss="urn:realname", headers={"typ": "JWT"})
+
+    assert verifier_for(issuer).verify(token).iss == "urn:realname"
+
+
+def test_verifier_from_metadata_uses_its_issuer_and_jwks_uri(issuer: FakeIssuer) -> None:
+    """TokenVerifier.from_metadata reads jwks_uri and issuer from RFC 8414 metadata."""
+    jwks = issuer.transport()
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/.well-known/oauth-authorization-server":
+            return httpx.Response(200, json={"issuer": issuer.issuer, "jwks_uri": issuer.jwks_url})
+        return jwks.handle_request(request)
+
+    http = httpx.Client(transport=httpx.MockTransport(handle))
+    verifier = TokenVerifier.from_metadata(issuer.issuer, audience=AUDIENCE, http_client=http)
+
+    assert (verifier.jwks_url, verifier.issuer) == (issuer.jwks_url, issuer.issuer)
+    assert verifier.verify(issuer.mint(sub="sub_m")).sub == "sub_m"
 
 
 def test_wrong_issuer_is_rejected(issuer: FakeIssuer) -> None:
@@ -233,7 +256,7 @@ def test_malformed_token_is_rejected(issuer: FakeIssuer, token: str) -> None:
 
 
 def test_foreign_typ_is_rejected(issuer: FakeIssuer) -> None:
-    """A token whose typ header is not JWT (another kind of signed object) is malformed."""
+    """A token whose typ header is not at+jwt (another kind of signed object) is malformed."""
     token = issuer.mint(headers={"typ": "logout+jwt"})
 
     assert reason(verifier_for(issuer), token) == "malformed"
