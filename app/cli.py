@@ -73,6 +73,7 @@ def cmd_emergency(args: argparse.Namespace, settings: Settings) -> int:
             client_id=args.client_id,
             provider=args.provider,
             known_providers=emergency.known_providers(runtime),
+            settings=runtime.settings,
             actor_type="system",
             actor_id="cli",
         )

@@ -106,6 +106,11 @@ class Settings(BaseSettings):
     #: Deprecated, removed in the next release: also send the old ``X-Realname-Timestamp`` and
     #: ``X-Realname-Signature: v1=<hex>`` headers to the SMS gateway.
     sms_gateway_legacy_signature: bool = False
+    #: Where operators hear at once of what needs a person (a bulk-access block, an emergency
+    #: action): a POST signed per Standard Webhooks with ``operator_webhook_secret``
+    #: (``whsec_<base64>``), retried until it is answered 2xx. Unset: audit and metrics only.
+    operator_webhook_url: str | None = None
+    operator_webhook_secret: SecretStr | None = None
 
     # -- lifecycle -----------------------------------------------------------------------------
     otp_ttl_seconds: int = Field(default=300, ge=30)

@@ -237,6 +237,19 @@ def production_problems(settings: Settings) -> list[str]:
             add(url_problem("REALNAME_REGISTRY_URL", settings.registry_url, allow))
     if settings.registry_token is not None:
         add(secret_problem("REALNAME_REGISTRY_TOKEN", settings.registry_token.get_secret_value()))
+    if settings.operator_webhook_url:
+        add(url_problem("REALNAME_OPERATOR_WEBHOOK_URL", settings.operator_webhook_url, allow))
+        if settings.operator_webhook_secret is None:
+            problems.append(
+                "REALNAME_OPERATOR_WEBHOOK_SECRET is required by REALNAME_OPERATOR_WEBHOOK_URL"
+            )
+    if settings.operator_webhook_secret is not None:
+        add(
+            secret_problem(
+                "REALNAME_OPERATOR_WEBHOOK_SECRET",
+                settings.operator_webhook_secret.get_secret_value(),
+            )
+        )
     if settings.live_network_identity and settings.network_identity_gateway_url:
         add(
             url_problem(

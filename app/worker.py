@@ -42,6 +42,7 @@ from app.services import (
     emergency,
     lifecycle,
     network_identity,
+    operator_notices,
 )
 from app.services.events import WEBHOOK_JOB
 
@@ -289,6 +290,16 @@ class Worker:
             if job.kind == network_identity.JOB_KIND:
                 assert job.verification_id is not None
                 await network_identity.process(self.runtime, job.verification_id)
+                await self._finish(job)
+                return False
+            if job.kind == operator_notices.JOB_KIND:
+                if job.payload is not None and operator_notices.enabled(self.runtime.settings):
+                    sent = await operator_notices.deliver(
+                        self.runtime.settings, self.runtime.webhook_client, job.payload
+                    )
+                    if not sent:
+                        await self._retry(job, "operator_notice_not_delivered")
+                        return False
                 await self._finish(job)
                 return False
             if job.kind == WEBHOOK_JOB:

@@ -99,6 +99,8 @@ UNSAFE = [
     ("trusted_proxies", "10.0.0.0/8,0.0.0.0/0", "REALNAME_TRUSTED_PROXIES must list your"),
     ("live_sender", "console", "REALNAME_LIVE_SENDER=console is for development only"),
     ("internal_url_allowlist", "mock-registry", "REALNAME_INTERNAL_URL_ALLOWLIST must list"),
+    ("operator_webhook_url", "https://alerts.example.com/x", "REALNAME_OPERATOR_WEBHOOK_SECRET is"),
+    ("operator_webhook_secret", "x", "REALNAME_OPERATOR_WEBHOOK_SECRET must be at least 32"),
 ]
 
 
@@ -140,6 +142,20 @@ def test_prod_checks_the_network_identity_gateway_like_the_others(
     refused = refusal(live_network_identity="http_network_identity", **changes)
 
     assert message in refused
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("http://alerts.example.com/x", "REALNAME_OPERATOR_WEBHOOK_URL must use https"),
+        ("https://10.0.0.9/x", "REALNAME_OPERATOR_WEBHOOK_URL must not point"),
+    ],
+)
+def test_prod_checks_the_operator_webhook_like_the_gateways(url: str, message: str) -> None:
+    """The operators' alert hook gets the same URL rules as the other outbound calls."""
+    secret = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+
+    assert message in refusal(operator_webhook_url=url, operator_webhook_secret=secret)
 
 
 @pytest.mark.parametrize("example", sorted(DOCUMENTED_EXAMPLES))

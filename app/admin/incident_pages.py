@@ -125,6 +125,7 @@ async def emergency_action(
         client_id=choice["client_id"],
         provider=choice["provider"],
         known_providers=emergency.known_providers(runtime),
+        settings=runtime.settings,
         actor_type="admin",
         actor_id=ctx.admin.id,
     )

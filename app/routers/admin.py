@@ -343,6 +343,7 @@ async def emergency_action(
         client_id=body.client_id,
         provider=body.provider,
         known_providers=emergency.known_providers(runtime),
+        settings=runtime.settings,
         actor_type="admin",
         actor_id=ctx.admin.id,
     )

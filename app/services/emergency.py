@@ -32,7 +32,8 @@ from app.hotcache import tokens_changed
 from app.models import AuditHead, Client, EmergencyMeasure, ServiceToken, SigningKey, Verification
 from app.models._types import utcnow
 from app.runtime import Runtime
-from app.services import audit, events
+from app.services import audit, events, operator_notices
+from app.settings import Settings
 
 ALL = "*"
 SUSPENDED = "issuance_suspended"
@@ -110,6 +111,7 @@ def measure_json(m: EmergencyMeasure) -> dict[str, Any]:
 async def _announce(
     session: AsyncSession,
     *,
+    settings: Settings | None,
     action: str,
     measure: EmergencyMeasure,
     actor_type: str,
@@ -141,6 +143,20 @@ async def _announce(
         actor_id=actor_id,
         data={"kind": measure.kind, "scope": measure.scope, **data},
     )
+    if settings is not None:
+        operator_notices.queue(
+            session,
+            settings,
+            f"emergency.{action}",
+            {
+                "kind": measure.kind,
+                "scope": measure.scope,
+                "actor_type": actor_type,
+                "actor_id": actor_id,
+                "audit_seq": event.seq,
+                **data,
+            },
+        )
     return event.seq
 
 
@@ -250,8 +266,10 @@ async def act(
     actor_type: str,
     actor_id: str | None,
     now: datetime | None = None,
+    settings: Settings | None = None,
 ) -> Outcome:
-    """Carry out one emergency action; 4xx and nothing changed on bad input."""
+    """Carry out one emergency action; 4xx and nothing changed on bad input. With
+    ``settings``, the operator's webhook (if set up) is told in the same transaction."""
     if action not in ACTIONS:
         raise ProblemError("not_found", "No such emergency action")
     reason = _check_reason(reason_code)
@@ -290,6 +308,7 @@ async def act(
         await session.flush()
         measure.started_seq = await _announce(
             session,
+            settings=settings,
             action=action,
             measure=measure,
             actor_type=actor_type,
@@ -305,6 +324,7 @@ async def act(
         existing.ended_at, existing.ended_by, existing.end_reason_code = now, actor_id, reason
         existing.ended_seq = await _announce(
             session,
+            settings=settings,
             action=action,
             measure=existing,
             actor_type=actor_type,
@@ -312,11 +332,12 @@ async def act(
             data={"reason_code": reason, "started_seq": existing.started_seq},
         )
         return Outcome(action, True, existing, existing.ended_seq)
-    return await _revoke_tokens(session, scope, reason, actor_type, actor_id, now)
+    return await _revoke_tokens(session, settings, scope, reason, actor_type, actor_id, now)
 
 
 async def _revoke_tokens(
     session: AsyncSession,
+    settings: Settings | None,
     scope: str,
     reason: str,
     actor_type: str,
@@ -389,6 +410,7 @@ async def _revoke_tokens(
     faults.reached("emergency_before_announce")
     measure.started_seq = measure.ended_seq = await _announce(
         session,
+        settings=settings,
         action="revoke-tokens",
         measure=measure,
         actor_type=actor_type,

@@ -33,7 +33,7 @@ from app.models._types import utcnow
 from app.ratelimit import raise_refusal
 from app.runtime import Runtime
 from app.schemas.admin import MAX_NOTE, REASON_CODES
-from app.services import audit, codes, erasure, lifecycle
+from app.services import audit, codes, erasure, lifecycle, operator_notices
 
 logger = logging.getLogger(__name__)
 
@@ -209,7 +209,7 @@ async def shown(
         return
     metrics.BULK_ACCESS_BLOCKED.labels(what).inc()
     logger.warning("bulk access blocked", extra={"admin_id": admin_id, "what": what})
-    await audit.record(
+    event = await audit.record(
         session,
         action="admin.bulk_access_blocked",
         subject_type="admin",
@@ -220,6 +220,18 @@ async def shown(
             "limit_per_hour": runtime.settings.admin_records_per_hour,
             "what": what,
             "records": len(set(ids)),
+        },
+    )
+    operator_notices.queue(
+        session,
+        runtime.settings,
+        "admin.bulk_access_blocked",
+        {
+            "admin_id": admin_id,
+            "what": what,
+            "records": len(set(ids)),
+            "limit_per_hour": runtime.settings.admin_records_per_hour,
+            "audit_seq": event.seq,
         },
     )
     raise ProblemError(
