@@ -15,6 +15,7 @@ from app.models import Status
 from app.routers.idempotency import idempotent
 from app.routers.params import DateTimeQuery
 from app.schemas.network_identity import NetworkIdentityCreate, VerificationRequest
+from app.schemas.text import SafeStr
 from app.schemas.verification import ConsentReceiptOut, VerificationOut, VerificationPage
 from app.services import (
     consent,
@@ -143,7 +144,7 @@ async def create_verification(
 async def list_verifications(
     client: CurrentClient,
     session: SessionDep,
-    external_user_id: Annotated[str | None, Query(min_length=1, max_length=200)] = None,
+    external_user_id: Annotated[SafeStr | None, Query(min_length=1, max_length=200)] = None,
     status: Status | None = None,
     created_after: DateTimeQuery | None = None,
     after: Annotated[

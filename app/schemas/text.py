@@ -3,7 +3,10 @@
 Bytes in flight cannot be checked (a JSON ``\\u0000`` escape may be split across body chunks, a
 form value is percent-encoded), so the rule applies to decoded values, here, once: every request
 body, form and query model types its strings as :data:`SafeStr`. Refused: C0 and C1 controls
-(NUL included), DEL and lone surrogates (which no database can store as text).
+(NUL included), DEL, the invisible format controls that hide or reorder text in logs and admin
+pages (zero-width characters and marks, line and paragraph separators, bidi embeddings,
+overrides and isolates, word joiners, the byte-order mark) and lone surrogates (which no
+database can store as text).
 """
 
 from __future__ import annotations
@@ -18,8 +21,9 @@ from pydantic_core import core_schema
 #: The same rule for the OpenAPI schema (ECMA-262 syntax, which Python's ``re`` also reads).
 #: Lone surrogates are left out: no valid UTF-8 text holds one, and regex engines that work on
 #: Unicode scalar values (Rust's, for one) refuse the range.
-NO_CONTROLS_PATTERN = r"^[^\x00-\x1f\x7f-\x9f]*$"
-_REFUSED = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+_FORMAT_CONTROLS = r"\u200b-\u200f\u2028-\u202e\u2060-\u2064\u2066-\u2069\ufeff"
+NO_CONTROLS_PATTERN = rf"^[^\x00-\x1f\x7f-\x9f{_FORMAT_CONTROLS}]*$"
+_REFUSED = re.compile(rf"[\x00-\x1f\x7f-\x9f{_FORMAT_CONTROLS}\ud800-\udfff]")
 MESSAGE = "must not contain control characters"
 
 
