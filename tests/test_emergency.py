@@ -213,11 +213,13 @@ async def test_offline_verifier_rejects_earlier_tokens_once_it_refreshes_the_jwk
     cid, key = await make_client("test", level="L1")
     token = await token_for(http, key, (await verified(http, key, worker))["id"])
     jwks_url = "http://testserver/.well-known/jwks.json"
-    before = TokenVerifier(jwks_url, audience=cid, issuer="urn:realname", http_client=http)
+    before = TokenVerifier(jwks_url, audience=cid, issuer=runtime.settings.issuer, http_client=http)
     assert (await before.averify(token)).verification_id
     admin = await admin_token(http, runtime, "admin")
     await act(http, admin, "revoke-tokens", reason_code="key_compromise")
-    refreshed = TokenVerifier(jwks_url, audience=cid, issuer="urn:realname", http_client=http)
+    refreshed = TokenVerifier(
+        jwks_url, audience=cid, issuer=runtime.settings.issuer, http_client=http
+    )
     with pytest.raises(InvalidToken) as refused:
         await refreshed.averify(token)
     assert refused.value.reason == "unknown_key"

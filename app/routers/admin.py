@@ -185,7 +185,11 @@ async def verification_export(
     response_model=list[AdminVerification],
     summary="Find a person's verifications by ID number (blind index; needs a reason; audited)",
     responses=problems(
-        "reason_required", "invalid_id_number", "bulk_access_blocked", "unauthorized"
+        "reason_required",
+        "invalid_reason_code",
+        "invalid_id_number",
+        "bulk_access_blocked",
+        "unauthorized",
     ),
 )
 async def search(body: SearchIn, ctx: Reviewer, session: SessionDep, runtime: RuntimeDep) -> Any:
@@ -199,7 +203,13 @@ async def search(body: SearchIn, ctx: Reviewer, session: SessionDep, runtime: Ru
     "/verifications/{verification_id}/erase",
     response_model=AdminVerification,
     summary="Erase the person's data (Art. 43), with a reason",
-    responses=problems("reason_required", "not_found", "insufficient_role", "bulk_access_blocked"),
+    responses=problems(
+        "reason_required",
+        "invalid_reason_code",
+        "not_found",
+        "insufficient_role",
+        "bulk_access_blocked",
+    ),
 )
 async def erase(
     verification_id: str,
@@ -223,6 +233,7 @@ async def erase(
     responses=problems(
         "invalid_transition",
         "reason_required",
+        "invalid_reason_code",
         "not_found",
         "insufficient_role",
         "bulk_access_blocked",

@@ -34,6 +34,7 @@ CHANGE = problems(
     "session_expired",
     "insufficient_role",
     "not_found",
+    "reason_required",
     "invalid_reason_code",
     "service_unavailable",
 )
