@@ -85,8 +85,10 @@ class People:
 
     def person(self) -> Person:
         self._count += 1
+        # Underscores keep the counter and the random part apart: digits joined by hyphens can
+        # read as a phone number, which the service refuses in an external_user_id.
         return Person(
-            external_user_id=f"{self._prefix}-{self._count}-{self._rng.getrandbits(32):08x}",
+            external_user_id=f"{self._prefix}_{self._count}_{self._rng.getrandbits(32):08x}",
             real_name=self.name(),
             id_number=self.id_number(),
             phone=self.phone(),
