@@ -3,6 +3,10 @@
 The database is real: PostgreSQL when ``REALNAME_TEST_DATABASE_URL`` names a server (a fresh
 database is created for the run and migrated by Alembic), otherwise a SQLite file, also built by
 Alembic. Every test starts from empty tables (the shipped policy stays).
+
+Settings come from these fixtures, never from the shell: every ``REALNAME_*`` variable except the
+suite's own ``REALNAME_TEST_*`` knobs is dropped before collection, and the HTTP registry of live
+clients is a port that refuses connections whatever else listens on this machine.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from app.services import clients
 from app.settings import Settings
 from app.worker import Worker
 from tests.problem_recorder import recording
+from tests.support import ambient_settings, refused_url
 
 TEST_SECRET = base64.urlsafe_b64encode(b"s" * 32).decode()
 TEST_BLIND_KEYS = "1:" + base64.urlsafe_b64encode(b"b" * 32).decode()
@@ -48,6 +53,12 @@ async def _admin(server: str, statement: str) -> None:
         await conn.execute(statement)
     finally:
         await conn.close()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Drop the shell's ``REALNAME_*`` settings before any test module is imported."""
+    for name in ambient_settings(os.environ):
+        del os.environ[name]
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -78,10 +89,21 @@ def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def settings(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Settings:
+def registry_url() -> Iterator[str]:
+    """Where live clients' HTTP registry is: a port that refuses connections (tests that want
+    an answering registry start one on a free port)."""
+    with refused_url() as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def settings(
+    database_url: str, registry_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Settings:
     return Settings(
         env="test",
         database_url=database_url,
+        registry_url=registry_url,
         secret_key=TEST_SECRET,
         blind_index_keys=TEST_BLIND_KEYS,
         dev_keys_file=tmp_path_factory.mktemp("keys") / "dev-keys.json",

@@ -10,7 +10,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, timedelta
@@ -27,13 +27,26 @@ from app.settings import Settings
 REPO_ROOT = Path(__file__).resolve().parent.parent
 REALNAME = str(Path(sys.executable).with_name("realname"))
 
+#: The prefix of the suite's own knobs (``REALNAME_TEST_DATABASE_URL``,
+#: ``REALNAME_TEST_REDIS_URL``): the only ``REALNAME_*`` variables the tests take from the shell.
+TEST_KNOBS = "REALNAME_TEST_"
+
+
+def ambient_settings(environ: Mapping[str, str]) -> list[str]:
+    """The ``REALNAME_*`` variables in ``environ`` that would configure the service (everything
+    but the suite's own knobs): the suite drops them, so a developer's shell cannot change what
+    the tests run against."""
+    return [k for k in environ if k.startswith("REALNAME_") and not k.startswith(TEST_KNOBS)]
+
 
 def service_env(settings: Settings, **extra: str) -> dict[str, str]:
-    """Environment for a child `realname` process sharing the test database and keys."""
+    """Environment for a child `realname` process sharing the test database and keys (no
+    ``REALNAME_*`` variable of the shell, the suite's knobs included, reaches it)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("REALNAME_")}
     env.update(
         REALNAME_ENV="dev",
         REALNAME_DATABASE_URL=settings.database_url,
+        REALNAME_REGISTRY_URL=settings.registry_url,
         REALNAME_SECRET_KEY=settings.secret_key.get_secret_value(),
         REALNAME_BLIND_INDEX_KEYS=settings.blind_index_keys.get_secret_value(),
         REALNAME_IDENTITY_HASH_MEMORY_KIB=str(settings.identity_hash_memory_kib),
@@ -48,6 +61,16 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+@contextmanager
+def refused_url() -> Iterator[str]:
+    """An ``http://127.0.0.1:<port>`` URL whose connections are refused for as long as the
+    context lasts: the port is bound and never listened on, so nothing else (a developer's
+    `realname mock-registry --port 8090`, another test's server) can take it."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        yield f"http://127.0.0.1:{s.getsockname()[1]}"
 
 
 def run_cli(
