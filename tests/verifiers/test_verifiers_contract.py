@@ -1,19 +1,24 @@
-"""The verifier contract (app.verifiers.base), checked against every shipped verifier.
+"""The verifier contract (app.verifiers.base), checked against every registered verifier.
 
-The HTTP verifiers are wired to our own standalone mock registry through ASGITransport, so the
-same expectations cover the in-process mock, the server and the HTTP adapters end to end.
+The suite is parametrised over the registry (``app.verifiers.registry``): each verifier is built
+by its registry factory in front of a stand-in provider (``tests/plugin_worlds.py``) and faces a
+match, a mismatch, a missing record, an outage, a timeout and a garbled answer. A registered
+verifier that the worlds cannot build fails the suite. The verifiers that speak to our own mock
+registry (in process, or its server through ASGITransport) are also held to its magic names.
 """
 
 from __future__ import annotations
 
 import logging
+import re
+import traceback
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import ClassVar
 
 import httpx
 import pytest
 
-from app.mock_registry_server import create_mock_registry_app
 from app.verifiers.base import CheckOutcome, CheckResult, Subject, Verifier, run_check
 from app.verifiers.http_registry import HttpCarrierVerifier, HttpIdRegistryVerifier
 from app.verifiers.mock_registry import (
@@ -21,6 +26,16 @@ from app.verifiers.mock_registry import (
     KnownPerson,
     MockCarrierVerifier,
     MockIdRegistryVerifier,
+)
+from app.verifiers.registry import available_factories
+from tests.plugin_worlds import (
+    SANDBOX_SCENARIOS,
+    VERIFIER_SCENARIOS,
+    VERIFIER_WORLDS,
+    VerifierWorld,
+    rendered,
+    scenario_cases,
+    world_of,
 )
 
 BASE_URL = "http://mock-registry.test"
@@ -50,14 +65,6 @@ EXPECTED: dict[str, dict[str, tuple[CheckOutcome, str | None, bool]]] = {
     },
 }
 
-# name -> (check_type, sandbox) as documented for each verifier.
-IDENTITY = {
-    "mock_id_registry": ("id_registry", True),
-    "mock_carrier_3e": ("carrier_3e", True),
-    "http_id_registry": ("id_registry", False),
-    "http_carrier_3e": ("carrier_3e", False),
-}
-
 
 async def _no_sleep(_seconds: float) -> None:
     """Back-off delays are irrelevant to the contract."""
@@ -65,42 +72,111 @@ async def _no_sleep(_seconds: float) -> None:
 
 VerifierFactory = Callable[[], AbstractAsyncContextManager[Verifier]]
 
-
-@asynccontextmanager
-async def _mock_id_registry() -> AsyncIterator[Verifier]:
-    yield MockIdRegistryVerifier()
-
-
-@asynccontextmanager
-async def _mock_carrier() -> AsyncIterator[Verifier]:
-    yield MockCarrierVerifier()
+#: Every verifier the registry knows (built-ins and installed plug-ins): the suite's parameters,
+#: so a verifier is held to the contract the moment it is registered.
+REGISTERED = sorted(available_factories())
+#: The registered verifiers that answer the mock registry's magic names.
+MAGIC_SPEAKERS = [n for n in REGISTERED if n in VERIFIER_WORLDS and VERIFIER_WORLDS[n].magic]
+#: (name, scenario) for every registered verifier and every scenario its world plays.
+SCENARIO_CASES = scenario_cases(VERIFIER_WORLDS, REGISTERED)
 
 
-def _http_factory(
-    cls: type[HttpIdRegistryVerifier | HttpCarrierVerifier],
-) -> VerifierFactory:
-    @asynccontextmanager
-    async def factory() -> AsyncIterator[Verifier]:
-        transport = httpx.ASGITransport(app=create_mock_registry_app())
-        async with httpx.AsyncClient(transport=transport) as client:
-            yield cls(client, BASE_URL, sleep=_no_sleep)
-
-    return factory
+def world(name: str) -> VerifierWorld:
+    return world_of(VERIFIER_WORLDS, name)
 
 
-FACTORIES: dict[str, VerifierFactory] = {
-    "mock_id_registry": _mock_id_registry,
-    "mock_carrier_3e": _mock_carrier,
-    "http_id_registry": _http_factory(HttpIdRegistryVerifier),
-    "http_carrier_3e": _http_factory(HttpCarrierVerifier),
+def test_every_registered_verifier_has_a_world() -> None:
+    """The contract suite can build exactly the verifiers the registry knows, no fewer or more."""
+    assert set(VERIFIER_WORLDS) == set(REGISTERED)
+
+
+def test_the_suite_covers_every_registered_verifier() -> None:
+    """Every registered verifier faces every definite answer, and those that leave the process
+    face a timeout and a garbled answer too."""
+    for name in REGISTERED:
+        scenarios = set(world(name).scenarios)
+        assert set(SANDBOX_SCENARIOS) <= scenarios
+        if not world(name).sandbox:
+            assert scenarios == set(VERIFIER_SCENARIOS)
+
+
+@pytest.fixture(params=MAGIC_SPEAKERS)
+async def verifier(request: pytest.FixtureRequest) -> AsyncIterator[Verifier]:
+    """Each registered verifier that answers the mock registry's magic names, in turn."""
+    async with world(request.param).open("match") as (built, _subject):
+        yield built
+
+
+@pytest.mark.parametrize("name", REGISTERED)
+async def test_verifier_declares_its_identity(name: str) -> None:
+    """Each registered verifier satisfies the Protocol, carries its registry name and declares
+    its documented check type and sandbox flag."""
+    async with world(name).open("match") as (verifier, _subject):
+        assert isinstance(verifier, Verifier)
+        assert verifier.name == name
+        assert (verifier.check_type, verifier.sandbox) == (
+            world(name).check_type,
+            world(name).sandbox,
+        )
+
+
+#: The contract's answer to each scenario: the outcome, and the reasons it allows.
+CONTRACT: dict[str, tuple[CheckOutcome, set[str] | None]] = {
+    "match": (CheckOutcome.PASSED, None),
+    "mismatch": (CheckOutcome.FAILED, {"id_mismatch", "phone_mismatch"}),
+    "no_record": (CheckOutcome.FAILED, {"id_not_found"}),
+    "unavailable": (CheckOutcome.UNAVAILABLE, None),
+    "timeout": (CheckOutcome.UNAVAILABLE, None),
+    "garbled": (CheckOutcome.UNAVAILABLE, None),
 }
 
 
-@pytest.fixture(params=list(FACTORIES), ids=list(FACTORIES))
-async def verifier(request: pytest.FixtureRequest) -> AsyncIterator[Verifier]:
-    """Each shipped verifier in turn."""
-    async with FACTORIES[request.param]() as built:
-        yield built
+@pytest.mark.parametrize(("name", "scenario"), SCENARIO_CASES)
+async def test_scenario_gives_the_contract_outcome(name: str, scenario: str) -> None:
+    """A match passes, a mismatch or a missing record fails with its reason, and anything that
+    is not an answer (an outage, a timeout, a garbled body) is unavailable, never passed."""
+    async with world(name).open(scenario) as (verifier, subject):
+        result = await run_check(verifier, subject, attempt_key=f"attempt-{scenario}")
+
+    outcome, reasons = CONTRACT[scenario]
+    assert result.outcome == outcome
+    if outcome == CheckOutcome.PASSED:
+        assert result.reason is None
+    else:
+        assert result.reason is not None
+        assert re.fullmatch(r"[a-z][a-z0-9_]{0,63}", result.reason)
+    if reasons is not None:
+        assert result.reason in reasons
+    if outcome == CheckOutcome.UNAVAILABLE:
+        assert not result.billable
+
+
+@pytest.mark.parametrize(("name", "scenario"), SCENARIO_CASES)
+async def test_scenario_leaks_no_personal_data(
+    name: str, scenario: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Whatever happens, neither the result, an exception the verifier raises, nor anything it
+    logs holds a subject field."""
+    caplog.set_level(logging.DEBUG)
+    async with world(name).open(scenario) as (verifier, subject):
+        try:
+            result: object = await verifier.check(subject, attempt_key=f"attempt-{scenario}")
+        except Exception as exc:  # the runner fails closed; the text must still be clean
+            result = "".join(traceback.format_exception(exc))
+
+    seen = rendered(result, caplog.text, *(record.__dict__ for record in caplog.records))
+    for value in (subject.real_name, subject.id_number, subject.phone, subject.phone[3:]):
+        assert value not in seen
+
+
+@pytest.mark.parametrize(("name", "scenario"), SCENARIO_CASES)
+async def test_repeating_an_attempt_gives_an_equal_result(name: str, scenario: str) -> None:
+    """The same check twice with the same attempt_key (a retry) gives an equal result."""
+    async with world(name).open(scenario) as (verifier, subject):
+        first = await run_check(verifier, subject, attempt_key="attempt-repeat")
+        second = await run_check(verifier, subject, attempt_key="attempt-repeat")
+
+    assert first == second
 
 
 class _ExplodingPeople(Mapping[str, KnownPerson]):
@@ -143,12 +219,6 @@ BROKEN: dict[str, VerifierFactory] = {
 
 def _summary(result: CheckResult) -> tuple[CheckOutcome, str | None, bool]:
     return result.outcome, result.reason, result.billable
-
-
-async def test_verifier_declares_its_identity(verifier: Verifier) -> None:
-    """Each verifier satisfies the Protocol and declares its documented type and sandbox flag."""
-    assert isinstance(verifier, Verifier)
-    assert (verifier.check_type, verifier.sandbox) == IDENTITY[verifier.name]
 
 
 async def test_normal_identity_passes(verifier: Verifier) -> None:
@@ -215,9 +285,9 @@ async def test_result_and_logs_hold_no_personal_data(
 class _Chatty:
     """A plug-in that returns free text where a reason code belongs."""
 
-    name = "chatty"
-    check_type = "id_registry"
-    sandbox = True
+    name: ClassVar[str] = "chatty"
+    check_type: ClassVar[str] = "id_registry"
+    sandbox: ClassVar[bool] = True
 
     async def check(self, subject: Subject, *, attempt_key: str) -> CheckResult:
         return CheckResult.failed(f"name {subject.real_name} not found")
