@@ -30,8 +30,8 @@ lint: install ## ruff and mypy
 test-prerequisites: ## check that Chromium, PostgreSQL and Redis are there for the test suite
 	@$(PYTHON) tests/prerequisites.py
 
-test: test-prerequisites lint ## lint, type-check and run the whole test suite (SQLite; set REALNAME_TEST_DATABASE_URL for PostgreSQL)
-	$(BIN)/pytest $(PYTEST_ARGS)
+test: test-prerequisites lint ## lint, type-check and run the whole test suite with its coverage floor (SQLite; set REALNAME_TEST_DATABASE_URL for PostgreSQL)
+	$(BIN)/pytest --cov --cov-report=term:skip-covered $(PYTEST_ARGS)
 
 test-postgres: ## the test suite against the local PostgreSQL
 	REALNAME_TEST_DATABASE_URL=postgresql://postgres@127.0.0.1:5432/postgres $(MAKE) test
