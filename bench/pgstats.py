@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 
-import asyncpg  # type: ignore[import-untyped]
+import asyncpg
 
 _QUERY = """
 SELECT xact_commit + xact_rollback, sessions, tup_returned + tup_fetched,

@@ -116,7 +116,7 @@ def settings(
         redis_url=os.environ.get("REALNAME_TEST_REDIS_URL") or None,
         check_retry_backoff_seconds=0.01,
         webhook_timeout_seconds=2,
-        _env_file=None,  # type: ignore[call-arg]
+        _env_file=None,
     )
 
 

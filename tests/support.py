@@ -268,7 +268,7 @@ def postgres_server_url() -> str:
 
 
 async def _postgres_admin(statement: str) -> None:
-    import asyncpg  # type: ignore[import-untyped]
+    import asyncpg
 
     server = postgres_server_url().replace("postgresql+asyncpg://", "postgresql://", 1)
     conn = await asyncpg.connect(server)

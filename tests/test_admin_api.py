@@ -424,7 +424,7 @@ def test_short_audit_retention_is_refused() -> None:
     from app.settings import Settings
 
     with pytest.raises(ValidationError):
-        Settings(audit_retention_days=90, _env_file=None)  # type: ignore[call-arg]
+        Settings(audit_retention_days=90, _env_file=None)
 
 
 async def test_approving_an_l2_case_still_asks_for_the_code(

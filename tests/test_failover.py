@@ -197,7 +197,7 @@ def test_a_chain_may_not_name_a_verifier_twice(runtime: Runtime) -> None:
     """REALNAME_LIVE_VERIFIERS with the same verifier twice in a chain stops start-up."""
     settings = Settings(
         live_verifiers={"id_registry": ["http_id_registry"] * 2, "carrier_3e": "http_carrier_3e"},
-        _env_file=None,  # type: ignore[call-arg]
+        _env_file=None,
     )
 
     with pytest.raises(SettingsError, match="distinct"):

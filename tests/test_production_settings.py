@@ -47,7 +47,7 @@ def prod(**changes: Any) -> dict[str, Any]:
 
 def refusal(**changes: Any) -> str:
     with pytest.raises(SettingsError) as caught:
-        Settings(_env_file=None, **prod(**changes))  # type: ignore[call-arg]
+        Settings(_env_file=None, **prod(**changes))
     return str(caught.value)
 
 
@@ -57,7 +57,7 @@ def b64(raw: bytes) -> str:
 
 def test_safe_production_settings_start() -> None:
     """Generated keys, https gateways, PostgreSQL and a metrics token are accepted."""
-    settings = Settings(_env_file=None, **prod())  # type: ignore[call-arg]
+    settings = Settings(_env_file=None, **prod())
 
     assert settings.env == "prod"
 
@@ -185,7 +185,7 @@ def test_refusals_are_listed_together_one_line_each() -> None:
 def test_allowlisted_internal_origins_may_be_plain_http() -> None:
     """Origins listed in REALNAME_INTERNAL_URL_ALLOWLIST may be http and private."""
     settings = Settings(
-        _env_file=None,  # type: ignore[call-arg]
+        _env_file=None,
         **prod(
             registry_url="http://mock-registry:8090",
             sms_gateway_url="http://sink:8025/sms",
@@ -199,7 +199,7 @@ def test_allowlisted_internal_origins_may_be_plain_http() -> None:
 def test_sqlite_in_prod_only_with_the_explicit_override() -> None:
     """REALNAME_ALLOW_SQLITE_IN_PROD=true lets a single-host trial run on SQLite."""
     settings = Settings(
-        _env_file=None,  # type: ignore[call-arg]
+        _env_file=None,
         **prod(database_url="sqlite:///./trial.db", allow_sqlite_in_prod=True),
     )
 
@@ -209,7 +209,7 @@ def test_sqlite_in_prod_only_with_the_explicit_override() -> None:
 def test_trusted_proxies_must_be_addresses_in_every_mode() -> None:
     """A proxy entry that is not an address or network is refused even in dev."""
     with pytest.raises(ValueError, match="REALNAME_TRUSTED_PROXIES must list IP addresses"):
-        Settings(_env_file=None, trusted_proxies="proxy.example.com")  # type: ignore[call-arg]
+        Settings(_env_file=None, trusted_proxies="proxy.example.com")
 
 
 def test_keys_generate_prints_settings_that_prod_accepts(settings: Settings) -> None:
@@ -229,7 +229,7 @@ def test_keys_generate_prints_settings_that_prod_accepts(settings: Settings) -> 
     }
     assert values["REALNAME_SECRET_KEY"] not in second.stdout
     Settings(
-        _env_file=None,  # type: ignore[call-arg]
+        _env_file=None,
         **prod(
             secret_key=values["REALNAME_SECRET_KEY"],
             blind_index_keys=values["REALNAME_BLIND_INDEX_KEYS"],
@@ -322,7 +322,7 @@ def test_env_example_lists_every_setting_with_a_value_dev_accepts() -> None:
     listed = {line.split("=", 1)[0] for line in lines if line.startswith("REALNAME_")}
     every = {f"REALNAME_{name.upper()}" for name in Settings.model_fields}
 
-    loaded = Settings(_env_file=REPO_ROOT / ".env.example")  # type: ignore[call-arg]
+    loaded = Settings(_env_file=REPO_ROOT / ".env.example")
 
     assert every <= listed, every - listed
     assert listed <= every, listed - every

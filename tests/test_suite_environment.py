@@ -31,7 +31,7 @@ def test_the_shell_settings_are_gone_from_the_environment() -> None:
 
 def test_settings_fixture_is_the_suites_own(settings: Settings) -> None:
     """The session settings hold the suite's values and the defaults, nothing from the shell."""
-    defaults = Settings(_env_file=None)  # type: ignore[call-arg]
+    defaults = Settings(_env_file=None)
 
     assert settings.env == "test"
     assert settings.database_url != STRAY["REALNAME_DATABASE_URL"]

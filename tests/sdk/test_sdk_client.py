@@ -70,7 +70,9 @@ def problem(status: int, code: str, **extra: Any) -> httpx.Response:
 class Recorder:
     """A MockTransport handler answering from a script and keeping every request."""
 
-    def __init__(self, *answers: httpx.Response | Callable[[httpx.Request], httpx.Response]):
+    def __init__(
+        self, *answers: httpx.Response | Callable[[httpx.Request], httpx.Response]
+    ) -> None:
         self.answers = list(answers)
         self.requests: list[httpx.Request] = []
 
