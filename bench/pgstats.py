@@ -37,6 +37,8 @@ async def snapshot(url: str) -> DbCounters:
     conn = await asyncpg.connect(url, timeout=10)
     try:
         row = await conn.fetchrow(_QUERY)
+        if row is None:
+            raise RuntimeError("pg_stat_database has no row for this database")
         tables = {
             r[0]: (int(r[1]), int(r[2]), int(r[3]), int(r[4])) for r in await conn.fetch(_TABLES)
         }

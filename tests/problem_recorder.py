@@ -29,7 +29,7 @@ def _record(scope: Scope, status: int | None, body: bytes, problem: bool) -> Non
         return
     if not route.include_in_schema:  # the admin web pages: HTML, not part of the API
         return
-    if method not in route.methods:  # 405: no operation of this path answered
+    if method not in (route.methods or ()):  # 405: no operation of this path answered
         return
     code = None
     if problem:

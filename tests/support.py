@@ -144,7 +144,7 @@ async def raw_database_bytes(runtime: Runtime) -> bytes:
         async with runtime.engine.connect() as conn:
             # Everything PostgreSQL would hand to pg_dump, row by row, as JSON text.
             names = [t.name for t in SQLModel.metadata.sorted_tables]
-            out = []
+            out: list[str] = []
             for name in names:
                 result = await conn.execute(text(f"SELECT row_to_json(t)::text FROM {name} t"))  # noqa: S608
                 out.extend(r[0] for r in result)
@@ -159,8 +159,8 @@ async def raw_database_bytes(runtime: Runtime) -> bytes:
         "    sys.stdout.buffer.write(f.read_bytes() if f.exists() else b'')\n"
     )
     files = [str(path), str(path) + "-wal"]
-    result = await anyio.run_process([sys.executable, "-c", reader, *files], check=True)
-    return bytes(result.stdout)
+    done = await anyio.run_process([sys.executable, "-c", reader, *files], check=True)
+    return bytes(done.stdout)
 
 
 def to_fullwidth(value: str) -> str:

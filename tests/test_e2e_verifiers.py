@@ -51,7 +51,7 @@ async def inbox_code(
             "data"
         ]
         if len(data) > skip:
-            body = data[0]["body"]
+            body: str = data[0]["body"]
             return next(t for t in body.replace(",", " ").split() if t.isdigit() and len(t) == 6)
         assert time.monotonic() < deadline, "no message reached the sandbox inbox"
         await asyncio.sleep(0.05)

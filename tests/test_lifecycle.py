@@ -35,7 +35,7 @@ async def inbox_code(http: httpx.AsyncClient, key: str, verification_id: str) ->
         "/v1/sandbox/messages", params={"verification_id": verification_id}, headers=auth(key)
     )
     assert r.status_code == 200, r.text
-    body = r.json()["data"][0]["body"]
+    body: str = r.json()["data"][0]["body"]
     return next(tok for tok in body.replace(",", " ").split() if tok.isdigit() and len(tok) == 6)
 
 

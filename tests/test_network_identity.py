@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import Any, ClassVar
 
 import httpx
 import jwt
@@ -337,9 +337,9 @@ async def test_a_verifier_that_raises_is_unavailable() -> None:
     """run_network_check fails closed on a plug-in's exception."""
 
     class Broken:
-        name = "broken"
-        check_type = "network_identity"
-        sandbox = False
+        name: ClassVar[str] = "broken"
+        check_type: ClassVar[str] = "network_identity"
+        sandbox: ClassVar[bool] = False
 
         async def verify(
             self, credential: NetworkCredential, *, attempt_key: str

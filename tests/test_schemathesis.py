@@ -83,9 +83,9 @@ class FuzzContext:
     api_key: str
     admin_token: str
     new_admin_token: Callable[[], Awaitable[str]]
-    run_worker: Callable[[], Awaitable[int]]
-    reset_limits: Callable[[], Awaitable[None]]
-    lift_emergency: Callable[[], Awaitable[None]]
+    run_worker: Callable[[], Coroutine[Any, Any, int]]
+    reset_limits: Callable[[], Coroutine[Any, Any, None]]
+    lift_emergency: Callable[[], Coroutine[Any, Any, None]]
 
 
 #: What generated cases carry in ``Authorization``; the bridge swaps in the running test's
@@ -441,7 +441,7 @@ def test_api_conforms_to_its_schema(case: ApiCase, fuzz_app: LoopBridge) -> None
     fresh_idempotency_key(case)
     # Each case starts with fresh limits: the invalid-credential probes all come from one
     # address, and past the failed-authentication limit that address is answered 429.
-    run_on(fuzz_app.loop, fuzz_app.context.reset_limits())
+    run_on(_bound().loop, _bound().context.reset_limits())
     case.call_and_validate(checks=checks_for(case))
 
 

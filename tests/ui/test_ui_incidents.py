@@ -13,7 +13,9 @@ from tests.ui.test_ui_pages import make_admin, sign_in
 
 async def _measures(runtime: Runtime) -> int:
     async with runtime.engine.connect() as conn:
-        return int((await conn.execute(text("SELECT count(*) FROM emergency_measures"))).scalar())
+        return int(
+            (await conn.execute(text("SELECT count(*) FROM emergency_measures"))).scalar_one()
+        )
 
 
 async def test_emergency_action_needs_a_confirm_step(
