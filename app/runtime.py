@@ -21,6 +21,7 @@ from app.services.audit import AUDIT_KEYS
 from app.services.clients import LAST_USE_EVERY
 from app.services.events import WAKE_WORKER
 from app.services.keys import KeyRing
+from app.services.policies import POLICY_REFS
 from app.settings import Settings
 
 if TYPE_CHECKING:
@@ -92,9 +93,11 @@ def build_runtime(settings: Settings, *, engine: AsyncEngine | None = None) -> R
     limits = RateLimits(settings)
     token_states = TokenStates(limits.redis, settings.redis_prefix, settings.token_cache_seconds)
     api_keys = ApiKeyStates(limits.redis, settings.redis_prefix, settings.api_key_cache_seconds)
+    policies = TtlMap("policy", 3600)
     sessions = create_sessionmaker(
         engine,
         info={
+            POLICY_REFS: policies,
             TOKEN_STATES: token_states,
             API_KEY_STATES: api_keys,
             AUDIT_KEYS: settings.audit_chain_keys,
@@ -127,7 +130,7 @@ def build_runtime(settings: Settings, *, engine: AsyncEngine | None = None) -> R
         token_states=token_states,
         api_keys=api_keys,
         token_claims=TtlMap("token_claims", settings.token_cache_seconds),
-        policies=TtlMap("policy", 3600),
+        policies=policies,
         webhook_client=httpx.AsyncClient(
             timeout=httpx.Timeout(settings.webhook_timeout_seconds, connect=5.0),
             limits=httpx.Limits(max_connections=100, max_keepalive_connections=20),

@@ -12,6 +12,7 @@ from typing import Any
 
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import col, select
 
 from app import metrics
@@ -77,7 +78,8 @@ async def transition(
         # whatever the in-memory ``previous`` says.
         tokens_changed(session)
     for key, value in values.items():
-        setattr(verification, key, value)
+        # Already written by the guarded UPDATE: the ORM must not write it again at flush.
+        set_committed_value(verification, key, value)
     event = await audit.record(
         session,
         action=f"verification.{to.value}",

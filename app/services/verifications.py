@@ -10,6 +10,7 @@ import json
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
+from sqlalchemy import literal
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import and_, col, or_, select
 
@@ -206,65 +207,65 @@ async def identity_for(
     """
     candidates = runtime.blind.candidates(field, value)
     current = candidates[0]
+    known = or_(
+        *(
+            and_(
+                Identity.bidx_suite == c.suite,
+                Identity.bidx_version == c.version,
+                Identity.id_number_bidx == c.digest,
+            )
+            for c in candidates
+        )
+    )
+    from app.services.tokens import seal_adult_on
+
+    # A new person costs one statement: the insert happens only when no index of theirs exists
+    # under any suite or key version, and a concurrent registration of the same person loses
+    # to the unique index (and reads the winner's row below).
+    identity_id = new_id("idn")
+    row = {
+        "id": identity_id,
+        "id_type": id_type,
+        "id_number_bidx": current.digest,
+        "bidx_version": current.version,
+        "bidx_suite": current.suite,
+        "adult_on_sealed": seal_adult_on(runtime.master_key, identity_id, adult_on, runtime.suite),
+        "created_at": utcnow(),
+    }
+    columns = Identity.__table__.c  # type: ignore[attr-defined]
+    fresh = select(*(literal(v, type_=columns[k].type) for k, v in row.items())).where(
+        ~select(Identity.id).where(known).exists()
+    )
+    created = await session.execute(
+        insert_ignoring_conflicts(session, Identity, ["bidx_version", "id_number_bidx"])
+        .from_select(list(row), fresh)
+        .returning(col(Identity.id))
+    )
+    if created.first() is not None:
+        return identity_id
     rows = (
         await session.execute(
             select(
                 Identity.id, Identity.bidx_suite, Identity.bidx_version, Identity.id_number_bidx
-            ).where(
-                or_(
-                    *(
-                        and_(
-                            Identity.bidx_suite == c.suite,
-                            Identity.bidx_version == c.version,
-                            Identity.id_number_bidx == c.digest,
-                        )
-                        for c in candidates
-                    )
-                )
-            )
+            ).where(known)
         )
     ).all()
-    found = {(row[1], row[2], row[3]): str(row[0]) for row in rows}
+    found = {(r[1], r[2], r[3]): str(r[0]) for r in rows}
     for candidate in candidates:  # current suite and version first
-        identity_id = found.get((candidate.suite, candidate.version, candidate.digest))
-        if identity_id is None:
+        found_id = found.get((candidate.suite, candidate.version, candidate.digest))
+        if found_id is None:
             continue
         if candidate != current or replace_adult_on:
             await _refresh_identity(
                 session,
                 runtime,
-                identity_id,
+                found_id,
                 candidate,
                 current,
                 adult_on if replace_adult_on else None,
             )
-        return identity_id
-    from app.services.tokens import seal_adult_on
-
-    identity_id = new_id("idn")
-    created = await session.execute(
-        insert_ignoring_conflicts(session, Identity, ["bidx_version", "id_number_bidx"])
-        .values(
-            id=identity_id,
-            id_type=id_type,
-            id_number_bidx=current.digest,
-            bidx_version=current.version,
-            bidx_suite=current.suite,
-            adult_on_sealed=seal_adult_on(runtime.master_key, identity_id, adult_on, runtime.suite),
-            created_at=utcnow(),
-        )
-        .returning(col(Identity.id))
-    )
-    if created.first() is not None:
-        return identity_id
-    # Registered concurrently by another request (or before): use theirs.
-    existing = await session.execute(
-        select(Identity.id).where(
-            Identity.bidx_version == current.version,
-            Identity.id_number_bidx == current.digest,
-        )
-    )
-    return str(existing.scalar_one())
+        return found_id
+    raise RuntimeError("identity neither inserted nor found")  # the unique index forbids it
 
 
 async def _refresh_identity(
