@@ -7,7 +7,6 @@ the ``pending`` state, so a retried or duplicated job cannot move it twice.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Collection
 from dataclasses import dataclass
@@ -17,13 +16,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import select
 
 from app import metrics
-from app.crypto import unseal
 from app.db import session_scope
 from app.models import Check, Client, OutboxJob, Status, Verification
 from app.models._types import utcnow
 from app.runtime import Runtime
 from app.services import codes, costs, emergency, lifecycle
-from app.services.verifications import SUBJECT_SEAL
 from app.verifiers.base import CheckOutcome, CheckResult, Subject, run_check
 
 logger = logging.getLogger(__name__)
@@ -59,15 +56,10 @@ async def _load(
                 await session.execute(select(Check).where(Check.verification_id == verification_id))
             ).scalars()
         )
-        name, id_number, phone = json.loads(
-            unseal(
-                runtime.master_key,
-                SUBJECT_SEAL,
-                verification.sealed_subject,
-                verification.id.encode(),
-            )
+        subject = Subject.open(
+            runtime.master_key, verification.sealed_subject, verification.id.encode()
         )
-    return verification, client, checks, Subject(real_name=name, id_number=id_number, phone=phone)
+    return verification, client, checks, subject
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,7 +30,7 @@ from app.models._types import utcnow
 from app.ratelimit import raise_refusal
 from app.runtime import Runtime
 from app.services import audit, lifecycle
-from app.services.verifications import SUBJECT_SEAL
+from app.verifiers.base import Subject
 
 SMS_SEAL = "sms-payload/v1"
 _CODE = re.compile(r"[0-9]{6}", re.ASCII)
@@ -46,12 +46,9 @@ def subject_phone(runtime: Runtime, verification: Verification) -> str:
         raise ProblemError(
             "verification_expired", "This verification no longer holds a phone to send to"
         )
-    fields = json.loads(
-        unseal(
-            runtime.master_key, SUBJECT_SEAL, verification.sealed_subject, verification.id.encode()
-        )
-    )
-    return str(fields[2])
+    return Subject.open(
+        runtime.master_key, verification.sealed_subject, verification.id.encode()
+    ).phone
 
 
 async def current_code(session: AsyncSession, verification_id: str) -> SmsCode | None:
