@@ -6,8 +6,10 @@ an argon2id hash, masked values and a transient sealed copy for the checks. Noth
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import and_, col, or_, select
@@ -403,14 +405,18 @@ async def create(
         session, runtime, field="id_number", value=subject.id_number, adult_on=subject.adult_on
     )
     await _bind(session, client, identity_id, body.external_user_id)
-    now = utcnow()
-    verification = Verification(
-        client_id=client.id,
+    return await create_pending(
+        session,
+        runtime,
+        client,
         external_user_id=body.external_user_id,
-        identity_id=identity_id,
-        status=Status.PENDING,
         level=level,
         id_type=body.id_type,
+        policy=policy,
+        seal=lambda aad: subject.seal(runtime.master_key, aad, runtime.suite),
+        check_types=LEVEL_CHECKS[level],
+        job_kind="run_checks",
+        identity_id=identity_id,
         bidx_version=prepared.bidx_version,
         bidx_suite=prepared.bidx_suite,
         name_bidx=prepared.name_bidx,
@@ -419,24 +425,53 @@ async def create(
         masked_name=prepared.masked_name,
         masked_id_number=prepared.masked_id_number,
         masked_phone=prepared.masked_phone,
+    )
+
+
+async def create_pending(
+    session: AsyncSession,
+    runtime: Runtime,
+    client: Client,
+    *,
+    external_user_id: str,
+    level: str,
+    id_type: str,
+    policy: PolicyRef,
+    seal: Callable[[bytes], str],
+    check_types: Iterable[str],
+    job_kind: str,
+    audit_data: Mapping[str, object] | None = None,
+    **fields: Any,
+) -> tuple[Verification, list[Check]]:
+    """What every intake path does once its input is accepted: store a ``pending`` verification
+    (``fields`` are the path's own columns) with its sealed copy (``seal`` is given the
+    verification's id, the associated data that binds it to the row) and its checks, queue the
+    job that runs them, start the correction of the user's earlier verifications, and audit
+    ``verification.created`` (with ``audit_data`` after the level)."""
+    now = utcnow()
+    verification = Verification(
+        client_id=client.id,
+        external_user_id=external_user_id,
+        status=Status.PENDING,
+        level=level,
+        id_type=id_type,
         policy_version=policy.version,
         consent_at=now,
         created_at=now,
         updated_at=now,
         expires_at=now + timedelta(seconds=runtime.settings.verification_ttl_seconds),
+        **fields,
     )
-    verification.sealed_subject = subject.seal(
-        runtime.master_key, verification.id.encode(), runtime.suite
-    )
+    verification.sealed_subject = seal(verification.id.encode())
     session.add(verification)
     await session.flush()
     checks = [
         Check(verification_id=verification.id, type=check_type, created_at=now, updated_at=now)
-        for check_type in LEVEL_CHECKS[level]
+        for check_type in check_types
     ]
     session.add_all(checks)
     # Checks run after the commit, in the worker: queued here so a crash cannot lose them.
-    session.add(OutboxJob(kind="run_checks", verification_id=verification.id, run_after=now))
+    session.add(OutboxJob(kind=job_kind, verification_id=verification.id, run_after=now))
     await session.flush()
     await _start_correction(session, client, verification)
     await audit.record(
@@ -448,6 +483,7 @@ async def create(
         actor_id=client.id,
         data={
             "level": level,
+            **(audit_data or {}),
             "policy_version": policy.version,
             "policy_sha256": policy.sha256,
         },
