@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import replace
 from datetime import date, datetime
 from zoneinfo import ZoneInfo
 
@@ -49,7 +50,7 @@ from app.models._types import utcnow
 from app.runtime import Runtime
 from app.schemas.network_identity import NetworkIdentityCreate
 from app.services import costs, emergency, lifecycle
-from app.services.checks import retry_or_review
+from app.services.checks import record_answer, settle
 from app.services.verifications import (
     _bind,
     consented_policy,
@@ -236,40 +237,15 @@ async def _record(
             select(Check).where(Check.verification_id == verification_id, Check.type == CHECK_TYPE)
         )
     ).scalar_one()
-    now = utcnow()
-    outcome, reason = result.outcome, result.reason
-    if outcome is CheckOutcome.PASSED and result.mode not in LEVEL_MODES[verification.level]:
-        outcome, reason = CheckOutcome.FAILED, "mode_too_weak"
-    check.status = outcome.value
-    check.reason = reason
-    check.verifier = verifier_name
-    check.billable = check.billable or result.billable
-    check.provider_reference = result.provider_reference
-    check.attempts += 1
-    check.updated_at = now
+    if result.outcome is CheckOutcome.PASSED and result.mode not in LEVEL_MODES[verification.level]:
+        result = replace(result, outcome=CheckOutcome.FAILED, reason="mode_too_weak")
+    record_answer(check, verifier_name, result)
     await session.flush()
-    if outcome is CheckOutcome.PASSED:
+    decision = await settle(
+        session, runtime, verification, [check], job_kind=JOB_KIND, no_retry=NO_RETRY
+    )
+    if decision.status is Status.VERIFIED:
         await _pass(session, runtime, verification, result)
-    elif outcome is CheckOutcome.FAILED:
-        await lifecycle.transition(
-            session,
-            verification,
-            Status.REJECTED,
-            expect=[Status.PENDING],
-            reason=reason,
-            data={"check": CHECK_TYPE},
-        )
-    else:
-        await retry_or_review(
-            session,
-            runtime,
-            verification,
-            CHECK_TYPE,
-            check.attempts,
-            reason or "unavailable",
-            job_kind=JOB_KIND,
-            no_retry=NO_RETRY,
-        )
 
 
 async def _pass(
