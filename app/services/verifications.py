@@ -6,21 +6,23 @@ an argon2id hash, masked values and a transient sealed copy for the checks. Noth
 
 from __future__ import annotations
 
-import json
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from typing import Any
 
 from sqlalchemy import literal
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import and_, col, or_, select
 
-from app.crypto import reseal, seal
+from app.crypto import reseal
 from app.db import insert_ignoring_conflicts
 from app.errors import ProblemError
 from app.identity import (
     BlindIndex,
     IdNumber,
     InvalidField,
+    Subject,
     check_external_user_id,
     hash_identity_input,
     mask_id_number,
@@ -61,22 +63,6 @@ LEVEL_CHECKS: dict[str, tuple[str, ...]] = {
     "L2": ("id_registry", "sms_otp"),
     "L3": ("id_registry", "sms_otp", "carrier_3e"),
 }
-SUBJECT_SEAL = "subject-seal/v1"
-
-
-@dataclass(frozen=True, slots=True)
-class Canonical:
-    """The canonical identity fields of a request; in memory only. ``repr`` is redacted."""
-
-    real_name: str
-    id_number: IdNumber
-    phone: str
-
-    def __repr__(self) -> str:
-        return "Canonical(<redacted>)"
-
-    def as_json(self) -> str:
-        return json.dumps([self.real_name, self.id_number.value, self.phone], ensure_ascii=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,7 +79,7 @@ class Prepared:
     masked_phone: str
 
 
-def canonicalise(body: VerificationCreate) -> Canonical:
+def canonicalise(body: VerificationCreate) -> Subject:
     """Canonicalise and validate every identity field, reporting all bad fields at once."""
     errors: list[InvalidField] = []
     results: dict[str, object] = {}
@@ -119,35 +105,37 @@ def canonicalise(body: VerificationCreate) -> Canonical:
         )
     id_number = results["id_number"]
     assert isinstance(id_number, IdNumber)
-    return Canonical(str(results["real_name"]), id_number, str(results["phone"]))
+    return Subject(
+        real_name=str(results["real_name"]), id_number=id_number.value, phone=str(results["phone"])
+    )
 
 
-def fingerprint_body(body: VerificationCreate, canonical: Canonical) -> dict[str, object]:
+def fingerprint_body(body: VerificationCreate, subject: Subject) -> dict[str, object]:
     """What makes two requests 'the same' for Idempotency-Key purposes: canonical values."""
     return {
         "external_user_id": body.external_user_id,
-        "identity": canonical.as_json(),
+        "identity": subject.fingerprint(),
         "policy_version": body.consent.policy_version,
         "id_type": body.id_type,
         "level": body.level,
     }
 
 
-async def prepare(runtime: Runtime, canonical: Canonical) -> Prepared:
+async def prepare(runtime: Runtime, subject: Subject) -> Prepared:
     """Derive the storable forms. The argon2id hash runs off the event loop, bounded."""
     blind = runtime.blind
     identity_hash = await runtime.identity_hasher.hash(
-        hash_identity_input(canonical.real_name, canonical.id_number.value, canonical.phone)
+        hash_identity_input(subject.real_name, subject.id_number, subject.phone)
     )
     return Prepared(
-        name_bidx=blind.compute("real_name", canonical.real_name),
-        phone_bidx=blind.compute("phone", canonical.phone),
+        name_bidx=blind.compute("real_name", subject.real_name),
+        phone_bidx=blind.compute("phone", subject.phone),
         bidx_version=blind.current_version,
         bidx_suite=blind.suite,
         identity_hash=identity_hash,
-        masked_name=mask_name(canonical.real_name),
-        masked_id_number=mask_id_number(canonical.id_number.value),
-        masked_phone=mask_phone(canonical.phone),
+        masked_name=mask_name(subject.real_name),
+        masked_id_number=mask_id_number(subject.id_number),
+        masked_phone=mask_phone(subject.phone),
     )
 
 
@@ -407,7 +395,7 @@ async def create(
     runtime: Runtime,
     client: Client,
     body: VerificationCreate,
-    canonical: Canonical,
+    subject: Subject,
     prepared: Prepared,
 ) -> tuple[Verification, list[Check]]:
     """Create a ``pending`` verification with its checks, audit event and sealed subject."""
@@ -415,21 +403,21 @@ async def create(
     await precheck_sms(runtime, client, level, prepared)
     policy = await consented_policy(session, runtime, body.consent.policy_version)
     identity_id = await identity_for(
-        session,
-        runtime,
-        field="id_number",
-        value=canonical.id_number.value,
-        adult_on=canonical.id_number.adult_on,
+        session, runtime, field="id_number", value=subject.id_number, adult_on=subject.adult_on
     )
     await _bind(session, client, identity_id, body.external_user_id)
-    now = utcnow()
-    verification = Verification(
-        client_id=client.id,
+    return await create_pending(
+        session,
+        runtime,
+        client,
         external_user_id=body.external_user_id,
-        identity_id=identity_id,
-        status=Status.PENDING,
         level=level,
         id_type=body.id_type,
+        policy=policy,
+        seal=lambda aad: subject.seal(runtime.master_key, aad, runtime.suite),
+        check_types=LEVEL_CHECKS[level],
+        job_kind="run_checks",
+        identity_id=identity_id,
         bidx_version=prepared.bidx_version,
         bidx_suite=prepared.bidx_suite,
         name_bidx=prepared.name_bidx,
@@ -438,28 +426,53 @@ async def create(
         masked_name=prepared.masked_name,
         masked_id_number=prepared.masked_id_number,
         masked_phone=prepared.masked_phone,
+    )
+
+
+async def create_pending(
+    session: AsyncSession,
+    runtime: Runtime,
+    client: Client,
+    *,
+    external_user_id: str,
+    level: str,
+    id_type: str,
+    policy: PolicyRef,
+    seal: Callable[[bytes], str],
+    check_types: Iterable[str],
+    job_kind: str,
+    audit_data: Mapping[str, object] | None = None,
+    **fields: Any,
+) -> tuple[Verification, list[Check]]:
+    """What every intake path does once its input is accepted: store a ``pending`` verification
+    (``fields`` are the path's own columns) with its sealed copy (``seal`` is given the
+    verification's id, the associated data that binds it to the row) and its checks, queue the
+    job that runs them, start the correction of the user's earlier verifications, and audit
+    ``verification.created`` (with ``audit_data`` after the level)."""
+    now = utcnow()
+    verification = Verification(
+        client_id=client.id,
+        external_user_id=external_user_id,
+        status=Status.PENDING,
+        level=level,
+        id_type=id_type,
         policy_version=policy.version,
         consent_at=now,
         created_at=now,
         updated_at=now,
         expires_at=now + timedelta(seconds=runtime.settings.verification_ttl_seconds),
+        **fields,
     )
-    verification.sealed_subject = seal(
-        runtime.master_key,
-        SUBJECT_SEAL,
-        canonical.as_json().encode(),
-        verification.id.encode(),
-        runtime.suite,
-    )
+    verification.sealed_subject = seal(verification.id.encode())
     session.add(verification)
     await session.flush()
     checks = [
         Check(verification_id=verification.id, type=check_type, created_at=now, updated_at=now)
-        for check_type in LEVEL_CHECKS[level]
+        for check_type in check_types
     ]
     session.add_all(checks)
     # Checks run after the commit, in the worker: queued here so a crash cannot lose them.
-    session.add(OutboxJob(kind="run_checks", verification_id=verification.id, run_after=now))
+    session.add(OutboxJob(kind=job_kind, verification_id=verification.id, run_after=now))
     await session.flush()
     await _start_correction(session, client, verification)
     await audit.record(
@@ -471,6 +484,7 @@ async def create(
         actor_id=client.id,
         data={
             "level": level,
+            **(audit_data or {}),
             "policy_version": policy.version,
             "policy_sha256": policy.sha256,
         },

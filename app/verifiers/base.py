@@ -41,6 +41,9 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import ClassVar, Protocol, runtime_checkable
 
+# The subject is part of this contract; it lives with the identity fields, which seal it.
+from app.identity.subject import Subject as Subject
+
 logger = logging.getLogger(__name__)
 
 _REASON = re.compile(r"[a-z][a-z0-9_]{0,63}")
@@ -77,23 +80,6 @@ class CheckResult:
     @classmethod
     def unavailable(cls, reason: str, *, provider_reference: str | None = None) -> CheckResult:
         return cls(CheckOutcome.UNAVAILABLE, reason, False, provider_reference)
-
-
-@dataclass(frozen=True, slots=True)
-class Subject:
-    """The canonical identity fields of one person, held in memory only for the length of a check.
-
-    ``repr`` is masked so that a stray log line or traceback never prints the fields.
-    """
-
-    real_name: str
-    id_number: str
-    phone: str
-
-    def __repr__(self) -> str:
-        return "Subject(<redacted>)"
-
-    __str__ = __repr__
 
 
 @runtime_checkable
