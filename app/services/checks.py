@@ -21,8 +21,8 @@ from app.crypto import unseal
 from app.db import session_scope
 from app.models import Check, Client, OutboxJob, Status, Verification
 from app.models._types import utcnow
-from app.runtime import Runtime
 from app.services import codes, costs, emergency, lifecycle
+from app.services.runtime import Runtime
 from app.services.verifications import SUBJECT_SEAL
 from app.verifiers.base import CheckOutcome, CheckResult, Subject, run_check
 

@@ -16,8 +16,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.models import Policy, Verification
 from app.models._types import utcnow
-from app.runtime import Runtime
 from app.schemas.verification import ConsentOut
+from app.services.runtime import Runtime
 
 RECEIPT_TYPE = "consent-receipt+jwt"
 

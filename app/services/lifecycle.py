@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
 from app import metrics
+from app.errors import StaleState as StaleState  # re-exported: callers catch lifecycle.StaleState
 from app.hotcache import tokens_changed
 from app.models import AuditEvent, Status, Verification
 from app.models._types import utcnow
@@ -25,10 +26,6 @@ from app.settings import Settings
 #: reviewer's approval that resumes the flow with a code). `realname purge` wipes it from
 #: verifications left in review longer than the purge period.
 NEEDS_SUBJECT = frozenset({Status.PENDING, Status.AWAITING_CODE, Status.NEEDS_REVIEW})
-
-
-class StaleState(Exception):
-    """The verification was no longer in an expected state: someone else moved it first."""
 
 
 def verified_until(settings: Settings) -> datetime:

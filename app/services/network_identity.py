@@ -46,10 +46,10 @@ from app.errors import ProblemError
 from app.identity import InvalidField, check_external_user_id
 from app.models import Check, Client, OutboxJob, Status, Verification
 from app.models._types import utcnow
-from app.runtime import Runtime
 from app.schemas.network_identity import NetworkIdentityCreate
 from app.services import audit, costs, emergency, lifecycle
 from app.services.checks import retry_or_review
+from app.services.runtime import Runtime
 from app.services.verifications import (
     _bind,
     _start_correction,

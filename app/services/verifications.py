@@ -41,7 +41,7 @@ from app.models import (
     Verification,
 )
 from app.models._types import new_id, utcnow
-from app.runtime import Runtime
+from app.ratelimit import raise_refusal
 from app.schemas.verification import (
     CheckOut,
     Erasure,
@@ -50,8 +50,10 @@ from app.schemas.verification import (
     VerificationCreate,
     VerificationOut,
 )
-from app.services import audit, consent, policies
+from app.services import audit, consent, erasure, lifecycle, policies, tokens
 from app.services.policies import PolicyRef
+from app.services.runtime import Runtime
+from app.services.tokens import ADULT_ON_SEAL, seal_adult_on
 
 LEVELS = ("L1", "L2", "L3")
 #: Checks each level requires, in the order they run.
@@ -154,8 +156,6 @@ async def precheck_sms(runtime: Runtime, client: Client, level: str, prepared: P
     """Refuse up front (429) when the level needs an SMS this phone may not receive yet from
     this client (only this client's own sends, and the platform's daily cap, count)."""
     if "sms_otp" in LEVEL_CHECKS[level]:
-        from app.ratelimit import raise_refusal
-
         raise_refusal(
             await runtime.limits.check_sms(client.mode, client.id, prepared.phone_bidx),
             "Too many codes sent to this phone",
@@ -239,8 +239,6 @@ async def identity_for(
                 adult_on if replace_adult_on else None,
             )
         return identity_id
-    from app.services.tokens import seal_adult_on
-
     identity_id = new_id("idn")
     created = await session.execute(
         insert_ignoring_conflicts(session, Identity, ["bidx_version", "id_number_bidx"])
@@ -278,8 +276,6 @@ async def _refresh_identity(
     """Move one identity's index (and sealed coming-of-age date) to the current suite and key
     version, replacing the date when ``adult_on`` is given; guarded on the old index, so a
     concurrent re-index of the same row is harmless."""
-    from app.services.tokens import ADULT_ON_SEAL, seal_adult_on
-
     identity = await session.get(Identity, identity_id, with_for_update=True)
     if identity is None or identity.id_number_bidx not in (old.digest, current.digest):
         return
@@ -362,8 +358,6 @@ async def _start_correction(session: AsyncSession, client: Client, new: Verifica
     and it issues none until the correction passes (it is then revoked as ``corrected``) or
     fails (it is usable again).
     """
-    from app.services import lifecycle, tokens
-
     previous = (
         await session.execute(
             select(Verification).where(
@@ -508,8 +502,6 @@ async def present(
     out = to_out(verification, checks, expires_at)
     out.consent = await consent.consent_of(session, verification)
     if verification.status == Status.ERASED:
-        from app.services import erasure
-
         receipt = await erasure.receipt_of(session, verification)
         if receipt is not None:
             out.erasure = Erasure(**receipt.__dict__)
