@@ -31,7 +31,6 @@ from app.crypto import as_suite
 from app.db import session_scope
 from app.models import Check, Client, OutboxJob, SmsCode, Status, Verification
 from app.models._types import utcnow
-from app.runtime import Runtime
 from app.senders.base import DELIVERY_UNKNOWN, OutgoingSms, SendResult
 from app.services import (
     audit,
@@ -45,6 +44,7 @@ from app.services import (
     operator_notices,
 )
 from app.services.events import WEBHOOK_JOB
+from app.services.runtime import Runtime
 
 logger = logging.getLogger(__name__)
 

@@ -19,8 +19,8 @@ from app import metrics
 from app.db import session_scope
 from app.models import Check, Client, OutboxJob, Status, Verification
 from app.models._types import utcnow
-from app.runtime import Runtime
 from app.services import codes, costs, emergency, lifecycle
+from app.services.runtime import Runtime
 from app.services.verifications import checks_of
 from app.verifiers.base import CheckOutcome, CheckResult, Subject, run_check
 from app.verifiers.network_identity import NetworkIdentityResult

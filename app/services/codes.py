@@ -28,8 +28,8 @@ from app.errors import ProblemError
 from app.models import Client, OutboxJob, SmsCode, Status, Verification
 from app.models._types import utcnow
 from app.ratelimit import raise_refusal
-from app.runtime import Runtime
 from app.services import audit, lifecycle
+from app.services.runtime import Runtime
 from app.services.verifications import checks_of
 from app.verifiers.base import CheckOutcome, Subject
 

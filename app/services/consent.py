@@ -16,9 +16,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.models import Verification
 from app.models._types import utcnow
-from app.runtime import Runtime
 from app.schemas.verification import ConsentOut
 from app.services import policies
+from app.services.runtime import Runtime
 
 RECEIPT_TYPE = "consent-receipt+jwt"
 

@@ -28,6 +28,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import col, select
 
 from app import metrics
+from app.errors import StaleState as StaleState  # re-exported: callers catch lifecycle.StaleState
 from app.hotcache import tokens_changed
 from app.models import AuditEvent, Check, Status, Verification
 from app.models._types import utcnow
@@ -113,10 +114,6 @@ LIFECYCLE: Final[tuple[Move, ...]] = (
 MOVES: Final[Mapping[Status, frozenset[Status]]] = MappingProxyType(
     {status: frozenset(m.to for m in LIFECYCLE if status in m.sources) for status in Status}
 )
-
-
-class StaleState(Exception):
-    """The verification was no longer in an expected state: someone else moved it first."""
 
 
 class IllegalMove(RuntimeError):

@@ -47,10 +47,10 @@ from app.errors import ProblemError
 from app.identity import InvalidField, check_external_user_id
 from app.models import Check, Client, Status, Verification
 from app.models._types import utcnow
-from app.runtime import Runtime
 from app.schemas.network_identity import NetworkIdentityCreate
 from app.services import costs, emergency, lifecycle
 from app.services.checks import record_answer, settle
+from app.services.runtime import Runtime
 from app.services.verifications import (
     _bind,
     consented_policy,

@@ -31,9 +31,10 @@ from app.identity import InvalidField, parse_id_number
 from app.models import AuditEvent, Check, Client, Identity, Status, Verification
 from app.models._types import utcnow
 from app.ratelimit import raise_refusal
-from app.runtime import Runtime
 from app.schemas.admin import MAX_NOTE, REASON_CODES
 from app.services import audit, codes, erasure, lifecycle, operator_notices
+from app.services.runtime import Runtime
+from app.services.tokens import adult_on_of, is_adult
 from app.services.verifications import checks_of
 from app.verifiers.base import CheckOutcome
 
@@ -293,8 +294,6 @@ async def open_record(
     if verification.identity_id:
         identity = await session.get(Identity, verification.identity_id)
         if identity is not None:
-            from app.services.tokens import adult_on_of, is_adult
-
             adult = is_adult(
                 adult_on_of(runtime.master_key, identity), runtime.settings.legal_timezone
             )

@@ -44,7 +44,7 @@ from app.models import (
     Verification,
 )
 from app.models._types import new_id, utcnow
-from app.runtime import Runtime
+from app.ratelimit import raise_refusal
 from app.schemas.verification import (
     CheckOut,
     Erasure,
@@ -53,8 +53,10 @@ from app.schemas.verification import (
     VerificationCreate,
     VerificationOut,
 )
-from app.services import audit, consent, policies
+from app.services import audit, consent, erasure, lifecycle, policies, tokens
 from app.services.policies import PolicyRef
+from app.services.runtime import Runtime
+from app.services.tokens import ADULT_ON_SEAL, seal_adult_on
 
 LEVELS = ("L1", "L2", "L3")
 #: Checks each level requires, in the order they run.
@@ -143,8 +145,6 @@ async def precheck_sms(runtime: Runtime, client: Client, level: str, prepared: P
     """Refuse up front (429) when the level needs an SMS this phone may not receive yet from
     this client (only this client's own sends, and the platform's daily cap, count)."""
     if "sms_otp" in LEVEL_CHECKS[level]:
-        from app.ratelimit import raise_refusal
-
         raise_refusal(
             await runtime.limits.check_sms(client.mode, client.id, prepared.phone_bidx),
             "Too many codes sent to this phone",
@@ -205,8 +205,6 @@ async def identity_for(
             for c in candidates
         )
     )
-    from app.services.tokens import seal_adult_on
-
     # A new person costs one statement: the insert happens only when no index of theirs exists
     # under any suite or key version, and a concurrent registration of the same person loses
     # to the unique index (and reads the winner's row below).
@@ -267,8 +265,6 @@ async def _refresh_identity(
     """Move one identity's index (and sealed coming-of-age date) to the current suite and key
     version, replacing the date when ``adult_on`` is given; guarded on the old index, so a
     concurrent re-index of the same row is harmless."""
-    from app.services.tokens import ADULT_ON_SEAL, seal_adult_on
-
     identity = await session.get(Identity, identity_id, with_for_update=True)
     if identity is None or identity.id_number_bidx not in (old.digest, current.digest):
         return
@@ -351,8 +347,6 @@ async def _start_correction(session: AsyncSession, client: Client, new: Verifica
     and it issues none until the correction passes (it is then revoked as ``corrected``) or
     fails (it is usable again).
     """
-    from app.services import lifecycle, tokens
-
     previous = (
         await session.execute(
             select(Verification).where(
@@ -523,8 +517,6 @@ async def present(
     out = to_out(verification, checks, expires_at)
     out.consent = await consent.consent_of(session, verification)
     if verification.status == Status.ERASED:
-        from app.services import erasure
-
         receipt = await erasure.receipt_of(session, verification)
         if receipt is not None:
             out.erasure = Erasure(**receipt.__dict__)

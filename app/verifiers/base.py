@@ -39,7 +39,7 @@ import logging
 import re
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import ClassVar, Protocol, runtime_checkable
+from typing import ClassVar, Final, Protocol, runtime_checkable
 
 # The subject is part of this contract; it lives with the identity fields, which seal it.
 from app.identity.subject import Subject as Subject
@@ -80,6 +80,18 @@ class CheckResult:
     @classmethod
     def unavailable(cls, reason: str, *, provider_reference: str | None = None) -> CheckResult:
         return cls(CheckOutcome.UNAVAILABLE, reason, False, provider_reference)
+
+
+#: Check reasons that say the upstream is not working (as opposed to an answer from a working
+#: upstream, even a negative one): these, and exceptions, count against a circuit breaker.
+UPSTREAM_FAILURES: Final = frozenset(
+    {"registry_unavailable", "registry_maintenance", "registry_bad_response"}
+)
+
+
+def upstream_failed(result: CheckResult) -> bool:
+    """Whether ``result`` counts against the verifier's circuit breaker."""
+    return result.reason in UPSTREAM_FAILURES
 
 
 @runtime_checkable
