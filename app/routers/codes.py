@@ -38,9 +38,9 @@ async def submit_code(
     session: SessionDep,
     runtime: RuntimeDep,
 ) -> Any:
-    verification = await verifications.get_for_client(session, client, verification_id)
-    await codes.submit(session, runtime, verification, body.code)
-    return await verifications.present(session, verification)
+    verification = await verifications.get_for_client(session, client, verification_id, lock=True)
+    checks = await codes.submit(session, runtime, verification, body.code, locked=True)
+    return await verifications.present(session, verification, checks)
 
 
 @router.post(

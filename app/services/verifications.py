@@ -487,10 +487,13 @@ async def create_pending(
 
 
 async def get_for_client(
-    session: AsyncSession, client: Client, verification_id: str
+    session: AsyncSession, client: Client, verification_id: str, *, lock: bool = False
 ) -> Verification:
-    """The client's own verification; another client's id reads as a missing one."""
-    verification = await session.get(Verification, verification_id)
+    """The client's own verification (with ``lock``, read ``FOR UPDATE`` in this transaction);
+    another client's id reads as a missing one."""
+    verification = await session.get(
+        Verification, verification_id, with_for_update=lock or None, populate_existing=lock
+    )
     if verification is None or verification.client_id != client.id:
         raise ProblemError("not_found", "No such verification")
     return verification
