@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse
 
 from app.db import flush_erased_pages
 from app.deps import CurrentClient, RuntimeDep, SessionDep
-from app.errors import ERROR_CODES, problem_content
+from app.errors import problems
 from app.models import Status
 from app.routers.idempotency import idempotent
 from app.routers.params import DateTimeQuery
@@ -29,15 +29,6 @@ from app.services import (
 )
 
 router = APIRouter(prefix="/v1/verifications", tags=["verifications"])
-
-
-def problems(*codes: str) -> dict[int | str, dict[str, Any]]:
-    out: dict[int | str, dict[str, Any]] = {}
-    for code in codes:
-        status, _ = ERROR_CODES[code]
-        entry = out.setdefault(status, {"description": "", "content": problem_content()})
-        entry["description"] = ", ".join(filter(None, [entry["description"], f"`{code}`"]))
-    return out
 
 
 @router.post(
@@ -157,7 +148,7 @@ async def list_verifications(
         ),
     ] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 50,
-) -> Any:
+) -> VerificationPage:
     page = await review.list_verifications(
         session,
         client_id=client.id,
@@ -179,7 +170,9 @@ async def list_verifications(
     summary="Read a verification",
     responses=problems("unauthorized", "not_found"),
 )
-async def get_verification(verification_id: str, client: CurrentClient, session: SessionDep) -> Any:
+async def get_verification(
+    verification_id: str, client: CurrentClient, session: SessionDep
+) -> VerificationOut:
     verification = await verifications.get_for_client(session, client, verification_id)
     return await verifications.present(session, verification)
 
@@ -197,7 +190,7 @@ async def erase_verification(
     session: SessionDep,
     runtime: RuntimeDep,
     background: BackgroundTasks,
-) -> Any:
+) -> VerificationOut:
     verification = await verifications.get_for_client(session, client, verification_id)
     await erasure.erase(session, verification, actor_type="client", actor_id=client.id)
     background.add_task(flush_erased_pages, runtime.engine)  # after the commit
@@ -224,6 +217,8 @@ async def export_verification(
 )
 async def consent_receipt(
     verification_id: str, client: CurrentClient, session: SessionDep, runtime: RuntimeDep
-) -> Any:
+) -> ConsentReceiptOut:
     verification = await verifications.get_for_client(session, client, verification_id)
-    return await consent.signed_receipt(session, runtime, verification)
+    return ConsentReceiptOut.model_validate(
+        await consent.signed_receipt(session, runtime, verification)
+    )
