@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import event, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -80,6 +80,12 @@ async def flush_erased_pages(engine: AsyncEngine) -> None:
         driver = raw.driver_connection
         assert driver is not None
         await driver.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+
+async def ping(engine: AsyncEngine) -> None:
+    """One round trip to the database (the readiness probe); raises when it does not answer."""
+    async with engine.connect() as conn:
+        await conn.execute(text("SELECT 1"))
 
 
 def insert_ignoring_conflicts(

@@ -322,11 +322,19 @@ def problem_content() -> dict[str, Any]:
     return {PROBLEM_JSON: {"schema": PROBLEM_SCHEMA}}
 
 
-def _add_problem(responses: dict[str, Any], code: str, status: int | None = None) -> None:
+def _add_problem(responses: dict[Any, Any], code: str, status: int | None = None) -> None:
     entry = responses.setdefault(str(status or ERROR_CODES[code][0]), {"description": ""})
     if f"`{code}`" not in entry["description"]:
         entry["description"] = ", ".join(filter(None, [entry["description"], f"`{code}`"]))
     entry["content"] = problem_content()
+
+
+def problems(*codes: str) -> dict[int | str, dict[str, Any]]:
+    """A route's ``responses=``: the problems it can answer, grouped by status."""
+    out: dict[int | str, dict[str, Any]] = {}
+    for code in codes:
+        _add_problem(out, code)
+    return out
 
 
 def document_problems(app: FastAPI) -> None:

@@ -9,10 +9,9 @@ import logging
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from sqlalchemy import text
 
 from app import metrics
-from app.db import session_scope
+from app.db import ping, session_scope
 from app.deps import RuntimeDep
 from app.services.review import counts_by_status
 
@@ -29,8 +28,8 @@ async def healthz() -> dict[str, str]:
 @router.get("/readyz", summary="The process can serve: the database answers")
 async def readyz(runtime: RuntimeDep) -> JSONResponse:
     try:
-        async with asyncio.timeout(2), runtime.engine.connect() as conn:
-            await conn.execute(text("SELECT 1"))
+        async with asyncio.timeout(2):
+            await ping(runtime.engine)
     except Exception as exc:  # any failure to reach the database means "not ready"
         return JSONResponse(
             {"status": "unavailable", "database": type(exc).__name__}, status_code=503

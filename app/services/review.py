@@ -32,6 +32,7 @@ from app.models import AuditEvent, Check, Client, Identity, Status, Verification
 from app.models._types import utcnow
 from app.ratelimit import raise_refusal
 from app.schemas.admin import MAX_NOTE, REASON_CODES
+from app.schemas.queries import AuditFilters
 from app.services import audit, codes, erasure, lifecycle, operator_notices
 from app.services.runtime import Runtime
 from app.services.tokens import adult_on_of, is_adult
@@ -250,6 +251,37 @@ def audited_records(events: Iterable[AuditEvent]) -> set[str]:
     return {e.subject_id for e in events if e.subject_type == "verification" and e.subject_id}
 
 
+async def list_shown(
+    session: AsyncSession,
+    runtime: Runtime,
+    admin_id: str,
+    record_ids: list[str],
+    **data: str | None,
+) -> None:
+    """A list of people's (masked) records about to be shown to ``admin_id``: counted by the
+    bulk-access guard, and itself an audit event (with ``data``: the view and its filters)."""
+    await shown(session, runtime, admin_id, record_ids, what="list")
+    await audit.record(
+        session,
+        action="admin.list_viewed",
+        subject_type="admin",
+        subject_id=admin_id,
+        actor_type="admin",
+        actor_id=admin_id,
+        data={**data, "rows": len(record_ids)},
+    )
+
+
+async def read_audit(
+    session: AsyncSession, runtime: Runtime, admin_id: str, filters: AuditFilters
+) -> list[AuditEvent]:
+    """A page of the audit trail for ``admin_id``, newest first; the verifications it tells
+    about count towards the bulk-access guard."""
+    events = await audit.events(session, **filters.model_dump())
+    await shown(session, runtime, admin_id, audited_records(events), what="audit")
+    return events
+
+
 @dataclass(frozen=True)
 class Detail:
     verification: Verification
@@ -281,15 +313,7 @@ async def open_record(
             await session.execute(select(Check).where(Check.verification_id == verification.id))
         ).scalars()
     )
-    timeline = list(
-        (
-            await session.execute(
-                select(AuditEvent)
-                .where(AuditEvent.subject_id == verification.id)
-                .order_by(col(AuditEvent.seq))
-            )
-        ).scalars()
-    )
+    timeline = await audit.timeline(session, verification.id)
     adult = None
     if verification.identity_id:
         identity = await session.get(Identity, verification.identity_id)
@@ -436,49 +460,15 @@ async def _approve(
 
 async def erase(
     session: AsyncSession, runtime: Runtime, admin_id: str, verification_id: str, reason: Reason
-) -> erasure.Receipt:
-    """Erase (Art. 43) with a reason code; a note is refused, as erasure would wipe it."""
+) -> Verification:
+    """Erase (Art. 43) with a reason code; a note is refused, as erasure would wipe it.
+    Returns the erased verification (its tombstone)."""
     code, _ = check_reason(reason, "an erasure", note_allowed=False)
     verification = await session.get(Verification, verification_id)
     if verification is None:
         raise ProblemError("not_found", "No such verification")
     await shown(session, runtime, admin_id, [verification.id], what="erasure")
-    return await erasure.erase(
+    await erasure.erase(
         session, verification, actor_type="admin", actor_id=admin_id, reason_code=code
     )
-
-
-async def audit_events(
-    session: AsyncSession,
-    *,
-    after_seq: int | None = None,
-    action: str | None = None,
-    subject_id: str | None = None,
-    limit: int = 100,
-) -> list[AuditEvent]:
-    """Newest first; ``after_seq`` pages backwards (events with a smaller seq)."""
-    query = select(AuditEvent)
-    if after_seq is not None:
-        query = query.where(col(AuditEvent.seq) < after_seq)
-    if action:
-        query = query.where(AuditEvent.action == action)
-    if subject_id:
-        query = query.where(AuditEvent.subject_id == subject_id)
-    limit = max(1, min(limit, 500))
-    return list(
-        (await session.execute(query.order_by(col(AuditEvent.seq).desc()).limit(limit))).scalars()
-    )
-
-
-def event_out(event: AuditEvent) -> dict[str, Any]:
-    return {
-        "seq": event.seq,
-        "occurred_at": event.occurred_at,
-        "actor_type": event.actor_type,
-        "actor_id": event.actor_id,
-        "action": event.action,
-        "subject_type": event.subject_type,
-        "subject_id": event.subject_id,
-        "data": json.loads(event.data),
-        "hash": event.hash,
-    }
+    return verification
