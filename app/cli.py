@@ -387,14 +387,14 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
 
     async def _main() -> None:
         runtime = build_runtime(settings)
-        runtime.worker = Worker(runtime)
+        runtime.worker = worker = Worker(runtime)
         try:
             if args.once:
-                handled = await runtime.worker.run_until_idle(max_wait=0)
+                handled = await worker.run_until_idle(max_wait=0)
                 print(json.dumps({"handled": handled}))
             else:
                 logger.info("worker started")
-                await runtime.worker.run_forever()
+                await worker.run_forever()
         finally:
             await runtime.close()
 
@@ -436,7 +436,7 @@ def cmd_keys_generate(args: argparse.Namespace, settings: Settings | None) -> in
 
 
 def cmd_admins_create(args: argparse.Namespace, settings: Settings) -> int:
-    from app.services import admins
+    from app.admin import auth
 
     password = sys.stdin.readline().rstrip("\n")
     if not password:
@@ -448,7 +448,7 @@ def cmd_admins_create(args: argparse.Namespace, settings: Settings) -> int:
 
         runtime = build_runtime(settings)
         try:
-            admin, secret = await admins.create_admin(
+            admin, secret = await auth.create_admin(
                 session,
                 runtime,
                 username=args.username,
@@ -460,8 +460,8 @@ def cmd_admins_create(args: argparse.Namespace, settings: Settings) -> int:
             await runtime.close()
         out: dict[str, Any] = {"admin_id": admin.id, "username": admin.username, "role": admin.role}
         if secret is not None:
-            out["totp_secret"] = admins.b32(secret)
-            out["totp_uri"] = admins.totp_uri(secret, admin.username)
+            out["totp_secret"] = auth.b32(secret)
+            out["totp_uri"] = auth.totp_uri(secret, admin.username)
         return out
 
     from sqlalchemy.exc import IntegrityError

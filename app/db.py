@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import event, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
+from app.errors import ProblemError
 from app.hotcache import run_after_commit
 from app.settings import Settings
 
@@ -81,6 +82,12 @@ async def flush_erased_pages(engine: AsyncEngine) -> None:
         await driver.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
 
+async def ping(engine: AsyncEngine) -> None:
+    """One round trip to the database (the readiness probe); raises when it does not answer."""
+    async with engine.connect() as conn:
+        await conn.execute(text("SELECT 1"))
+
+
 def insert_ignoring_conflicts(
     session: AsyncSession, model: type[Any], conflict_columns: list[str]
 ) -> Any:
@@ -105,8 +112,6 @@ def create_sessionmaker(
 async def session_scope(factory: async_sessionmaker[AsyncSession]) -> AsyncIterator[AsyncSession]:
     """One transaction: commit when the block succeeds, roll back when it raises (except a
     :class:`~app.errors.ProblemError` raised with ``commit=True``)."""
-    from app.errors import ProblemError
-
     async with factory() as session:
         try:
             yield session

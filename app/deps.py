@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import base64
 import hmac
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
 from typing import Annotated
 from urllib.parse import unquote_plus
 
@@ -23,10 +22,10 @@ from starlette.requests import HTTPConnection
 from app import faults
 from app.db import session_scope
 from app.errors import ProblemError
-from app.models import Admin, AdminSession, Client
+from app.models import Client
 from app.ratelimit import raise_refusal
-from app.runtime import Runtime
-from app.services import admins, clients
+from app.services import clients
+from app.services.runtime import Runtime
 
 
 async def get_runtime(request: Request) -> Runtime:  # async: no thread-pool hop per request
@@ -158,66 +157,3 @@ async def get_client(
 
 
 CurrentClient = Annotated[Client, Depends(get_client)]
-
-
-_admin_bearer = HTTPBearer(
-    auto_error=False,
-    scheme_name="AdminSession",
-    description="Admin session token from POST /v1/admin/sessions",
-)
-
-
-@dataclass(frozen=True)
-class AdminContext:
-    admin: Admin
-    session: AdminSession
-
-
-async def get_admin(
-    session: SessionDep,
-    runtime: RuntimeDep,
-    request: Request,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_admin_bearer)],
-) -> AdminContext:
-    challenge = {"WWW-Authenticate": "Bearer"}
-    if credentials is None:
-        raise ProblemError("unauthorized", "Sign in at POST /v1/admin/sessions", headers=challenge)
-    if credentials.credentials.startswith(("rn_test_", "rn_live_")):
-        raise ProblemError("forbidden", "Integrator API keys cannot use the admin API")
-    admin, admin_session = await admin_session_of(
-        session, runtime, credentials.credentials, client_address(request)
-    )
-    return AdminContext(admin, admin_session)
-
-
-async def admin_session_of(
-    session: AsyncSession, runtime: Runtime, token: str, address: str
-) -> tuple[Admin, AdminSession]:
-    """The admin behind a session token; failures count towards the address's limit."""
-    await refuse_guessers(runtime, address)
-    try:
-        return await admins.authenticate(session, runtime, token)
-    except ProblemError:
-        await runtime.limits.record_auth_failure(address)
-        raise
-
-
-CurrentAdmin = Annotated[AdminContext, Depends(get_admin)]
-
-
-def require_role(*roles: str) -> Callable[[AdminContext], Awaitable[AdminContext]]:
-    """A dependency that lets only ``roles`` through (403 insufficient_role otherwise)."""
-
-    async def check(ctx: CurrentAdmin) -> AdminContext:
-        if ctx.admin.role not in roles:
-            raise ProblemError(
-                "insufficient_role", f"This needs one of the roles: {', '.join(roles)}"
-            )
-        return ctx
-
-    return check
-
-
-Reviewer = Annotated[AdminContext, Depends(require_role("reviewer", "admin"))]
-AnyAdmin = Annotated[AdminContext, Depends(require_role("reviewer", "auditor", "admin"))]
-SuperAdmin = Annotated[AdminContext, Depends(require_role("admin"))]

@@ -13,7 +13,10 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from app.hotcache import EpochNotMoved
 
 logger = logging.getLogger(__name__)
 
@@ -82,6 +85,14 @@ ERROR_CODES: dict[str, tuple[int, str]] = {
     "service_unavailable": (503, "The service is temporarily unavailable"),
     "internal_error": (500, "Internal error"),
 }
+
+
+class StaleState(Exception):
+    """The verification was no longer in an expected state: someone else moved it first.
+
+    Raised by ``app.services.lifecycle`` (which re-exports it); answered here as
+    ``invalid_transition``, so it lives in the kit beside the handler that renders it.
+    """
 
 
 class ProblemError(Exception):
@@ -193,18 +204,12 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
         return validation_problem(exc)
 
-    from sqlalchemy.exc import DBAPIError
-
-    from app.services.lifecycle import StaleState
-
     @app.exception_handler(StaleState)
     async def _stale(_: Request, exc: StaleState) -> JSONResponse:
         # Another request moved the verification first; the client can read it and retry.
         return problem_response(
             "invalid_transition", "The verification changed meanwhile; reload it"
         )
-
-    from app.hotcache import EpochNotMoved
 
     @app.exception_handler(EpochNotMoved)
     async def _epoch(_: Request, exc: EpochNotMoved) -> JSONResponse:
@@ -317,11 +322,19 @@ def problem_content() -> dict[str, Any]:
     return {PROBLEM_JSON: {"schema": PROBLEM_SCHEMA}}
 
 
-def _add_problem(responses: dict[str, Any], code: str, status: int | None = None) -> None:
+def _add_problem(responses: dict[Any, Any], code: str, status: int | None = None) -> None:
     entry = responses.setdefault(str(status or ERROR_CODES[code][0]), {"description": ""})
     if f"`{code}`" not in entry["description"]:
         entry["description"] = ", ".join(filter(None, [entry["description"], f"`{code}`"]))
     entry["content"] = problem_content()
+
+
+def problems(*codes: str) -> dict[int | str, dict[str, Any]]:
+    """A route's ``responses=``: the problems it can answer, grouped by status."""
+    out: dict[int | str, dict[str, Any]] = {}
+    for code in codes:
+        _add_problem(out, code)
+    return out
 
 
 def document_problems(app: FastAPI) -> None:

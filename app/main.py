@@ -9,17 +9,13 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from app.admin import incident_pages
-from app.admin import routes as admin_ui
-from app.admin import webhooks as admin_webhooks_ui
+from app.admin import api as admin_api
+from app.admin import pages as admin_pages
 from app.errors import document_problems, install_error_handlers
 from app.logging import configure_logging
 from app.middleware import ServiceMiddleware
 from app.openapi import complete_openapi
 from app.routers import (
-    admin,
-    admin_clients,
-    admin_webhooks,
     codes,
     discovery,
     docs,
@@ -48,8 +44,8 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         rt = app.state.runtime = runtime or build_runtime(settings)
         worker_task = None
         if owned and rt.settings.run_worker:
-            rt.worker = Worker(rt)
-            worker_task = asyncio.create_task(rt.worker.run_forever(), name="outbox-worker")
+            rt.worker = worker = Worker(rt)
+            worker_task = asyncio.create_task(worker.run_forever(), name="outbox-worker")
         try:
             yield
         finally:
@@ -85,12 +81,8 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     events.document_webhooks(app)
     app.include_router(discovery.router)
     app.include_router(docs.router)
-    app.include_router(admin.router)
-    app.include_router(admin_webhooks.router)
-    app.include_router(admin_webhooks_ui.router)  # before the UI's catch-all 404
-    app.include_router(incident_pages.router)  # before the UI's catch-all 404
-    app.include_router(admin_clients.router)
-    app.include_router(admin_ui.router)
+    app.include_router(admin_api.router)
+    app.include_router(admin_pages.router)
     document_problems(app)
     complete_openapi(app)
     return app

@@ -10,12 +10,12 @@ import httpx
 import pytest
 from sqlalchemy import text, update
 
+from app.admin import auth as admin_auth
+from app.admin.auth import totp_ok
 from app.main import create_app
 from app.models import AdminSession
 from app.models._types import utcnow
 from app.runtime import Runtime
-from app.services import admins
-from app.services.admins import totp_ok
 from app.worker import Worker
 from tests.conftest import auth
 from tests.test_intake import GOOD
@@ -31,7 +31,7 @@ async def make_admin(
 
     name = username or f"{role}-1"
     async with session_scope(runtime.sessions) as session:
-        _, secret = await admins.create_admin(
+        _, secret = await admin_auth.create_admin(
             session, runtime, username=name, password=PASSWORD, role=role, with_totp=totp
         )
     return name, secret
@@ -147,7 +147,7 @@ async def test_idle_and_absolute_timeouts_end_sessions(
 
 async def test_totp_is_required_when_enrolled(http: httpx.AsyncClient, runtime: Runtime) -> None:
     """With TOTP enrolled, sign-in needs the current code."""
-    from app.services.admins import totp_for
+    from app.admin.auth import totp_for
 
     name, secret = await make_admin(runtime, "admin", totp=True)
     assert secret is not None
@@ -180,7 +180,7 @@ def test_totp_matches_rfc_6238_vectors(at: int, expected: str) -> None:
 
 def test_totp_check_allows_one_step_of_drift_only() -> None:
     """A code from the previous step passes; one from two steps back does not."""
-    from app.services.admins import totp_for
+    from app.admin.auth import totp_for
 
     secret = b"12345678901234567890"
     now = 1_700_000_000

@@ -22,6 +22,8 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 from sqlalchemy import event, text
 from sqlalchemy.exc import DBAPIError
 
+from app.admin import auth as admin_auth
+from app.admin.auth import totp_for
 from app.db import session_scope
 from app.errors import is_input_refusal
 from app.identity import InvalidField, parse_name
@@ -30,8 +32,7 @@ from app.models import Verification
 from app.ratelimit import RateLimits
 from app.runtime import Runtime
 from app.schemas.text import has_controls
-from app.services import admins, audit
-from app.services.admins import totp_for
+from app.services import audit
 from app.worker import Worker
 from tests.conftest import auth
 from tests.support import new_person
@@ -936,7 +937,7 @@ def test_totp_step_names_the_time_step_of_a_code() -> None:
     secret = b"k" * 20
     now = 1_800_000_000
     code = totp_for(secret).generate(now).decode()
-    assert admins.totp_step(secret, code, now) == now // 30
+    assert admin_auth.totp_step(secret, code, now) == now // 30
 
 
 async def test_the_ui_decision_form_takes_a_code_and_shows_the_note_on_the_record(

@@ -16,9 +16,10 @@ import httpx
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from app.admin import auth as admin_auth
 from app.db import create_engine, create_sessionmaker, session_scope
 from app.runtime import Runtime
-from app.services import admins, clients
+from app.services import clients
 from app.services.audit import AUDIT_KEYS
 from app.settings import Settings
 from tests.support import Service, launch, run_cli, scratch_postgres
@@ -82,7 +83,7 @@ async def admin_session(settings: Settings, engine: AsyncEngine, base: str) -> d
     runtime: Runtime = build_runtime(settings, engine=engine)
     username = f"keys-admin-{uuid.uuid4().hex[:8]}"
     async with session_scope(runtime.sessions) as session:
-        await admins.create_admin(
+        await admin_auth.create_admin(
             session, runtime, username=username, password=PASSWORD, role="admin"
         )
     async with httpx.AsyncClient(base_url=base) as http:

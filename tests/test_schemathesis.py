@@ -41,11 +41,11 @@ from sqlalchemy import text
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from stdnum.cn import ric
 
+from app.admin import auth as admin_auth
 from app.db import session_scope
 from app.main import create_app
 from app.models._types import utcnow
 from app.runtime import Runtime
-from app.services import admins
 from app.settings import Settings
 from app.worker import Worker
 from tests.conftest import TEST_BLIND_KEYS, TEST_SECRET
@@ -234,7 +234,7 @@ def set_header(case: ApiCase, name: str, value: str) -> None:
 
 async def _admin_session(runtime: Runtime) -> str:
     async with session_scope(runtime.sessions) as session:
-        signed = await admins.sign_in(
+        signed = await admin_auth.sign_in(
             session,
             runtime,
             username=ADMIN_USERNAME,
@@ -256,7 +256,7 @@ async def fuzz_context(runtime: Runtime, make_client: Any) -> FuzzContext:
     # L1: a verification is `verified` after the registry check; a body may still ask for L2/L3.
     _, api_key = await make_client("test", level="L1", name="schemathesis")
     async with session_scope(runtime.sessions) as session:
-        await admins.create_admin(
+        await admin_auth.create_admin(
             session, runtime, username=ADMIN_USERNAME, password=ADMIN_PASSWORD, role="admin"
         )
     token = await _admin_session(runtime)

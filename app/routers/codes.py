@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter, BackgroundTasks
 
 from app.deps import CurrentClient, RuntimeDep, SessionDep
+from app.errors import problems
 from app.routers.idempotency import idempotent
-from app.routers.verifications import problems
 from app.schemas.codes import CodeSubmit
 from app.schemas.verification import VerificationOut
 from app.services import codes, verifications
@@ -37,10 +35,10 @@ async def submit_code(
     client: CurrentClient,
     session: SessionDep,
     runtime: RuntimeDep,
-) -> Any:
-    verification = await verifications.get_for_client(session, client, verification_id)
-    await codes.submit(session, runtime, verification, body.code)
-    return await verifications.present(session, verification)
+) -> VerificationOut:
+    verification = await verifications.get_for_client(session, client, verification_id, lock=True)
+    checks = await codes.submit(session, runtime, verification, body.code, locked=True)
+    return await verifications.present(session, verification, checks)
 
 
 @router.post(
@@ -63,7 +61,7 @@ async def resend_code(
     session: SessionDep,
     runtime: RuntimeDep,
     background: BackgroundTasks,
-) -> Any:
+) -> VerificationOut:
     verification = await verifications.get_for_client(session, client, verification_id)
     await codes.resend(session, runtime, client, verification)
     background.add_task(runtime.notify_worker)

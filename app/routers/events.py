@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, FastAPI, Header, Query, Response
 
 from app.deps import CurrentClient, RuntimeDep, SessionDep
+from app.errors import problems
 from app.models import WebhookEndpoint
 from app.routers.idempotency import idempotent
-from app.routers.verifications import problems
 from app.schemas.events import (
     AttemptList,
     AttemptOut,
@@ -40,7 +40,7 @@ async def list_events(
     runtime: RuntimeDep,
     after: Annotated[SafeStr | None, Query(max_length=40, description="An event id")] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 50,
-) -> Any:
+) -> EventPage:
     rows, more = await events.page(
         session,
         client.id,
@@ -48,21 +48,21 @@ async def list_events(
         limit=limit,
         retention_days=runtime.settings.event_retention_days,
     )
-    return {
-        "data": [events.as_object(e) for e in rows],
-        "has_more": more,
-        "next_after": rows[-1].id if rows else after,
-    }
+    return EventPage(
+        data=[EventOut.model_validate(events.as_object(e)) for e in rows],
+        has_more=more,
+        next_after=rows[-1].id if rows else after,
+    )
 
 
-def _endpoint(endpoint: WebhookEndpoint) -> dict[str, Any]:
-    return {
-        "id": endpoint.id,
-        "url": endpoint.url,
-        "events": webhooks.event_types(endpoint),
-        "disabled": endpoint.disabled_at is not None,
-        "created_at": endpoint.created_at,
-    }
+def _endpoint(endpoint: WebhookEndpoint) -> EndpointOut:
+    return EndpointOut(
+        id=endpoint.id,
+        url=endpoint.url,
+        events=webhooks.event_types(endpoint),
+        disabled=endpoint.disabled_at is not None,
+        created_at=endpoint.created_at,
+    )
 
 
 @router.post(
@@ -77,10 +77,10 @@ def _endpoint(endpoint: WebhookEndpoint) -> dict[str, Any]:
 @idempotent
 async def create_endpoint(
     body: EndpointCreate, client: CurrentClient, session: SessionDep, runtime: RuntimeDep
-) -> Any:
+) -> EndpointCreated:
     types = None if body.events is None else [str(t) for t in body.events]
     created = await webhooks.create(session, runtime.settings, client, url=body.url, types=types)
-    return {**_endpoint(created.endpoint), "secret": created.secret}
+    return EndpointCreated(**_endpoint(created.endpoint).model_dump(), secret=created.secret)
 
 
 @router.get(
@@ -88,8 +88,8 @@ async def create_endpoint(
     response_model=EndpointList,
     summary="List the client's webhook endpoints",
 )
-async def list_endpoints(client: CurrentClient, session: SessionDep) -> Any:
-    return {"data": [_endpoint(e) for e in await webhooks.list_for(session, client.id)]}
+async def list_endpoints(client: CurrentClient, session: SessionDep) -> EndpointList:
+    return EndpointList(data=[_endpoint(e) for e in await webhooks.list_for(session, client.id)])
 
 
 @router.get(
@@ -98,7 +98,7 @@ async def list_endpoints(client: CurrentClient, session: SessionDep) -> Any:
     summary="Read a webhook endpoint",
     responses=problems("not_found"),
 )
-async def get_endpoint(endpoint_id: str, client: CurrentClient, session: SessionDep) -> Any:
+async def get_endpoint(endpoint_id: str, client: CurrentClient, session: SessionDep) -> EndpointOut:
     return _endpoint(await webhooks.get_for_client(session, client, endpoint_id))
 
 
@@ -123,14 +123,13 @@ async def delete_endpoint(endpoint_id: str, client: CurrentClient, session: Sess
 @idempotent
 async def rotate_secret(
     endpoint_id: str, client: CurrentClient, session: SessionDep, runtime: RuntimeDep
-) -> Any:
+) -> SecretOut:
     secret = await webhooks.rotate(session, runtime.settings, client, endpoint_id)
     endpoint = await webhooks.get_for_client(session, client, endpoint_id)
-    return {
-        "id": endpoint.id,
-        "secret": secret,
-        "previous_secret_expires_at": endpoint.previous_secret_until,
-    }
+    assert endpoint.previous_secret_until is not None  # set by the rotation
+    return SecretOut(
+        id=endpoint.id, secret=secret, previous_secret_expires_at=endpoint.previous_secret_until
+    )
 
 
 @router.post(
@@ -141,9 +140,9 @@ async def rotate_secret(
     responses=problems("not_found"),
 )
 @idempotent
-async def test_endpoint(endpoint_id: str, client: CurrentClient, session: SessionDep) -> Any:
+async def test_endpoint(endpoint_id: str, client: CurrentClient, session: SessionDep) -> PingOut:
     event = await webhooks.ping(session, client, endpoint_id)
-    return {"event_id": event.id}
+    return PingOut(event_id=event.id)
 
 
 @router.get(
@@ -157,10 +156,10 @@ async def list_deliveries(
     client: CurrentClient,
     session: SessionDep,
     limit: Annotated[int, Query(ge=1, le=100)] = 50,
-) -> Any:
+) -> AttemptList:
     endpoint = await webhooks.get_for_client(session, client, endpoint_id)
     rows = await webhooks.attempts(session, endpoint_id=endpoint.id, limit=limit)
-    return {"data": [attempt_out(r) for r in rows]}
+    return AttemptList(data=[attempt_out(r) for r in rows])
 
 
 def attempt_out(row: webhooks.AttemptRow) -> AttemptOut:

@@ -9,10 +9,11 @@ import logging
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from sqlalchemy import text
 
 from app import metrics
+from app.db import ping, session_scope
 from app.deps import RuntimeDep
+from app.services.review import counts_by_status
 
 logger = logging.getLogger(__name__)
 
@@ -27,8 +28,8 @@ async def healthz() -> dict[str, str]:
 @router.get("/readyz", summary="The process can serve: the database answers")
 async def readyz(runtime: RuntimeDep) -> JSONResponse:
     try:
-        async with asyncio.timeout(2), runtime.engine.connect() as conn:
-            await conn.execute(text("SELECT 1"))
+        async with asyncio.timeout(2):
+            await ping(runtime.engine)
     except Exception as exc:  # any failure to reach the database means "not ready"
         return JSONResponse(
             {"status": "unavailable", "database": type(exc).__name__}, status_code=503
@@ -40,9 +41,6 @@ async def readyz(runtime: RuntimeDep) -> JSONResponse:
     "/metrics", summary="Prometheus metrics (no personal data in labels)", include_in_schema=False
 )
 async def prometheus_metrics(runtime: RuntimeDep, request: Request) -> Response:
-    from app.db import session_scope
-    from app.services.review import counts_by_status
-
     token = runtime.settings.metrics_token
     if token is not None:
         sent = request.headers.get("authorization", "").removeprefix("Bearer ").encode()

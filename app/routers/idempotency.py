@@ -17,6 +17,17 @@ Adopting it on a route::
 The route must take the API client (``CurrentClient``); the decorator adds the optional
 ``Idempotency-Key`` header to its signature, hence to the OpenAPI document, where
 ``app.errors.document_problems`` adds the idempotency problems to every operation that has it.
+
+A route whose work starts with checks and slow preparation that should not hold the key's
+claim (``POST /v1/verifications``: the suspension check, the identity hash) names them with
+``prepare=``, and what makes two of its requests the same with ``fingerprint=``::
+
+    @idempotent(fingerprint=same_thing, prepare=prepare_thing, resource_of=lambda out: out.id)
+    async def create_thing(body: ThingIn, ..., prepared: Prepared) -> ThingOut:
+        ...
+
+The order is then: the fingerprint, a look for a stored answer (a read), ``prepare``, the
+claim, the route, the stored answer.
 """
 
 from __future__ import annotations
@@ -27,17 +38,18 @@ import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Annotated, Any, TypeVar, get_type_hints
+from typing import Annotated, Any, TypeVar, get_type_hints, overload
 from urllib.parse import parse_qsl
 
 from fastapi import Depends, Header, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse, Response
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.deps import CurrentClient, RuntimeDep, SessionDep
 from app.errors import PROBLEM_JSON, ProblemError, problem_response
-from app.models import IdempotencyKey
 from app.services import idempotency
+from app.services.runtime import Runtime
 
 HEADER = "Idempotency-Key"
 REPLAYED = {"Idempotent-Replayed": "true"}
@@ -45,20 +57,49 @@ REPLAYED = {"Idempotent-Replayed": "true"}
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
 
 
-@dataclass
-class Claim:
-    """The request's hold on its key: ``stored`` to replay, or ``row`` to complete."""
+#: The endpoint's arguments -> what makes two requests "the same" (keyed-hashed, never stored).
+Fingerprint = Callable[..., Any]
+#: The endpoint's arguments -> what the endpoint gets as ``prepared``.
+Prepare = Callable[..., Awaitable[Any]]
+#: The endpoint's answer -> the verification it is about (erasing that drops the stored answer).
+ResourceOf = Callable[[Any], str | None]
 
-    row: IdempotencyKey | None = None
-    stored: idempotency.Stored | None = None
-    master_key: bytes = b""
-    resource_id: str | None = None
 
-    def replay(self) -> Response:
-        assert self.stored is not None
-        status, body = self.stored.status_code, self.stored.body
-        media = PROBLEM_JSON if status >= 400 else "application/json"
-        return JSONResponse(body, status_code=status, headers=REPLAYED, media_type=media)
+@dataclass(frozen=True)
+class Keyed:
+    """The request's ``Idempotency-Key`` (``key`` None: none was sent) and what claiming it
+    needs."""
+
+    key: str | None
+    client_id: str
+    request: Request
+    session: AsyncSession
+    runtime: Runtime
+
+    async def request_hash(self, value: Any | None) -> str:
+        """The keyed hash of the request: the route and ``value``, or by default the path
+        parameters, the query and the body."""
+        request = self.request
+        if value is None:
+            value = [
+                sorted(request.path_params.items()),
+                sorted(request.query_params.multi_items()),
+                _canonical_body(await request.body(), request.headers.get("content-type", "")),
+            ]
+        route = request.scope.get("route")
+        path = getattr(route, "path", request.url.path)
+        return idempotency.fingerprint(self.runtime.master_key, request.method, path, value)
+
+    @property
+    def ttl(self) -> timedelta:
+        return timedelta(seconds=self.runtime.settings.idempotency_ttl_seconds)
+
+
+def replay(stored: idempotency.Stored) -> Response:
+    """The stored answer again, marked ``Idempotent-Replayed``."""
+    status, body = stored.status_code, stored.body
+    media = PROBLEM_JSON if status >= 400 else "application/json"
+    return JSONResponse(body, status_code=status, headers=REPLAYED, media_type=media)
 
 
 def _canonical_body(raw: bytes, content_type: str) -> Any:
@@ -72,7 +113,7 @@ def _canonical_body(raw: bytes, content_type: str) -> Any:
         return raw.decode("latin-1")
 
 
-async def claim_key(
+async def keyed(
     request: Request,
     client: CurrentClient,
     session: SessionDep,
@@ -92,40 +133,10 @@ async def claim_key(
             },
         ),
     ] = None,
-) -> Claim:
-    """Claim the request's ``Idempotency-Key`` in the request's transaction (none: no claim)."""
-    if idempotency_key is None:
-        return Claim()
-    key = idempotency.check_key(idempotency_key)
-    route = request.scope.get("route")
-    request_hash = idempotency.fingerprint(
-        runtime.master_key,
-        request.method,
-        getattr(route, "path", request.url.path),
-        [
-            sorted(request.path_params.items()),
-            sorted(request.query_params.multi_items()),
-            _canonical_body(await request.body(), request.headers.get("content-type", "")),
-        ],
-    )
-    ttl = timedelta(seconds=runtime.settings.idempotency_ttl_seconds)
-    row, stored = await idempotency.claim(
-        session, client.id, key, request_hash, ttl, runtime.master_key
-    )
-    resource_id = request.path_params.get("verification_id")
-    return Claim(row, stored, runtime.master_key, resource_id)
-
-
-async def _complete(session: Any, claim: Claim, status: int, body: Any) -> None:
-    assert claim.row is not None
-    await idempotency.complete(
-        session,
-        claim.row,
-        status,
-        body,
-        resource_id=claim.resource_id,
-        master_key=claim.master_key,
-    )
+) -> Keyed:
+    """The request's ``Idempotency-Key``, checked (none: nothing to claim)."""
+    key = None if idempotency_key is None else idempotency.check_key(idempotency_key)
+    return Keyed(key, client.id, request, session, runtime)
 
 
 def _answer_of(result: Any, default_status: int) -> tuple[int, Any]:
@@ -134,60 +145,125 @@ def _answer_of(result: Any, default_status: int) -> tuple[int, Any]:
     return default_status, jsonable_encoder(result)
 
 
-def idempotent(endpoint: F) -> F:
-    """Make a POST route honour ``Idempotency-Key`` (see the module's docstring)."""
+def _path_resource(keyed: Keyed) -> str | None:
+    """The verification in the route's path, if any."""
+    resource: str | None = keyed.request.path_params.get("verification_id")
+    return resource
+
+
+@overload
+def idempotent(endpoint: F, /) -> F: ...
+
+
+@overload
+def idempotent(
+    *,
+    fingerprint: Fingerprint | None = None,
+    prepare: Prepare | None = None,
+    resource_of: ResourceOf | None = None,
+) -> Callable[[F], F]: ...
+
+
+def idempotent(
+    endpoint: F | None = None,
+    /,
+    *,
+    fingerprint: Fingerprint | None = None,
+    prepare: Prepare | None = None,
+    resource_of: ResourceOf | None = None,
+) -> F | Callable[[F], F]:
+    """Make a POST route honour ``Idempotency-Key`` (see the module's docstring).
+
+    - ``fingerprint``: called with the route's arguments, what makes two requests the same
+      (by default the path parameters, the query and the body as sent);
+    - ``prepare``: called with the route's arguments before the key is claimed (and, with a key,
+      only when no stored answer is to be replayed): checks and slow work that must not hold the
+      claim; the route gets its result as its ``prepared`` argument;
+    - ``resource_of``: the verification the answer is about (by default the path's
+      ``verification_id``): erasing it drops the stored answer.
+    """
+    if endpoint is None:
+        return lambda route: _idempotent(route, fingerprint, prepare, resource_of)
+    return _idempotent(endpoint, fingerprint, prepare, resource_of)
+
+
+def _idempotent(
+    endpoint: F,
+    fingerprint: Fingerprint | None,
+    prepare: Prepare | None,
+    resource_of: ResourceOf | None,
+) -> F:
     hints = get_type_hints(endpoint, include_extras=True)
     signature = inspect.signature(endpoint)
     parameters = [
         p.replace(annotation=hints.get(name, p.annotation))
         for name, p in signature.parameters.items()
+        # ``prepared`` comes from ``prepare``, not from the request.
+        if not (prepare is not None and name == "prepared")
     ]
-    extra = [
-        inspect.Parameter(
-            "_idempotency_claim",
-            inspect.Parameter.KEYWORD_ONLY,
-            annotation=Annotated[Claim, Depends(claim_key)],
-        ),
-        inspect.Parameter(
-            "_idempotency_session", inspect.Parameter.KEYWORD_ONLY, annotation=SessionDep
-        ),
-        inspect.Parameter(
-            "_idempotency_request", inspect.Parameter.KEYWORD_ONLY, annotation=Request
-        ),
-    ]
+    extra = inspect.Parameter(
+        "_idempotency", inspect.Parameter.KEYWORD_ONLY, annotation=Annotated[Keyed, Depends(keyed)]
+    )
+
+    async def with_prepared(kwargs: dict[str, Any]) -> dict[str, Any]:
+        if prepare is None:
+            return kwargs
+        return {**kwargs, "prepared": await prepare(**kwargs)}
 
     @functools.wraps(endpoint)
-    async def wrapper(
-        *args: Any,
-        _idempotency_claim: Claim,
-        _idempotency_session: Any,
-        _idempotency_request: Request,
-        **kwargs: Any,
-    ) -> Any:
-        claim = _idempotency_claim
-        if claim.stored is not None:
-            return claim.replay()
-        route = _idempotency_request.scope.get("route")
-        default_status = getattr(route, "status_code", None) or 200
+    async def wrapper(*, _idempotency: Keyed, **kwargs: Any) -> Any:
+        key = _idempotency
+        if key.key is None:
+            return await endpoint(**await with_prepared(kwargs))
+        session, runtime = key.session, key.runtime
+        request_hash = await key.request_hash(
+            fingerprint(**kwargs) if fingerprint is not None else None
+        )
+        if prepare is not None:
+            # A replay needs no preparation: look first (a read), prepare, then claim.
+            stored = await idempotency.lookup(
+                session, key.client_id, key.key, request_hash, key.ttl, runtime.master_key
+            )
+            if stored is not None:
+                return replay(stored)
+            kwargs = await with_prepared(kwargs)
+        row, stored = await idempotency.claim(
+            session, key.client_id, key.key, request_hash, key.ttl, runtime.master_key
+        )
+        if stored is not None:
+            return replay(stored)
+        assert row is not None
         try:
-            result = await endpoint(*args, **kwargs)
+            result = await endpoint(**kwargs)
         except ProblemError as exc:
-            if claim.row is not None and exc.commit:
+            if exc.commit:
                 # The transaction keeps the route's writes: keep the answer with them.
                 problem = problem_response(exc.code, exc.detail, status=exc.status, extra=exc.extra)
-                await _complete(
-                    _idempotency_session, claim, exc.status, json.loads(bytes(problem.body))
+                await idempotency.complete(
+                    session,
+                    row,
+                    exc.status,
+                    json.loads(bytes(problem.body)),
+                    resource_id=_path_resource(key),
+                    master_key=runtime.master_key,
                 )
             raise
-        if claim.row is not None:
-            status, body = _answer_of(result, default_status)
-            await _complete(_idempotency_session, claim, status, body)
+        route = key.request.scope.get("route")
+        status, body = _answer_of(result, getattr(route, "status_code", None) or 200)
+        await idempotency.complete(
+            session,
+            row,
+            status,
+            body,
+            resource_id=_path_resource(key) if resource_of is None else resource_of(result),
+            master_key=runtime.master_key,
+        )
         return result
 
     wrapper.__signature__ = signature.replace(  # type: ignore[attr-defined]
         parameters=[
             *[p for p in parameters if p.kind is not inspect.Parameter.VAR_KEYWORD],
-            *extra,
+            extra,
         ],
         return_annotation=hints.get("return", signature.return_annotation),
     )

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter
 
 from app.deps import SessionDep
-from app.errors import ProblemError
-from app.routers.verifications import problems
+from app.errors import ProblemError, problems
 from app.schemas.policy import PolicyOut
 from app.services import policies
 
@@ -21,11 +18,11 @@ router = APIRouter(prefix="/v1/policies", tags=["policies"])
     summary="The current collection rules",
     responses=problems("not_found"),
 )
-async def current_policy(session: SessionDep) -> Any:
+async def current_policy(session: SessionDep) -> PolicyOut:
     policy = await policies.current(session)
     if policy is None:
         raise ProblemError("not_found", "No collection rules are published")
-    return policy
+    return PolicyOut.model_validate(policy, from_attributes=True)
 
 
 @router.get(
@@ -34,8 +31,8 @@ async def current_policy(session: SessionDep) -> Any:
     summary="One published version of the collection rules",
     responses=problems("not_found"),
 )
-async def policy_version(version: str, session: SessionDep) -> Any:
+async def policy_version(version: str, session: SessionDep) -> PolicyOut:
     policy = await policies.get(session, version)
     if policy is None:
         raise ProblemError("not_found", "No such collection-rules version")
-    return policy
+    return PolicyOut.model_validate(policy, from_attributes=True)

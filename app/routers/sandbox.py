@@ -3,20 +3,15 @@
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Query
-from sqlalchemy import delete
-from sqlmodel import col, select
 
 from app.deps import CurrentClient, SessionDep
-from app.errors import ProblemError
-from app.models import SandboxMessage
-from app.models._types import utcnow
-from app.routers.verifications import problems
+from app.errors import ProblemError, problems
 from app.schemas.codes import SandboxMessageOut, SandboxMessages
 from app.schemas.text import SafeStr
-from app.services import verifications
+from app.services import sandbox, verifications
 
 router = APIRouter(prefix="/v1/sandbox", tags=["sandbox"])
 
@@ -39,18 +34,11 @@ async def sandbox_messages(
     verification_id: Annotated[SafeStr, Query(max_length=40)],
     client: CurrentClient,
     session: SessionDep,
-) -> Any:
+) -> SandboxMessages:
     if client.mode != "test":
         raise ProblemError("sandbox_only", "The sandbox inbox is only for test-mode keys")
     await verifications.get_for_client(session, client, verification_id)
-    await session.execute(delete(SandboxMessage).where(col(SandboxMessage.expires_at) <= utcnow()))
-    rows = (
-        await session.execute(
-            select(SandboxMessage)
-            .where(SandboxMessage.verification_id == verification_id)
-            .order_by(col(SandboxMessage.created_at).desc())
-        )
-    ).scalars()
+    rows = await sandbox.messages(session, verification_id)
     return SandboxMessages(
         data=[
             SandboxMessageOut(

@@ -11,9 +11,8 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
 from app.deps import CurrentClient, RuntimeDep, SessionDep
-from app.errors import ProblemError
+from app.errors import ProblemError, problems
 from app.routers.idempotency import idempotent
-from app.routers.verifications import problems
 from app.schemas.tokens import Introspection, Jwks, TokenIn, TokenOut
 from app.services import emergency, keys, tokens, verifications
 

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from dataclasses import dataclass
 from typing import Annotated, Any
 
-from fastapi import APIRouter, BackgroundTasks, Header, Query
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter, BackgroundTasks, Query
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import flush_erased_pages
 from app.deps import CurrentClient, RuntimeDep, SessionDep
-from app.errors import ERROR_CODES, problem_content
-from app.models import Status
+from app.errors import problems
+from app.identity import Subject
+from app.models import Client, Status
 from app.routers.idempotency import idempotent
 from app.routers.params import DateTimeQuery
 from app.schemas.network_identity import NetworkIdentityCreate, VerificationRequest
@@ -22,22 +23,53 @@ from app.services import (
     emergency,
     erasure,
     export,
-    idempotency,
     network_identity,
     review,
     verifications,
 )
+from app.services.runtime import Runtime
 
 router = APIRouter(prefix="/v1/verifications", tags=["verifications"])
 
 
-def problems(*codes: str) -> dict[int | str, dict[str, Any]]:
-    out: dict[int | str, dict[str, Any]] = {}
-    for code in codes:
-        status, _ = ERROR_CODES[code]
-        entry = out.setdefault(status, {"description": "", "content": problem_content()})
-        entry["description"] = ", ".join(filter(None, [entry["description"], f"`{code}`"]))
-    return out
+@dataclass(frozen=True)
+class Intake:
+    """A registration's canonical values and their storable forms (none for a network
+    identity)."""
+
+    canonical: Subject | None
+    prepared: verifications.Prepared | None
+
+
+def _canonical(body: VerificationRequest) -> Subject | None:
+    """The checked, canonical values of the request (422 for bad ones)."""
+    if isinstance(body, NetworkIdentityCreate):
+        network_identity.check_body(body)
+        return None
+    return verifications.canonicalise(body)
+
+
+def _same_registration(body: VerificationRequest, **_: Any) -> object:
+    """What makes two registrations the same for ``Idempotency-Key``: canonical values."""
+    canonical = _canonical(body)
+    if isinstance(body, NetworkIdentityCreate):
+        return network_identity.fingerprint_body(body)
+    assert canonical is not None
+    return verifications.fingerprint_body(body, canonical)
+
+
+async def _prepare_registration(
+    body: VerificationRequest, client: Client, session: AsyncSession, runtime: Runtime, **_: Any
+) -> Intake:
+    """Before the key is claimed: the checks, the Art. 25 suspension (after any replay of a
+    stored answer), and the slow hashing (outside the claim's transaction lock)."""
+    canonical = _canonical(body)
+    await emergency.ensure_issuing(
+        session, client.id, runtime.settings.issuance_retry_after_seconds
+    )
+    if canonical is None:
+        return Intake(None, None)
+    return Intake(canonical, await verifications.prepare(runtime, canonical))
 
 
 @router.post(
@@ -67,69 +99,29 @@ def problems(*codes: str) -> dict[int | str, dict[str, Any]]:
         "issuance_suspended",
     ),
 )
+@idempotent(
+    fingerprint=_same_registration,
+    prepare=_prepare_registration,
+    resource_of=lambda out: str(out.id),
+)
 async def create_verification(
     body: VerificationRequest,
     client: CurrentClient,
     session: SessionDep,
     runtime: RuntimeDep,
     background: BackgroundTasks,
-    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
-) -> Any:
-    if isinstance(body, NetworkIdentityCreate):
-        network_identity.check_body(body)
-        canonical, fingerprint = None, network_identity.fingerprint_body(body)
-    else:
-        canonical = verifications.canonicalise(body)
-        fingerprint = verifications.fingerprint_body(body, canonical)
-    ttl = timedelta(seconds=runtime.settings.idempotency_ttl_seconds)
-    claim = None
-    if idempotency_key is not None:
-        key = idempotency.check_key(idempotency_key)
-        request_hash = idempotency.fingerprint(
-            runtime.master_key, "POST", "/v1/verifications", fingerprint
-        )
-        stored = await idempotency.lookup(
-            session, client.id, key, request_hash, ttl, runtime.master_key
-        )
-        if stored is not None:
-            return JSONResponse(
-                stored.body, status_code=stored.status_code, headers={"Idempotent-Replayed": "true"}
-            )
-    # After the replay of a stored answer (a read), before any work: Art. 25 suspension.
-    await emergency.ensure_issuing(
-        session, client.id, runtime.settings.issuance_retry_after_seconds
-    )
-    prepared = None
-    if canonical is not None:
-        prepared = await verifications.prepare(runtime, canonical)
-    if idempotency_key is not None:
-        claim, stored = await idempotency.claim(
-            session, client.id, key, request_hash, ttl, runtime.master_key
-        )
-        if stored is not None:
-            return JSONResponse(
-                stored.body, status_code=stored.status_code, headers={"Idempotent-Replayed": "true"}
-            )
+    prepared: Intake,
+) -> VerificationOut:
     if isinstance(body, NetworkIdentityCreate):
         verification, checks = await network_identity.create(session, runtime, client, body)
     else:
-        assert canonical is not None
-        assert prepared is not None
+        assert prepared.canonical is not None
+        assert prepared.prepared is not None
         verification, checks = await verifications.create(
-            session, runtime, client, body, canonical, prepared
+            session, runtime, client, body, prepared.canonical, prepared.prepared
         )
-    out = await verifications.present(session, verification, checks)
     background.add_task(runtime.notify_worker)  # after the commit: the checks start at once
-    if claim is not None:
-        await idempotency.complete(
-            session,
-            claim,
-            201,
-            out.model_dump(mode="json"),
-            resource_id=verification.id,
-            master_key=runtime.master_key,
-        )
-    return out
+    return await verifications.present(session, verification, checks)
 
 
 @router.get(
@@ -157,7 +149,7 @@ async def list_verifications(
         ),
     ] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 50,
-) -> Any:
+) -> VerificationPage:
     page = await review.list_verifications(
         session,
         client_id=client.id,
@@ -179,7 +171,9 @@ async def list_verifications(
     summary="Read a verification",
     responses=problems("unauthorized", "not_found"),
 )
-async def get_verification(verification_id: str, client: CurrentClient, session: SessionDep) -> Any:
+async def get_verification(
+    verification_id: str, client: CurrentClient, session: SessionDep
+) -> VerificationOut:
     verification = await verifications.get_for_client(session, client, verification_id)
     return await verifications.present(session, verification)
 
@@ -197,7 +191,7 @@ async def erase_verification(
     session: SessionDep,
     runtime: RuntimeDep,
     background: BackgroundTasks,
-) -> Any:
+) -> VerificationOut:
     verification = await verifications.get_for_client(session, client, verification_id)
     await erasure.erase(session, verification, actor_type="client", actor_id=client.id)
     background.add_task(flush_erased_pages, runtime.engine)  # after the commit
@@ -224,6 +218,8 @@ async def export_verification(
 )
 async def consent_receipt(
     verification_id: str, client: CurrentClient, session: SessionDep, runtime: RuntimeDep
-) -> Any:
+) -> ConsentReceiptOut:
     verification = await verifications.get_for_client(session, client, verification_id)
-    return await consent.signed_receipt(session, runtime, verification)
+    return ConsentReceiptOut.model_validate(
+        await consent.signed_receipt(session, runtime, verification)
+    )

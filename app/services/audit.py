@@ -21,7 +21,7 @@ import base64
 import hashlib
 import hmac
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -34,7 +34,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
 from app.logging import request_id_var
-from app.models import AuditEvent, AuditHead
+from app.models import Admin, AuditEvent, AuditHead, Client
 from app.models._types import utcnow
 
 GENESIS = "0" * 64
@@ -133,6 +133,75 @@ async def record(
     session.add(event)
     await session.flush()
     return event
+
+
+# -- reads -----------------------------------------------------------------------------------
+
+
+async def events(
+    session: AsyncSession,
+    *,
+    before_seq: int | None = None,
+    action: str | None = None,
+    action_prefix: str | None = None,
+    subject_id: str | None = None,
+    limit: int = 100,
+) -> list[AuditEvent]:
+    """Newest first; ``before_seq`` pages backwards (events with a smaller seq)."""
+    query = select(AuditEvent)
+    if before_seq is not None:
+        query = query.where(col(AuditEvent.seq) < before_seq)
+    if action:
+        query = query.where(AuditEvent.action == action)
+    if action_prefix:
+        query = query.where(col(AuditEvent.action).startswith(action_prefix))
+    if subject_id:
+        query = query.where(AuditEvent.subject_id == subject_id)
+    limit = max(1, min(limit, 500))
+    return list(
+        (await session.execute(query.order_by(col(AuditEvent.seq).desc()).limit(limit))).scalars()
+    )
+
+
+async def timeline(session: AsyncSession, subject_id: str) -> list[AuditEvent]:
+    """Every event about ``subject_id``, oldest first."""
+    query = select(AuditEvent).where(AuditEvent.subject_id == subject_id)
+    return list((await session.execute(query.order_by(col(AuditEvent.seq)))).scalars())
+
+
+async def actions(session: AsyncSession) -> list[str]:
+    """The actions the trail holds, sorted (a filter's choices)."""
+    return sorted((await session.execute(select(AuditEvent.action).distinct())).scalars())
+
+
+async def actor_names(session: AsyncSession, ids: Iterable[str | None]) -> dict[str, str]:
+    """Usernames of the admins and names of the clients among events' actors."""
+    names: dict[str, str] = {}
+    wanted = set(ids)
+    admin_ids = [i for i in wanted if i and i.startswith("adm_")]
+    client_ids = [i for i in wanted if i and i.startswith("cli_")]
+    if admin_ids:
+        query = select(Admin.id, Admin.username).where(col(Admin.id).in_(admin_ids))
+        names.update({aid: name for aid, name in (await session.execute(query)).all()})
+    if client_ids:
+        query = select(Client.id, Client.name).where(col(Client.id).in_(client_ids))
+        names.update({cid: name for cid, name in (await session.execute(query)).all()})
+    return names
+
+
+def event_out(event: AuditEvent) -> dict[str, Any]:
+    """An event as the admin API and pages show it."""
+    return {
+        "seq": event.seq,
+        "occurred_at": event.occurred_at,
+        "actor_type": event.actor_type,
+        "actor_id": event.actor_id,
+        "action": event.action,
+        "subject_type": event.subject_type,
+        "subject_id": event.subject_id,
+        "data": json.loads(event.data),
+        "hash": event.hash,
+    }
 
 
 @dataclass(frozen=True)

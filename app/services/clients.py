@@ -19,6 +19,12 @@ from app.services import audit
 MODES = tuple(API_KEY_PREFIXES)
 
 
+async def names(session: AsyncSession) -> dict[str, str]:
+    """Every client's name by id (for tables that show clients)."""
+    rows = await session.execute(select(Client.id, Client.name))
+    return {client_id: name for client_id, name in rows.all()}
+
+
 async def create_client(
     session: AsyncSession,
     master_key: bytes,

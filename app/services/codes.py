@@ -18,6 +18,7 @@ import json
 import re
 import secrets
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -28,9 +29,10 @@ from app.errors import ProblemError
 from app.models import Check, Client, OutboxJob, SmsCode, Status, Verification
 from app.models._types import utcnow
 from app.ratelimit import raise_refusal
-from app.runtime import Runtime
 from app.services import audit, lifecycle
-from app.services.verifications import SUBJECT_SEAL
+from app.services.runtime import Runtime
+from app.services.verifications import checks_of
+from app.verifiers.base import CheckOutcome, Subject
 
 SMS_SEAL = "sms-payload/v1"
 _CODE = re.compile(r"[0-9]{6}", re.ASCII)
@@ -46,12 +48,9 @@ def subject_phone(runtime: Runtime, verification: Verification) -> str:
         raise ProblemError(
             "verification_expired", "This verification no longer holds a phone to send to"
         )
-    fields = json.loads(
-        unseal(
-            runtime.master_key, SUBJECT_SEAL, verification.sealed_subject, verification.id.encode()
-        )
-    )
-    return str(fields[2])
+    return Subject.open(
+        runtime.master_key, verification.sealed_subject, verification.id.encode()
+    ).phone
 
 
 async def current_code(session: AsyncSession, verification_id: str) -> SmsCode | None:
@@ -121,7 +120,7 @@ async def _expire_if_due(session: AsyncSession, verification: Verification) -> N
             session,
             verification,
             Status.EXPIRED,
-            expect=lifecycle.NEEDS_SUBJECT,
+            expect=[Status.AWAITING_CODE],
             reason="verification_expired",
         )
         raise ProblemError("verification_expired", commit=True)
@@ -166,15 +165,25 @@ async def resend(
 
 
 async def submit(
-    session: AsyncSession, runtime: Runtime, verification: Verification, code: str
-) -> None:
-    """Check ``code``; on success the verification becomes ``verified``.
+    session: AsyncSession,
+    runtime: Runtime,
+    verification: Verification,
+    code: str,
+    *,
+    locked: bool = False,
+) -> list[Check]:
+    """Check ``code``; on success the verification becomes ``verified``. ``locked``: the caller
+    read ``verification`` with ``FOR UPDATE`` in this transaction (else it is read again so).
+
+    Returns:
+        The verification's checks as they now stand.
 
     Raises ProblemError (with ``commit=True`` where the attempt or a lock must persist).
     """
     if not isinstance(code, str) or not _CODE.fullmatch(code):
         raise ProblemError("invalid_code_format", "The code must be exactly six ASCII digits")
-    await _reread_locked(session, verification)
+    if not locked:
+        await _reread_locked(session, verification)
     _require_awaiting(verification)
     await _expire_if_due(session, verification)
     identity_id = verification.identity_id or verification.id
@@ -187,7 +196,14 @@ async def submit(
     current = await current_code(session, verification.id)
     if current is None:
         raise ProblemError("code_expired", "No code is active: ask for a new one")
-    # Count the attempt first; the guarded UPDATE also locks the row against racing tries.
+    expected = code_hmac(runtime.master_key, current.id, code, as_suite(current.suite))
+    right = hmac.compare_digest(current.code_hmac, expected)
+    now = utcnow()
+    # Count the attempt first; the guarded UPDATE also locks the row against racing tries. A
+    # right code within its time is counted and used up in the same statement.
+    values: dict[str, Any] = {"attempts": col(SmsCode.attempts) + 1}
+    if right and now < _aware(current.expires_at):
+        values["consumed_at"] = now
     counted = (
         await session.execute(
             update(SmsCode)
@@ -197,7 +213,7 @@ async def submit(
                 col(SmsCode.superseded).is_(False),
                 col(SmsCode.attempts) < col(SmsCode.max_attempts),
             )
-            .values(attempts=col(SmsCode.attempts) + 1)
+            .values(**values)
             .returning(col(SmsCode.attempts), col(SmsCode.max_attempts), col(SmsCode.expires_at))
         )
     ).first()
@@ -207,17 +223,15 @@ async def submit(
             raise ProblemError("verification_not_awaiting_code", "This code was already used")
         if current.superseded:
             raise ProblemError("code_expired", "A newer code was sent: use that one")
-        await _lock(session, verification)
+        await _lock(session, runtime, verification)
         raise ProblemError("attempts_exhausted", commit=True)
     attempts, max_attempts, expires_at = counted
-    expires_at = _aware(expires_at)
-    if utcnow() >= expires_at:
+    if "consumed_at" not in values and now >= _aware(expires_at):
         raise ProblemError("code_expired", "The code has expired: ask for a new one", commit=True)
-    expected = code_hmac(runtime.master_key, current.id, code, as_suite(current.suite))
-    if not hmac.compare_digest(current.code_hmac, expected):
+    if not right:
         await runtime.limits.record_failed_code(verification.client_id, identity_id)
         if attempts >= max_attempts:
-            await _lock(session, verification)
+            await _lock(session, runtime, verification)
             raise ProblemError("attempts_exhausted", commit=True)
         remaining = max_attempts - attempts
         raise ProblemError(
@@ -226,49 +240,40 @@ async def submit(
             extra={"attempts_remaining": remaining},
             commit=True,
         )
-    consumed = await session.execute(
-        update(SmsCode)
-        .where(
-            col(SmsCode.id) == current.id,
-            col(SmsCode.consumed_at).is_(None),
-            col(SmsCode.superseded).is_(False),
-        )
-        .values(consumed_at=utcnow())
-    )
-    if consumed.rowcount != 1:  # type: ignore[attr-defined]
-        raise ProblemError("verification_not_awaiting_code", "This code was already used")
-    await session.execute(
-        update(Check)
-        .where(col(Check.verification_id) == verification.id, col(Check.type) == "sms_otp")
-        .values(status="passed", reason=None, attempts=attempts, updated_at=utcnow())
-    )
     try:
-        await lifecycle.transition(
-            session,
-            verification,
-            Status.VERIFIED,
-            expect=[Status.AWAITING_CODE],
-            valid_until=lifecycle.verified_until(runtime.settings),
+        checks = await _settle_code(
+            session, runtime, verification, CheckOutcome.PASSED, reason=None, attempts=attempts
         )
     except lifecycle.StaleState:
         raise ProblemError("verification_not_awaiting_code") from None
     await runtime.limits.reset_failed_codes(verification.client_id, identity_id)
+    return checks
 
 
-async def _lock(session: AsyncSession, verification: Verification) -> None:
-    await session.execute(
-        update(Check)
-        .where(col(Check.verification_id) == verification.id, col(Check.type) == "sms_otp")
-        .values(status="failed", reason="attempts_exhausted", updated_at=utcnow())
-    )
+async def _lock(session: AsyncSession, runtime: Runtime, verification: Verification) -> None:
     with contextlib.suppress(lifecycle.StaleState):
-        await lifecycle.transition(
-            session,
-            verification,
-            Status.LOCKED,
-            expect=[Status.AWAITING_CODE],
-            reason="attempts_exhausted",
+        await _settle_code(
+            session, runtime, verification, CheckOutcome.FAILED, reason="attempts_exhausted"
         )
+
+
+async def _settle_code(
+    session: AsyncSession,
+    runtime: Runtime,
+    verification: Verification,
+    outcome: CheckOutcome,
+    *,
+    reason: str | None,
+    attempts: int | None = None,
+) -> list[Check]:
+    """Record the code check's ``outcome`` and make the move that follows (``verified`` for a
+    right code, ``locked`` once the attempts are spent); return the checks."""
+    checks = await checks_of(session, verification.id)
+    code_check = next(c for c in checks if c.type == lifecycle.CODE_CHECK)
+    lifecycle.record_check(code_check, outcome, reason=reason, attempts=attempts)
+    decision = lifecycle.after_checks(Status(verification.status), checks, runtime.settings)
+    await lifecycle.follow(session, verification, decision, runtime.settings)
+    return checks
 
 
 def _aware(value: datetime) -> datetime:

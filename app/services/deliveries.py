@@ -25,8 +25,8 @@ from app.db import session_scope
 from app.errors import ProblemError
 from app.models import Event, OutboxJob, WebhookAttempt, WebhookDelivery, WebhookEndpoint
 from app.models._types import utcnow
-from app.runtime import Runtime
 from app.services import audit, events, webhooks
+from app.services.runtime import Runtime
 from app.webhooks import signing, transport
 
 logger = logging.getLogger(__name__)
@@ -258,8 +258,11 @@ async def recent(
     return [(d, e) for d, e in rows.all()]
 
 
-async def redeliver(session: AsyncSession, delivery_id: str, *, admin_id: str) -> WebhookDelivery:
-    """Queue a finished delivery once more (same event, same ``webhook-id``); audited."""
+async def redeliver(
+    session: AsyncSession, delivery_id: str, *, admin_id: str
+) -> tuple[WebhookDelivery, Event]:
+    """Queue a finished delivery once more (same event, same ``webhook-id``); audited.
+    Returns the delivery with its event."""
     delivery = (
         await session.execute(
             select(WebhookDelivery).where(col(WebhookDelivery.id) == delivery_id).with_for_update()
@@ -298,4 +301,4 @@ async def redeliver(session: AsyncSession, delivery_id: str, *, admin_id: str) -
             "endpoint_reenabled": reenabled,
         },
     )
-    return delivery
+    return delivery, event

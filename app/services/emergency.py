@@ -31,8 +31,8 @@ from app.errors import ProblemError
 from app.hotcache import tokens_changed
 from app.models import AuditHead, Client, EmergencyMeasure, ServiceToken, SigningKey, Verification
 from app.models._types import utcnow
-from app.runtime import Runtime
 from app.services import audit, events, operator_notices
+from app.services.runtime import Runtime
 from app.settings import Settings
 
 ALL = "*"
@@ -333,6 +333,34 @@ async def act(
         )
         return Outcome(action, True, existing, existing.ended_seq)
     return await _revoke_tokens(session, settings, scope, reason, actor_type, actor_id, now)
+
+
+async def act_as_admin(
+    session: AsyncSession,
+    runtime: Runtime,
+    admin_id: str,
+    *,
+    action: str,
+    reason_code: str | None,
+    client_id: str | None = None,
+    provider: str | None = None,
+) -> Outcome:
+    """An admin's emergency action (from the API or a page): :func:`act` with this service's
+    providers; revoking every token also drops this process's cached signing key at once."""
+    outcome = await act(
+        session,
+        action=action,
+        reason_code=reason_code,
+        client_id=client_id,
+        provider=provider,
+        known_providers=known_providers(runtime),
+        settings=runtime.settings,
+        actor_type="admin",
+        actor_id=admin_id,
+    )
+    if action == "revoke-tokens":
+        runtime.keyring.forget_active()
+    return outcome
 
 
 async def _revoke_tokens(

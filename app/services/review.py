@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import func, update
+from sqlalchemy import func
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, or_, select
 
@@ -31,9 +31,13 @@ from app.identity import InvalidField, parse_id_number
 from app.models import AuditEvent, Check, Client, Identity, Status, Verification
 from app.models._types import utcnow
 from app.ratelimit import raise_refusal
-from app.runtime import Runtime
 from app.schemas.admin import MAX_NOTE, REASON_CODES
+from app.schemas.queries import AuditFilters
 from app.services import audit, codes, erasure, lifecycle, operator_notices
+from app.services.runtime import Runtime
+from app.services.tokens import adult_on_of, is_adult
+from app.services.verifications import checks_of
+from app.verifiers.base import CheckOutcome
 
 logger = logging.getLogger(__name__)
 
@@ -247,6 +251,37 @@ def audited_records(events: Iterable[AuditEvent]) -> set[str]:
     return {e.subject_id for e in events if e.subject_type == "verification" and e.subject_id}
 
 
+async def list_shown(
+    session: AsyncSession,
+    runtime: Runtime,
+    admin_id: str,
+    record_ids: list[str],
+    **data: str | None,
+) -> None:
+    """A list of people's (masked) records about to be shown to ``admin_id``: counted by the
+    bulk-access guard, and itself an audit event (with ``data``: the view and its filters)."""
+    await shown(session, runtime, admin_id, record_ids, what="list")
+    await audit.record(
+        session,
+        action="admin.list_viewed",
+        subject_type="admin",
+        subject_id=admin_id,
+        actor_type="admin",
+        actor_id=admin_id,
+        data={**data, "rows": len(record_ids)},
+    )
+
+
+async def read_audit(
+    session: AsyncSession, runtime: Runtime, admin_id: str, filters: AuditFilters
+) -> list[AuditEvent]:
+    """A page of the audit trail for ``admin_id``, newest first; the verifications it tells
+    about count towards the bulk-access guard."""
+    events = await audit.events(session, **filters.model_dump())
+    await shown(session, runtime, admin_id, audited_records(events), what="audit")
+    return events
+
+
 @dataclass(frozen=True)
 class Detail:
     verification: Verification
@@ -278,21 +313,11 @@ async def open_record(
             await session.execute(select(Check).where(Check.verification_id == verification.id))
         ).scalars()
     )
-    timeline = list(
-        (
-            await session.execute(
-                select(AuditEvent)
-                .where(AuditEvent.subject_id == verification.id)
-                .order_by(col(AuditEvent.seq))
-            )
-        ).scalars()
-    )
+    timeline = await audit.timeline(session, verification.id)
     adult = None
     if verification.identity_id:
         identity = await session.get(Identity, verification.identity_id)
         if identity is not None:
-            from app.services.tokens import adult_on_of, is_adult
-
             adult = is_adult(
                 adult_on_of(runtime.master_key, identity), runtime.settings.legal_timezone
             )
@@ -399,33 +424,19 @@ async def _approve(
             "invalid_transition",
             "No person is known for this verification; they must verify again",
         )
-    await session.execute(
-        update(Check)
-        .where(
-            col(Check.verification_id) == verification.id,
-            col(Check.type).in_(["id_registry", "carrier_3e"]),
-            col(Check.status) != "passed",
-        )
-        .values(status="passed", reason="manual_review")
-    )
-    sms = (
-        await session.execute(
-            select(Check).where(Check.verification_id == verification.id, Check.type == "sms_otp")
-        )
-    ).scalar_one_or_none()
-    audit_data = {"reason_code": code}
-    if sms is None or sms.status == "passed":
-        await lifecycle.transition(
-            session,
-            verification,
-            Status.VERIFIED,
-            expect=[Status.NEEDS_REVIEW],
-            reason="admin_approve",
-            actor_type="admin",
-            actor_id=admin_id,
-            data=audit_data,
-            valid_until=lifecycle.verified_until(runtime.settings),
-        )
+    checks = await checks_of(session, verification.id)
+    for check in checks:
+        if check.type in ("id_registry", "carrier_3e") and check.status != CheckOutcome.PASSED:
+            lifecycle.record_check(check, CheckOutcome.PASSED, reason="manual_review")
+    decision = lifecycle.after_checks(Status.NEEDS_REVIEW, checks, runtime.settings)
+    approval: dict[str, Any] = {
+        "reason": "admin_approve",
+        "actor_type": "admin",
+        "actor_id": admin_id,
+        "data": {"reason_code": code},
+    }
+    if decision.status is not Status.AWAITING_CODE:
+        await lifecycle.follow(session, verification, decision, runtime.settings, **approval)
         return verification
     if verification.sealed_subject is None:
         raise ProblemError(
@@ -442,65 +453,22 @@ async def _approve(
         "Too many codes sent to this phone",
         limit="sms_phone",
     )
-    await lifecycle.transition(
-        session,
-        verification,
-        Status.AWAITING_CODE,
-        expect=[Status.NEEDS_REVIEW],
-        reason="admin_approve",
-        actor_type="admin",
-        actor_id=admin_id,
-        data=audit_data,
-    )
+    await lifecycle.follow(session, verification, decision, runtime.settings, **approval)
     await codes.issue(session, runtime, verification, codes.subject_phone(runtime, verification))
     return verification
 
 
 async def erase(
     session: AsyncSession, runtime: Runtime, admin_id: str, verification_id: str, reason: Reason
-) -> erasure.Receipt:
-    """Erase (Art. 43) with a reason code; a note is refused, as erasure would wipe it."""
+) -> Verification:
+    """Erase (Art. 43) with a reason code; a note is refused, as erasure would wipe it.
+    Returns the erased verification (its tombstone)."""
     code, _ = check_reason(reason, "an erasure", note_allowed=False)
     verification = await session.get(Verification, verification_id)
     if verification is None:
         raise ProblemError("not_found", "No such verification")
     await shown(session, runtime, admin_id, [verification.id], what="erasure")
-    return await erasure.erase(
+    await erasure.erase(
         session, verification, actor_type="admin", actor_id=admin_id, reason_code=code
     )
-
-
-async def audit_events(
-    session: AsyncSession,
-    *,
-    after_seq: int | None = None,
-    action: str | None = None,
-    subject_id: str | None = None,
-    limit: int = 100,
-) -> list[AuditEvent]:
-    """Newest first; ``after_seq`` pages backwards (events with a smaller seq)."""
-    query = select(AuditEvent)
-    if after_seq is not None:
-        query = query.where(col(AuditEvent.seq) < after_seq)
-    if action:
-        query = query.where(AuditEvent.action == action)
-    if subject_id:
-        query = query.where(AuditEvent.subject_id == subject_id)
-    limit = max(1, min(limit, 500))
-    return list(
-        (await session.execute(query.order_by(col(AuditEvent.seq).desc()).limit(limit))).scalars()
-    )
-
-
-def event_out(event: AuditEvent) -> dict[str, Any]:
-    return {
-        "seq": event.seq,
-        "occurred_at": event.occurred_at,
-        "actor_type": event.actor_type,
-        "actor_id": event.actor_id,
-        "action": event.action,
-        "subject_type": event.subject_type,
-        "subject_id": event.subject_id,
-        "data": json.loads(event.data),
-        "hash": event.hash,
-    }
+    return verification

@@ -139,19 +139,12 @@ async def _audit(
     )
 
 
-async def list_for(session: AsyncSession, client_id: str) -> list[WebhookEndpoint]:
-    return list(
-        (
-            await session.execute(
-                select(WebhookEndpoint)
-                .where(
-                    col(WebhookEndpoint.client_id) == client_id,
-                    col(WebhookEndpoint.deleted_at).is_(None),
-                )
-                .order_by(col(WebhookEndpoint.created_at))
-            )
-        ).scalars()
-    )
+async def list_for(session: AsyncSession, client_id: str | None) -> list[WebhookEndpoint]:
+    """A client's endpoints (``None``: every client's, for admins), oldest first."""
+    query = select(WebhookEndpoint).where(col(WebhookEndpoint.deleted_at).is_(None))
+    if client_id is not None:
+        query = query.where(col(WebhookEndpoint.client_id) == client_id)
+    return list((await session.execute(query.order_by(col(WebhookEndpoint.created_at)))).scalars())
 
 
 async def get_for_client(

@@ -14,9 +14,9 @@ import httpx
 import pytest
 from playwright.async_api import Browser, Page, async_playwright, expect
 
+from app.admin import auth as admin_auth
 from app.db import session_scope
 from app.runtime import Runtime
-from app.services import admins
 from app.settings import Settings
 from tests.support import canary_forms, run_cli, serve
 
@@ -100,7 +100,9 @@ async def make_admin(runtime: Runtime, role: str) -> str:
     """In process, for speed (the acceptance test goes through the CLI)."""
     username = f"{role}-{time.monotonic_ns()}"
     async with session_scope(runtime.sessions) as session:
-        await admins.create_admin(session, runtime, username=username, password=PASSWORD, role=role)
+        await admin_auth.create_admin(
+            session, runtime, username=username, password=PASSWORD, role=role
+        )
     return username
 
 

@@ -9,10 +9,10 @@ import time
 import httpx
 from sqlmodel import col, select
 
+from app.admin import auth as admin_auth
 from app.db import session_scope
 from app.models import AuditEvent
 from app.runtime import Runtime
-from app.services import admins
 from app.worker import Worker
 from tests.test_admin_api import needs_review
 
@@ -23,7 +23,9 @@ _CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 async def make_admin(runtime: Runtime, role: str) -> str:
     username = f"{role}-{time.monotonic_ns()}"
     async with session_scope(runtime.sessions) as session:
-        await admins.create_admin(session, runtime, username=username, password=PASSWORD, role=role)
+        await admin_auth.create_admin(
+            session, runtime, username=username, password=PASSWORD, role=role
+        )
     return username
 
 

@@ -1,4 +1,6 @@
-"""Admin accounts, sign-in and sessions.
+"""Admin accounts, sign-in, sessions and roles: one implementation for both faces of the admin
+(the JSON API under ``/v1/admin`` with a bearer session token, the pages under ``/admin/`` with
+a session cookie).
 
 - Passwords: argon2id at the password profile (argon2-cffi's RFC 9106 low-memory default),
   rehashed on sign-in when the profile changes.
@@ -11,32 +13,44 @@
   once (§5.2): the step of the last accepted code is stored per admin, and a code of that step
   or an earlier one is refused; the update is guarded, so of two racing sign-ins one wins.
 - Signing in with ``end_other_sessions`` ends every other session of the admin.
+- Roles: reviewers decide, auditors only read, admins also manage clients, keys and erase;
+  ``require_role`` lets only the given roles through (403 ``insufficient_role``).
 """
 
 from __future__ import annotations
 
 import base64
+import re
 import secrets
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Annotated
 
 from cryptography.hazmat.primitives.hashes import SHA1
 from cryptography.hazmat.primitives.twofactor import InvalidToken
 from cryptography.hazmat.primitives.twofactor.totp import TOTP
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, or_, select
 
 from app.crypto import keyed_hash, seal, unseal
+from app.deps import RuntimeDep, SessionDep, client_address, refuse_guessers
 from app.errors import ProblemError
 from app.models import Admin, AdminSession
 from app.models._types import utcnow
 from app.ratelimit import raise_refusal
-from app.runtime import Runtime
+from app.schemas.admin import SignInIn
 from app.services import audit
+from app.services.runtime import Runtime
 
 ROLES = ("reviewer", "auditor", "admin")
+READ_ROLES = ROLES
+DECIDE_ROLES = ("reviewer", "admin")
+OWNER_ROLES = ("admin",)
 TOTP_SEAL = "admin-totp/v1"
 _DUMMY_PASSWORD = "not-a-real-password"  # noqa: S105 (hashed once, to equalise timing)
 
@@ -209,6 +223,21 @@ async def sign_in(
     return SignedIn(token, row.csrf_token, admin, row)
 
 
+async def sign_in_with(
+    session: AsyncSession, runtime: Runtime, body: SignInIn, address: str
+) -> SignedIn:
+    """:func:`sign_in` with the sign-in body (the API's JSON, the pages' form)."""
+    return await sign_in(
+        session,
+        runtime,
+        username=body.username,
+        password=body.password,
+        totp=body.totp,
+        address=address,
+        end_other_sessions=body.end_other_sessions,
+    )
+
+
 _dummy: dict[str, str] = {}
 
 
@@ -259,3 +288,107 @@ async def sign_out(session: AsyncSession, admin_session: AdminSession) -> None:
 
 def b32(secret: bytes) -> str:
     return base64.b32encode(secret).decode().rstrip("=")
+
+
+# -- request dependencies: who is asking ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AdminContext:
+    admin: Admin
+    session: AdminSession
+
+
+async def admin_session_of(
+    session: AsyncSession, runtime: Runtime, token: str, address: str
+) -> AdminContext:
+    """The admin behind a session token; failures count towards the address's limit."""
+    await refuse_guessers(runtime, address)
+    try:
+        admin, admin_session = await authenticate(session, runtime, token)
+    except ProblemError:
+        await runtime.limits.record_auth_failure(address)
+        raise
+    return AdminContext(admin, admin_session)
+
+
+_admin_bearer = HTTPBearer(
+    auto_error=False,
+    scheme_name="AdminSession",
+    description="Admin session token from POST /v1/admin/sessions",
+)
+
+
+async def get_admin(
+    session: SessionDep,
+    runtime: RuntimeDep,
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_admin_bearer)],
+) -> AdminContext:
+    """The API's signed-in admin, from ``Authorization: Bearer <session token>``."""
+    challenge = {"WWW-Authenticate": "Bearer"}
+    if credentials is None:
+        raise ProblemError("unauthorized", "Sign in at POST /v1/admin/sessions", headers=challenge)
+    if credentials.credentials.startswith(("rn_test_", "rn_live_")):
+        raise ProblemError("forbidden", "Integrator API keys cannot use the admin API")
+    return await admin_session_of(
+        session, runtime, credentials.credentials, client_address(request)
+    )
+
+
+CurrentAdmin = Annotated[AdminContext, Depends(get_admin)]
+
+SESSION_COOKIE = "rn_admin_session"
+#: What a session token (and the sign-in form's token) looks like; anything else is not looked up.
+TOKEN_SHAPE = re.compile(r"^[A-Za-z0-9_-]{20,128}$")
+
+
+class SignInRequired(Exception):
+    """No valid admin session behind the pages' cookie: the browser goes to the sign-in page."""
+
+    def __init__(self, *, expired: bool) -> None:
+        super().__init__("sign-in required")
+        self.expired = expired
+
+
+async def cookie_admin(session: AsyncSession, runtime: Runtime, request: Request) -> AdminContext:
+    """The pages' signed-in admin, from the session cookie (the same checks as the API's
+    bearer token); :class:`SignInRequired` when there is none, a 429 stays a 429."""
+    token = request.cookies.get(SESSION_COOKIE)
+    if not token:
+        raise SignInRequired(expired=False)
+    if not TOKEN_SHAPE.match(token):
+        raise SignInRequired(expired=True)
+    try:
+        return await admin_session_of(session, runtime, token, client_address(request))
+    except ProblemError as exc:
+        if exc.code == "rate_limited":
+            raise
+        raise SignInRequired(expired=True) from None
+
+
+SignedInDependency = Callable[..., Awaitable[AdminContext]]
+
+
+def require_role(
+    *roles: str, signed_in: SignedInDependency = get_admin
+) -> Callable[[AdminContext], Awaitable[AdminContext]]:
+    """A dependency that lets only ``roles`` through (403 insufficient_role otherwise).
+    ``signed_in`` is the face's current-admin dependency (the API's bearer token by default)."""
+
+    async def check(ctx: AdminContext) -> AdminContext:
+        if ctx.admin.role not in roles:
+            raise ProblemError(
+                "insufficient_role", f"This needs one of the roles: {', '.join(roles)}"
+            )
+        return ctx
+
+    # Set here rather than written in the signature: the dependency is a parameter.
+    check.__annotations__["ctx"] = Annotated[AdminContext, Depends(signed_in)]
+    return check
+
+
+#: The API's role rules; the pages apply the same roles through their cookie.
+Reviewer = Annotated[AdminContext, Depends(require_role(*DECIDE_ROLES))]
+AnyAdmin = Annotated[AdminContext, Depends(require_role(*READ_ROLES))]
+SuperAdmin = Annotated[AdminContext, Depends(require_role(*OWNER_ROLES))]

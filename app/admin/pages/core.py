@@ -1,41 +1,41 @@
 """The admin web UI's pages under ``/admin/``: sign-in, review queue, verifications, a
 verification's record with its decisions, clients, the audit log, sign-out.
 
-Thin like the API routers: parse the form or query, call the same services
-(``app.services.admins``, ``review``, ``clients``), render a template. Pages show masked
+Thin like the API: parse the form or query, call the same services (``app.admin.auth``,
+``app.services.review``, ``clients``, ``audit``), render a template. Pages show masked
 values only; opening a record is an audited read under the bulk-access guard.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Annotated
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import Query, Request, Response
 from fastapi.responses import HTMLResponse
-from fastapi.types import DecoratedCallable
 from pydantic import ValidationError
-from sqlmodel import col, select
 from starlette.background import BackgroundTask
 
-from app.admin.web import (
+from app.admin import auth
+from app.admin.auth import SESSION_COOKIE
+from app.admin.pages.web import (
     DB,
     PREFIX,
-    SESSION_COOKIE,
     SIGNIN_COOKIE,
+    STATIC,
     STATUS_LABELS,
-    AdminRoute,
+    VERIFICATION_ID,
     CheckedForm,
     Decider,
     Owner,
     Reader,
-    RuntimeDep,
     SignedIn,
     clear_cookie,
+    open_record,
+    page,
+    pages_router,
     read_form,
     redirect,
     render,
@@ -45,9 +45,9 @@ from app.admin.web import (
     tokens_match,
 )
 from app.db import flush_erased_pages
-from app.deps import AdminContext, client_address
+from app.deps import RuntimeDep, client_address
 from app.errors import ProblemError
-from app.models import Admin, AuditEvent, Client, Status
+from app.models import Client, Status
 from app.schemas.admin import REASON_CODES, ClientIn, ErasureIn, ReasonIn, SignInIn
 from app.schemas.queries import (
     CLIENT_ID_PATTERN,
@@ -56,13 +56,12 @@ from app.schemas.queries import (
     UiSignInQuery,
     UiVerificationQuery,
 )
-from app.services import admins, audit, client_keys, clients, costs, review
+from app.services import audit, client_keys, clients, costs, review
 from app.services.client_keys import Actor
 from app.services.review import Reason
 
-router = APIRouter(prefix=PREFIX, route_class=AdminRoute, include_in_schema=False)
+router = pages_router()
 
-STATIC = Path(__file__).resolve().parent / "static"
 STATIC_TYPES = {"admin.css": "text/css; charset=utf-8", "favicon.svg": "image/svg+xml"}
 
 QUEUE_PAGE = 25
@@ -78,13 +77,6 @@ DONE_MESSAGES = {
     "erase": "Erased: nothing personal is left of that verification.",
 }
 
-_VERIFICATION_ID = re.compile(r"^ver_[0-9a-f]{32}$")
-
-
-def page(path: str, summary: str) -> Callable[[DecoratedCallable], DecoratedCallable]:
-    """A GET page that also answers HEAD."""
-    return router.api_route(path, methods=["GET", "HEAD"], summary=summary)
-
 
 @dataclass(frozen=True)
 class Flash:
@@ -97,40 +89,6 @@ def _flash(done: str | None, vid: str | None) -> Flash | None:
     if message is None:
         return None
     return Flash(message, vid)
-
-
-async def _client_names(db: DB) -> dict[str, str]:
-    rows = (await db.execute(select(Client.id, Client.name))).all()
-    return {cid: name for cid, name in rows}
-
-
-async def _actor_names(db: DB, ids: set[str | None]) -> dict[str, str]:
-    """Usernames of the admins and names of the clients among audit events' actors."""
-    names: dict[str, str] = {}
-    admin_ids = [i for i in ids if i and i.startswith("adm_")]
-    client_ids = [i for i in ids if i and i.startswith("cli_")]
-    if admin_ids:
-        query = select(Admin.id, Admin.username).where(col(Admin.id).in_(admin_ids))
-        names.update({aid: name for aid, name in (await db.execute(query)).all()})
-    if client_ids:
-        query = select(Client.id, Client.name).where(col(Client.id).in_(client_ids))
-        names.update({cid: name for cid, name in (await db.execute(query)).all()})
-    return names
-
-
-async def _audit_list_read(
-    db: DB, ctx: AdminContext, *, view: str, status: str | None, client_id: str | None, rows: int
-) -> None:
-    """A page listing people's (masked) records is itself an audit event, as in the API."""
-    await audit.record(
-        db,
-        action="admin.list_viewed",
-        subject_type="admin",
-        subject_id=ctx.admin.id,
-        actor_type="admin",
-        actor_id=ctx.admin.id,
-        data={"view": view, "status": status, "client_id": client_id, "rows": rows},
-    )
 
 
 # -- sign-in and sign-out ------------------------------------------------------------------------
@@ -152,12 +110,12 @@ def _sign_in_page(
     return response
 
 
-@page("", summary="The admin UI's entry")
+@page(router, "", summary="The admin UI's entry")
 async def entry() -> Response:
     return redirect(f"{PREFIX}/")
 
 
-@page("/sign-in", summary="Sign-in form")
+@page(router, "/sign-in", summary="Sign-in form")
 async def sign_in_form(request: Request, q: Annotated[UiSignInQuery, Query()]) -> Response:
     notice = None
     if q.expired:
@@ -189,15 +147,7 @@ async def sign_in(request: Request, db: DB, runtime: RuntimeDep) -> Response:
             request, status_code=422, error="Enter your username and your password."
         )
     try:
-        signed = await admins.sign_in(
-            db,
-            runtime,
-            username=body.username,
-            password=body.password,
-            totp=body.totp,
-            address=client_address(request),
-            end_other_sessions=body.end_other_sessions,
-        )
+        signed = await auth.sign_in_with(db, runtime, body, client_address(request))
     except ProblemError as exc:
         # Caught here so the page keeps its form; the failure's audit event is still committed.
         if exc.code == "rate_limited":
@@ -224,7 +174,7 @@ async def sign_in(request: Request, db: DB, runtime: RuntimeDep) -> Response:
 
 @router.post("/sign-out", summary="Sign out")
 async def sign_out(request: Request, _: CheckedForm, ctx: SignedIn, db: DB) -> Response:
-    await admins.sign_out(db, ctx.session)
+    await auth.sign_out(db, ctx.session)
     response = redirect(f"{PREFIX}/sign-in?signed_out=1")
     clear_cookie(response, request, SESSION_COOKIE)
     return response
@@ -233,7 +183,7 @@ async def sign_out(request: Request, _: CheckedForm, ctx: SignedIn, db: DB) -> R
 # -- review queue and verifications ---------------------------------------------------------------
 
 
-@page("/", summary="Review queue")
+@page(router, "/", summary="Review queue")
 async def queue(
     request: Request,
     ctx: Reader,
@@ -246,11 +196,11 @@ async def queue(
         db, status=Status.NEEDS_REVIEW, cursor=q.cursor, limit=QUEUE_PAGE
     )
     latest = await review.list_verifications(db, limit=10)
-    await review.shown(
-        db, runtime, ctx.admin.id, [v.id for v in waiting.items + latest.items], what="list"
+    # A page listing people's (masked) records is itself an audit event, as in the API.
+    shown = [v.id for v in waiting.items + latest.items]
+    await review.list_shown(
+        db, runtime, ctx.admin.id, shown, view="queue", status=None, client_id=None
     )
-    rows = len(waiting.items) + len(latest.items)
-    await _audit_list_read(db, ctx, view="queue", status=None, client_id=None, rows=rows)
     return render(
         request,
         "queue.html",
@@ -264,12 +214,12 @@ async def queue(
             else None
         ),
         latest=latest.items,
-        clients=await _client_names(db),
+        clients=await clients.names(db),
         flash=_flash(q.done, q.v),
     )
 
 
-@page("/providers", summary="Provider cost per client per day, and breaker states")
+@page(router, "/providers", summary="Provider cost per client per day, and breaker states")
 async def providers(request: Request, ctx: Reader, db: DB, runtime: RuntimeDep) -> Response:
     daily = await costs.daily(db, runtime.settings, runtime.senders.live.name)
     return render(
@@ -278,11 +228,11 @@ async def providers(request: Request, ctx: Reader, db: DB, runtime: RuntimeDep) 
         section="providers",
         costs=daily,
         breakers=sorted(runtime.verifiers.breaker_states().items()),
-        clients=await _client_names(db),
+        clients=await clients.names(db),
     )
 
 
-@page("/verifications", summary="Verifications, filtered")
+@page(router, "/verifications", summary="Verifications, filtered")
 async def verification_list(
     request: Request,
     ctx: Reader,
@@ -292,14 +242,14 @@ async def verification_list(
 ) -> Response:
     # Parsed by the same rules as the API's filters; the "to" day is inclusive.
     results = await review.list_verifications(db, **q.filters(LIST_PAGE).model_dump())
-    await review.shown(db, runtime, ctx.admin.id, [v.id for v in results.items], what="list")
-    await _audit_list_read(
+    await review.list_shown(
         db,
-        ctx,
+        runtime,
+        ctx.admin.id,
+        [v.id for v in results.items],
         view="verifications",
         status=q.status,
         client_id=q.client_id,
-        rows=len(results.items),
     )
     filters = {
         "status": q.status or "",
@@ -319,17 +269,15 @@ async def verification_list(
         filters=filters,
         filtered=bool(kept),
         next_url=next_url,
-        clients=await _client_names(db),
+        clients=await clients.names(db),
     )
 
 
-@page("/verifications/{verification_id}", summary="A verification's record (audited read)")
+@page(router, "/verifications/{verification_id}", summary="A verification's record (audited read)")
 async def verification_detail(
     request: Request, verification_id: str, ctx: Reader, db: DB, runtime: RuntimeDep
 ) -> Response:
-    if not _VERIFICATION_ID.match(verification_id):
-        raise ProblemError("not_found", "There is no such verification.")
-    detail = await review.open_record(db, runtime, ctx.admin.id, verification_id)
+    detail = await open_record(db, runtime, ctx, verification_id)
     v = detail.verification
     notes = review.review_notes(runtime, v)
     actions = [name for name, (allowed, _) in review.DECISIONS.items() if v.status in allowed]
@@ -339,8 +287,8 @@ async def verification_detail(
         section="verifications",
         v=v,
         checks=detail.checks,
-        timeline=[review.event_out(e) for e in detail.timeline],
-        actors=await _actor_names(
+        timeline=[audit.event_out(e) for e in detail.timeline],
+        actors=await audit.actor_names(
             db, {e.actor_id for e in detail.timeline} | {n["admin_id"] for n in notes}
         ),
         notes=notes,
@@ -368,7 +316,7 @@ def _reason(fields: dict[str, str]) -> Reason:
 async def erase(
     verification_id: str, form: CheckedForm, ctx: Owner, db: DB, runtime: RuntimeDep
 ) -> Response:
-    if not _VERIFICATION_ID.match(verification_id):
+    if not VERIFICATION_ID.match(verification_id):
         raise ProblemError("not_found", "There is no such verification.")
     body = ErasureIn.model_validate(_given(form, "reason_code"))
     await review.erase(db, runtime, ctx.admin.id, verification_id, Reason(body.code))
@@ -387,7 +335,7 @@ async def decide(
     db: DB,
     runtime: RuntimeDep,
 ) -> Response:
-    if action not in review.DECISIONS or not _VERIFICATION_ID.match(verification_id):
+    if action not in review.DECISIONS or not VERIFICATION_ID.match(verification_id):
         raise ProblemError("not_found", "There is no such page.")
     await review.decide(db, runtime, ctx.admin.id, verification_id, action, _reason(form))
     # Back to the queue rather than the record: re-opening it would count as another read.
@@ -423,7 +371,7 @@ async def _clients_page(
     )
 
 
-@page("/clients", summary="API clients and their keys")
+@page(router, "/clients", summary="API clients and their keys")
 async def client_list(request: Request, _: Reader, db: DB) -> Response:
     return await _clients_page(request, db)
 
@@ -481,7 +429,7 @@ async def key_add(
         actor=Actor("admin", ctx.admin.id),
         reason_code=_reason_code(form),
     )
-    client = await db.get(Client, key.client_id)
+    client = (await client_keys.get_client(db, key.client_id)).client
     return await _clients_page(request, db, status_code=201, created=client, api_key=plain)
 
 
@@ -540,7 +488,7 @@ async def key_change(
         actor=actor,
         reason_code=_reason_code(form),
     )
-    client = await db.get(Client, rotated.key.client_id)
+    client = (await client_keys.get_client(db, rotated.key.client_id)).client
     return await _clients_page(
         request,
         db,
@@ -554,7 +502,7 @@ async def key_change(
 # -- audit log ----------------------------------------------------------------------------------
 
 
-@page("/audit", summary="The audit log, newest first")
+@page(router, "/audit", summary="The audit log, newest first")
 async def audit_log(
     request: Request,
     ctx: Reader,
@@ -562,13 +510,9 @@ async def audit_log(
     runtime: RuntimeDep,
     q: Annotated[UiAuditQuery, Query()],
 ) -> Response:
-    f = q.filters(AUDIT_PAGE)
-    events = await review.audit_events(
-        db, after_seq=f.before_seq, action=f.action, subject_id=f.subject_id, limit=f.limit
-    )
-    await review.shown(db, runtime, ctx.admin.id, review.audited_records(events), what="audit")
+    events = await review.read_audit(db, runtime, ctx.admin.id, q.filters(AUDIT_PAGE))
     action, subject_id = q.action or "", q.subject_id or ""
-    known = sorted((await db.execute(select(AuditEvent.action).distinct())).scalars())
+    known = await audit.actions(db)
     kept = {k: val for k, val in {"action": action, "subject_id": subject_id}.items() if val}
     next_url = None
     if len(events) == AUDIT_PAGE and events[-1].seq > 1:
@@ -577,8 +521,8 @@ async def audit_log(
         request,
         "audit.html",
         section="audit",
-        events=[review.event_out(e) for e in events],
-        actors=await _actor_names(db, {e.actor_id for e in events}),
+        events=[audit.event_out(e) for e in events],
+        actors=await audit.actor_names(db, {e.actor_id for e in events}),
         actions=known,
         filters={"action": action, "subject_id": subject_id},
         filtered=bool(kept),
@@ -592,7 +536,7 @@ async def audit_log(
 _STATIC_FILES = {name: (STATIC / name).read_bytes() for name in STATIC_TYPES}
 
 
-@page("/static/{name}", summary="The UI's stylesheet and icon")
+@page(router, "/static/{name}", summary="The UI's stylesheet and icon")
 async def static(name: str) -> Response:
     if name not in _STATIC_FILES:
         raise ProblemError("not_found", "There is no such file.")

@@ -6,13 +6,13 @@ or disable is in force in every process when the answer arrives.
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter
 
-from app.deps import AnyAdmin, RuntimeDep, SessionDep, SuperAdmin
+from app.admin.api.core import AUTH
+from app.admin.auth import AnyAdmin, SuperAdmin
+from app.deps import RuntimeDep, SessionDep
+from app.errors import problems
 from app.models import ApiKey
-from app.routers.verifications import problems
 from app.schemas.client_keys import (
     ApiKeyCreated,
     ApiKeyOut,
@@ -27,17 +27,10 @@ from app.services.client_keys import Actor, ClientWithKeys
 
 router = APIRouter(prefix="/v1/admin/clients", tags=["admin"])
 
-AUTH = problems("unauthorized", "forbidden", "session_expired", "insufficient_role")
-CHANGE = problems(
-    "unauthorized",
-    "forbidden",
-    "session_expired",
-    "insufficient_role",
-    "not_found",
-    "reason_required",
-    "invalid_reason_code",
-    "service_unavailable",
-)
+CHANGE = {
+    **AUTH,
+    **problems("not_found", "reason_required", "invalid_reason_code", "service_unavailable"),
+}
 LAST_KEY_WARNING = "This was the client's last working key: the client can no longer call the API"
 
 
@@ -71,7 +64,7 @@ def admin_actor(admin_id: str) -> Actor:
     summary="API clients with their keys' prefixes, states and last use",
     responses=AUTH,
 )
-async def list_clients(_: AnyAdmin, session: SessionDep) -> Any:
+async def list_clients(_: AnyAdmin, session: SessionDep) -> list[ClientWithKeysOut]:
     return [client_out(c) for c in await client_keys.list_clients(session)]
 
 
@@ -81,7 +74,7 @@ async def list_clients(_: AnyAdmin, session: SessionDep) -> Any:
     summary="One API client with its keys",
     responses=problems("not_found", "unauthorized", "forbidden"),
 )
-async def get_client(client_id: str, _: AnyAdmin, session: SessionDep) -> Any:
+async def get_client(client_id: str, _: AnyAdmin, session: SessionDep) -> ClientWithKeysOut:
     return client_out(await client_keys.get_client(session, client_id))
 
 
@@ -100,7 +93,9 @@ async def _set_disabled(
     summary="Disable a client: every key stops at once, in every process (audited)",
     responses=CHANGE,
 )
-async def disable(client_id: str, body: ReasonCodeIn, ctx: SuperAdmin, session: SessionDep) -> Any:
+async def disable(
+    client_id: str, body: ReasonCodeIn, ctx: SuperAdmin, session: SessionDep
+) -> ClientWithKeysOut:
     return await _set_disabled(session, client_id, True, ctx.admin.id, body.reason_code)
 
 
@@ -110,7 +105,9 @@ async def disable(client_id: str, body: ReasonCodeIn, ctx: SuperAdmin, session: 
     summary="Enable a disabled client again (audited)",
     responses=CHANGE,
 )
-async def enable(client_id: str, body: ReasonCodeIn, ctx: SuperAdmin, session: SessionDep) -> Any:
+async def enable(
+    client_id: str, body: ReasonCodeIn, ctx: SuperAdmin, session: SessionDep
+) -> ClientWithKeysOut:
     return await _set_disabled(session, client_id, False, ctx.admin.id, body.reason_code)
 
 
@@ -123,7 +120,7 @@ async def enable(client_id: str, body: ReasonCodeIn, ctx: SuperAdmin, session: S
 )
 async def add_key(
     client_id: str, body: ReasonCodeIn, ctx: SuperAdmin, session: SessionDep, runtime: RuntimeDep
-) -> Any:
+) -> ApiKeyCreated:
     key, plain = await client_keys.add_key(
         session,
         runtime.master_key,
@@ -142,7 +139,7 @@ async def add_key(
 )
 async def revoke_key(
     client_id: str, key_id: str, body: ReasonCodeIn, ctx: SuperAdmin, session: SessionDep
-) -> Any:
+) -> ApiKeyRevoked:
     revoked = await client_keys.revoke_key(
         session,
         key_id,
@@ -172,7 +169,7 @@ async def rotate_key(
     ctx: SuperAdmin,
     session: SessionDep,
     runtime: RuntimeDep,
-) -> Any:
+) -> ApiKeyRotated:
     overlap = body.overlap_hours
     if overlap is None:
         overlap = runtime.settings.api_key_rotation_overlap_hours

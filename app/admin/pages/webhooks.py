@@ -7,23 +7,31 @@ import re
 from typing import Annotated
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, Query, Request, Response
-from sqlmodel import col, select
+from fastapi import Query, Request, Response
 
-from app.admin.web import DB, PREFIX, AdminRoute, CheckedForm, Owner, Reader, redirect, render
+from app.admin.pages.web import (
+    DB,
+    PREFIX,
+    CheckedForm,
+    Owner,
+    Reader,
+    page,
+    pages_router,
+    redirect,
+    render,
+)
 from app.errors import ProblemError
-from app.models import Client, WebhookEndpoint
 from app.schemas.text import SafeStr
-from app.services import deliveries, webhooks
+from app.services import clients, deliveries, webhooks
 
-router = APIRouter(prefix=PREFIX, route_class=AdminRoute, include_in_schema=False)
+router = pages_router()
 
 _CLIENT_ID = re.compile(r"^cli_[0-9a-f]{32}$")
 _DELIVERY_ID = re.compile(r"^whd_[0-9a-f]{32}$")
 ROWS = 50
 
 
-@router.api_route("/webhooks", methods=["GET", "HEAD"], summary="Webhook endpoints and deliveries")
+@page(router, "/webhooks", summary="Webhook endpoints and deliveries")
 async def webhooks_page(
     request: Request,
     _: Reader,
@@ -32,18 +40,13 @@ async def webhooks_page(
     done: Annotated[SafeStr, Query(max_length=40)] = "",
 ) -> Response:
     client = client_id if _CLIENT_ID.match(client_id) else None
-    query = select(WebhookEndpoint).where(col(WebhookEndpoint.deleted_at).is_(None))
-    if client is not None:
-        query = query.where(col(WebhookEndpoint.client_id) == client)
-    endpoints = list((await db.execute(query.order_by(col(WebhookEndpoint.created_at)))).scalars())
-    names = {cid: name for cid, name in (await db.execute(select(Client.id, Client.name))).all()}
     return render(
         request,
         "webhooks.html",
         section="webhooks",
         client_id=client or "",
-        names=names,
-        endpoints=endpoints,
+        names=await clients.names(db),
+        endpoints=await webhooks.list_for(db, client),
         failed=await deliveries.recent(db, status="failed", client_id=client, limit=ROWS),
         attempts=await webhooks.attempts(db, client_id=client, limit=ROWS),
         redelivered=_DELIVERY_ID.match(done) is not None,
@@ -54,6 +57,6 @@ async def webhooks_page(
 async def redeliver(delivery_id: str, _: CheckedForm, ctx: Owner, db: DB) -> Response:
     if not _DELIVERY_ID.match(delivery_id):
         raise ProblemError("not_found", "There is no such delivery.")
-    delivery = await deliveries.redeliver(db, delivery_id, admin_id=ctx.admin.id)
+    delivery, _event = await deliveries.redeliver(db, delivery_id, admin_id=ctx.admin.id)
     query = urlencode({"client_id": delivery.client_id, "done": delivery.id})
     return redirect(f"{PREFIX}/webhooks?{query}")

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query
-from sqlmodel import col, select
 
-from app.deps import AnyAdmin, SessionDep, SuperAdmin
+from app.admin.api.core import AUTH
+from app.admin.auth import AnyAdmin, SuperAdmin
+from app.deps import SessionDep
+from app.errors import problems
 from app.models import Event, WebhookDelivery, WebhookEndpoint
-from app.routers.admin import AUTH
 from app.routers.events import attempt_out
-from app.routers.verifications import problems
 from app.schemas.events import AdminDeliveryList, AdminDeliveryOut, AdminEndpointOut, AttemptList
 from app.schemas.text import SafeStr
 from app.services import deliveries, webhooks
@@ -56,12 +56,10 @@ def delivery_out(d: WebhookDelivery, event: Event) -> AdminDeliveryOut:
     summary="Webhook endpoints of every client, or of one (no secrets)",
     responses=AUTH,
 )
-async def list_endpoints(_: AnyAdmin, session: SessionDep, client_id: IdQuery = None) -> Any:
-    query = select(WebhookEndpoint).where(col(WebhookEndpoint.deleted_at).is_(None))
-    if client_id is not None:
-        query = query.where(col(WebhookEndpoint.client_id) == client_id)
-    rows = (await session.execute(query.order_by(col(WebhookEndpoint.created_at)))).scalars()
-    return [endpoint_out(e) for e in rows]
+async def list_endpoints(
+    _: AnyAdmin, session: SessionDep, client_id: IdQuery = None
+) -> list[AdminEndpointOut]:
+    return [endpoint_out(e) for e in await webhooks.list_for(session, client_id)]
 
 
 @router.get(
@@ -76,9 +74,9 @@ async def list_deliveries(
     client_id: IdQuery = None,
     status: Literal["pending", "succeeded", "failed"] = "failed",
     limit: Annotated[int, Query(ge=1, le=200)] = 100,
-) -> Any:
+) -> AdminDeliveryList:
     rows = await deliveries.recent(session, status=status, client_id=client_id, limit=limit)
-    return {"data": [delivery_out(d, e) for d, e in rows]}
+    return AdminDeliveryList(data=[delivery_out(d, e) for d, e in rows])
 
 
 @router.get(
@@ -93,11 +91,11 @@ async def list_attempts(
     client_id: IdQuery = None,
     endpoint_id: IdQuery = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 100,
-) -> Any:
+) -> AttemptList:
     rows = await webhooks.attempts(
         session, endpoint_id=endpoint_id, client_id=client_id, limit=limit
     )
-    return {"data": [attempt_out(r) for r in rows]}
+    return AttemptList(data=[attempt_out(r) for r in rows])
 
 
 @router.post(
@@ -107,9 +105,6 @@ async def list_attempts(
     summary="Send a finished delivery again, same event and webhook-id (admins; audited)",
     responses={**AUTH, **problems("not_found", "invalid_transition")},
 )
-async def redeliver(delivery_id: str, ctx: SuperAdmin, session: SessionDep) -> Any:
-    delivery = await deliveries.redeliver(session, delivery_id, admin_id=ctx.admin.id)
-    event = (
-        await session.execute(select(Event).where(col(Event.id) == delivery.event_id))
-    ).scalar_one()
+async def redeliver(delivery_id: str, ctx: SuperAdmin, session: SessionDep) -> AdminDeliveryOut:
+    delivery, event = await deliveries.redeliver(session, delivery_id, admin_id=ctx.admin.id)
     return delivery_out(delivery, event)

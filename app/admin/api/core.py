@@ -1,4 +1,5 @@
-"""Admin API: sign-in, review, decisions, search, audit trail, clients and keys.
+"""Admin API: sign-in, review, decisions, search, audit trail, client creation, signing keys,
+emergency measures.
 
 Every route needs an admin session; integrator keys get 403 and anonymous calls 401.
 Reviewers decide, auditors only read, admins also manage clients and keys.
@@ -10,18 +11,12 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, BackgroundTasks, Query, Request, Response
 
+from app.admin import auth
+from app.admin.auth import AnyAdmin, CurrentAdmin, Reviewer, SuperAdmin
 from app.db import flush_erased_pages
-from app.deps import (
-    AnyAdmin,
-    CurrentAdmin,
-    Reviewer,
-    RuntimeDep,
-    SessionDep,
-    SuperAdmin,
-    client_address,
-)
+from app.deps import RuntimeDep, SessionDep, client_address
+from app.errors import problems
 from app.models import Verification
-from app.routers.verifications import problems
 from app.schemas.admin import (
     AdminCheckOut,
     AdminVerification,
@@ -42,7 +37,7 @@ from app.schemas.admin import (
 from app.schemas.emergency import EmergencyIn, EmergencyOut, MeasureOut
 from app.schemas.queries import AuditFilters, VerificationFilters
 from app.schemas.verification import Masked
-from app.services import admins, audit, clients, costs, emergency, export, keys, review
+from app.services import audit, clients, costs, emergency, export, keys, review
 from app.services.review import Reason
 
 router = APIRouter(prefix="/v1/admin", tags=["admin"])
@@ -73,16 +68,8 @@ def row_out(v: Verification) -> AdminVerification:
 )
 async def sign_in(
     body: SignInIn, request: Request, session: SessionDep, runtime: RuntimeDep
-) -> Any:
-    signed = await admins.sign_in(
-        session,
-        runtime,
-        username=body.username,
-        password=body.password,
-        totp=body.totp,
-        address=client_address(request),
-        end_other_sessions=body.end_other_sessions,
-    )
+) -> SessionOut:
+    signed = await auth.sign_in_with(session, runtime, body, client_address(request))
     return SessionOut(
         token=signed.token,
         csrf_token=signed.csrf_token,
@@ -94,7 +81,7 @@ async def sign_in(
 
 @router.delete("/sessions/current", status_code=204, summary="Sign out", responses=AUTH)
 async def sign_out(ctx: CurrentAdmin, session: SessionDep) -> Response:
-    await admins.sign_out(session, ctx.session)
+    await auth.sign_out(session, ctx.session)
     return Response(status_code=204)
 
 
@@ -104,7 +91,7 @@ async def sign_out(ctx: CurrentAdmin, session: SessionDep) -> Response:
     summary="Verifications by status, provider cost per client per day, breaker states",
     responses=AUTH,
 )
-async def stats(_: AnyAdmin, session: SessionDep, runtime: RuntimeDep) -> Any:
+async def stats(_: AnyAdmin, session: SessionDep, runtime: RuntimeDep) -> Stats:
     daily = await costs.daily(session, runtime.settings, runtime.senders.live.name)
     return Stats(
         by_status=await review.counts_by_status(session),
@@ -124,19 +111,16 @@ async def list_verifications(
     session: SessionDep,
     runtime: RuntimeDep,
     filters: Annotated[VerificationFilters, Query()],
-) -> Any:
+) -> AdminVerificationPage:
     page = await review.list_verifications(session, **filters.model_dump())
-    await review.shown(session, runtime, ctx.admin.id, [v.id for v in page.items], what="list")
-    status, client_id = filters.status, filters.client_id
     # Every admin read of people's (masked) records is itself an audit event.
-    await audit.record(
+    await review.list_shown(
         session,
-        action="admin.list_viewed",
-        subject_type="admin",
-        subject_id=ctx.admin.id,
-        actor_type="admin",
-        actor_id=ctx.admin.id,
-        data={"status": status, "client_id": client_id, "rows": len(page.items)},
+        runtime,
+        ctx.admin.id,
+        [v.id for v in page.items],
+        status=filters.status,
+        client_id=filters.client_id,
     )
     return AdminVerificationPage(
         data=[row_out(v) for v in page.items], next_cursor=page.next_cursor
@@ -151,7 +135,7 @@ async def list_verifications(
 )
 async def verification_detail(
     verification_id: str, ctx: AnyAdmin, session: SessionDep, runtime: RuntimeDep
-) -> Any:
+) -> AdminVerificationDetail:
     detail = await review.open_record(session, runtime, ctx.admin.id, verification_id)
     return AdminVerificationDetail(
         **row_out(detail.verification).model_dump(),
@@ -159,7 +143,7 @@ async def verification_detail(
             AdminCheckOut(type=c.type, status=c.status, reason=c.reason, verifier=c.verifier)
             for c in detail.checks
         ],
-        timeline=[AuditEventOut(**review.event_out(e)) for e in detail.timeline],
+        timeline=[AuditEventOut(**audit.event_out(e)) for e in detail.timeline],
         notes=[ReviewNote(**n) for n in review.review_notes(runtime, detail.verification)],
         client_name=detail.client.name if detail.client else None,
         adult=detail.adult,
@@ -192,7 +176,9 @@ async def verification_export(
         "unauthorized",
     ),
 )
-async def search(body: SearchIn, ctx: Reviewer, session: SessionDep, runtime: RuntimeDep) -> Any:
+async def search(
+    body: SearchIn, ctx: Reviewer, session: SessionDep, runtime: RuntimeDep
+) -> list[AdminVerification]:
     found = await review.search_by_id_number(
         session, runtime, ctx.admin.id, body.id_number, Reason(body.code)
     )
@@ -218,11 +204,11 @@ async def erase(
     session: SessionDep,
     runtime: RuntimeDep,
     background: BackgroundTasks,
-) -> Any:
-    await review.erase(session, runtime, ctx.admin.id, verification_id, Reason(body.code))
+) -> AdminVerification:
+    verification = await review.erase(
+        session, runtime, ctx.admin.id, verification_id, Reason(body.code)
+    )
     background.add_task(flush_erased_pages, runtime.engine)
-    verification = await session.get(Verification, verification_id)
-    assert verification is not None
     return row_out(verification)
 
 
@@ -247,7 +233,7 @@ async def decide(
     session: SessionDep,
     runtime: RuntimeDep,
     background: BackgroundTasks,
-) -> Any:
+) -> AdminVerification:
     verification = await review.decide(
         session, runtime, ctx.admin.id, verification_id, action, Reason(body.code, body.note)
     )
@@ -266,16 +252,9 @@ async def audit_events(
     session: SessionDep,
     runtime: RuntimeDep,
     filters: Annotated[AuditFilters, Query()],
-) -> Any:
-    events = await review.audit_events(
-        session,
-        after_seq=filters.before_seq,
-        action=filters.action,
-        subject_id=filters.subject_id,
-        limit=filters.limit,
-    )
-    await review.shown(session, runtime, ctx.admin.id, review.audited_records(events), what="audit")
-    return [AuditEventOut(**review.event_out(e)) for e in events]
+) -> list[AuditEventOut]:
+    events = await review.read_audit(session, runtime, ctx.admin.id, filters)
+    return [AuditEventOut(**audit.event_out(e)) for e in events]
 
 
 @router.post(
@@ -287,7 +266,7 @@ async def audit_events(
 )
 async def create_client(
     body: ClientIn, ctx: SuperAdmin, session: SessionDep, runtime: RuntimeDep
-) -> Any:
+) -> ClientCreated:
     client, api_key = await clients.create_client(
         session,
         runtime.master_key,
@@ -314,7 +293,7 @@ async def rotate_signing_key(
     summary="Emergency measures in force (suspensions, quarantines)",
     responses=AUTH,
 )
-async def emergency_measures(_: AnyAdmin, session: SessionDep) -> Any:
+async def emergency_measures(_: AnyAdmin, session: SessionDep) -> list[MeasureOut]:
     return [MeasureOut(**emergency.measure_json(m)) for m in await emergency.in_force(session)]
 
 
@@ -346,18 +325,14 @@ async def emergency_action(
     ctx: SuperAdmin,
     session: SessionDep,
     runtime: RuntimeDep,
-) -> Any:
-    outcome = await emergency.act(
+) -> EmergencyOut:
+    outcome = await emergency.act_as_admin(
         session,
+        runtime,
+        ctx.admin.id,
         action=action,
         reason_code=body.reason_code,
         client_id=body.client_id,
         provider=body.provider,
-        known_providers=emergency.known_providers(runtime),
-        settings=runtime.settings,
-        actor_type="admin",
-        actor_id=ctx.admin.id,
     )
-    if action == "revoke-tokens":
-        runtime.keyring.forget_active()
-    return outcome.as_json()
+    return EmergencyOut.model_validate(outcome.as_json())

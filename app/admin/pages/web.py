@@ -1,5 +1,6 @@
-"""Plumbing of the admin UI: templates, the per-request transaction, cookie sessions, CSRF,
-security headers and friendly error pages.
+"""Plumbing of the admin pages: templates, the per-request transaction, cookies, CSRF,
+security headers and friendly error pages. Who is signed in, and with which role, is
+``app.admin.auth``'s (the same as for the JSON API).
 
 Why a route class rather than the app's handlers: the app answers errors with problem+json and
 its middleware is shared with the integrator API. Every ``/admin`` route is built from
@@ -14,41 +15,47 @@ import hmac
 import logging
 import re
 import secrets
-from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import Depends, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.routing import APIRoute
+from fastapi.types import DecoratedCallable
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from app.admin.auth import (
+    DECIDE_ROLES,
+    OWNER_ROLES,
+    READ_ROLES,
+    SESSION_COOKIE,
+    TOKEN_SHAPE,
+    AdminContext,
+    SignInRequired,
+    cookie_admin,
+    require_role,
+)
 from app.db import session_scope
-from app.deps import AdminContext, admin_session_of, client_address
+from app.deps import RuntimeDep
 from app.errors import ERROR_CODES, ProblemError, is_database_outage, is_input_refusal
 from app.hotcache import EpochNotMoved
 from app.middleware import _BodyTooLarge
 from app.models import Status
-from app.runtime import Runtime
-from app.services import emergency
+from app.services import emergency, review
+from app.services.runtime import Runtime
 
 logger = logging.getLogger("app.admin")
 
 PREFIX = "/admin"
-SESSION_COOKIE = "rn_admin_session"
 #: The sign-in form's double-submit token (there is no session yet to hold a synchronizer token).
 SIGNIN_COOKIE = "rn_admin_signin"
-
-#: The same role rules as the JSON admin API (``app/deps.py``).
-READ_ROLES = ("reviewer", "auditor", "admin")
-DECIDE_ROLES = ("reviewer", "admin")
-OWNER_ROLES = ("admin",)
 
 SECURITY_HEADERS: Mapping[str, str] = {
     "Content-Security-Policy": (
@@ -77,9 +84,11 @@ STATUS_LABELS: dict[str, str] = {
     Status.ERASED: "Erased",
 }
 
-_TOKEN_SHAPE = re.compile(r"^[A-Za-z0-9_-]{20,128}$")
+VERIFICATION_ID = re.compile(r"^ver_[0-9a-f]{32}$")
 
-HERE = Path(__file__).resolve().parent
+#: Templates and static files sit beside the pages' package, in ``app/admin``.
+HERE = Path(__file__).resolve().parent.parent
+STATIC = HERE / "static"
 
 
 # -- templates ---------------------------------------------------------------------------------
@@ -185,6 +194,19 @@ def render(
     return HTMLResponse(html, status_code=status_code, headers=dict(headers or {}))
 
 
+def pages_router() -> APIRouter:
+    """A router of admin pages: under ``PREFIX``, built from :class:`AdminRoute`, not in the
+    OpenAPI document."""
+    return APIRouter(prefix=PREFIX, route_class=AdminRoute, include_in_schema=False)
+
+
+def page(
+    router: APIRouter, path: str, summary: str
+) -> Callable[[DecoratedCallable], DecoratedCallable]:
+    """A GET page that also answers HEAD."""
+    return router.api_route(path, methods=["GET", "HEAD"], summary=summary)
+
+
 def redirect(path: str) -> RedirectResponse:
     """303 See Other: after a POST, the browser GETs the next page."""
     return RedirectResponse(path, status_code=303)
@@ -204,15 +226,14 @@ def _secure(request: Request) -> bool:
     return request.url.scheme == "https" or _is_prod(request)
 
 
-def set_session_cookie(response: Response, request: Request, token: str) -> None:
+def _set_cookie(response: Response, request: Request, name: str, value: str) -> None:
     response.set_cookie(
-        SESSION_COOKIE,
-        token,
-        path=PREFIX,
-        httponly=True,
-        secure=_secure(request),
-        samesite="strict",
+        name, value, path=PREFIX, httponly=True, secure=_secure(request), samesite="strict"
     )
+
+
+def set_session_cookie(response: Response, request: Request, token: str) -> None:
+    _set_cookie(response, request, SESSION_COOKIE, token)
 
 
 def clear_cookie(response: Response, request: Request, name: str) -> None:
@@ -224,18 +245,11 @@ def clear_cookie(response: Response, request: Request, name: str) -> None:
 def signin_token(request: Request) -> str:
     """The sign-in form's double-submit token: the cookie's when it is well formed, else new."""
     current = request.cookies.get(SIGNIN_COOKIE, "")
-    return current if _TOKEN_SHAPE.match(current) else secrets.token_urlsafe(32)
+    return current if TOKEN_SHAPE.match(current) else secrets.token_urlsafe(32)
 
 
 def set_signin_cookie(response: Response, request: Request, token: str) -> None:
-    response.set_cookie(
-        SIGNIN_COOKIE,
-        token,
-        path=PREFIX,
-        httponly=True,
-        secure=_secure(request),
-        samesite="strict",
-    )
+    _set_cookie(response, request, SIGNIN_COOKIE, token)
 
 
 def tokens_match(sent: str | None, expected: str | None) -> bool:
@@ -246,14 +260,6 @@ def tokens_match(sent: str | None, expected: str | None) -> bool:
 
 
 # -- the route class: one transaction, HTML errors, security headers ---------------------------
-
-
-class SignInRequired(Exception):
-    """No valid admin session: send the browser to the sign-in page."""
-
-    def __init__(self, *, expired: bool) -> None:
-        super().__init__("sign-in required")
-        self.expired = expired
 
 
 class AdminRoute(APIRoute):
@@ -352,51 +358,31 @@ def get_db(request: Request) -> AsyncSession:
 DB = Annotated[AsyncSession, Depends(get_db)]
 
 
-def get_runtime(request: Request) -> Runtime:
-    runtime: Runtime = request.app.state.runtime
-    return runtime
-
-
-RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
-
-
 async def current_admin(request: Request, db: DB, runtime: RuntimeDep) -> AdminContext:
-    """The admin behind the session cookie (same checks as the API's bearer token)."""
-    token = request.cookies.get(SESSION_COOKIE)
-    if not token:
-        raise SignInRequired(expired=False)
-    if not _TOKEN_SHAPE.match(token):
-        raise SignInRequired(expired=True)
-    try:
-        admin, session = await admin_session_of(db, runtime, token, client_address(request))
-    except ProblemError as exc:
-        if exc.code == "rate_limited":
-            raise
-        raise SignInRequired(expired=True) from None
+    """The admin behind the session cookie (``app.admin.auth``), with what every page shows of
+    them: their name, role and form token, and the emergency measures in force."""
+    ctx = await cookie_admin(db, runtime, request)
     banner = tuple(emergency.describe(m) for m in await emergency.in_force(db))
-    request.state.viewer = Viewer(admin.id, admin.username, admin.role, session.csrf_token, banner)
-    return AdminContext(admin, session)
+    request.state.viewer = Viewer(
+        ctx.admin.id, ctx.admin.username, ctx.admin.role, ctx.session.csrf_token, banner
+    )
+    return ctx
 
 
 SignedIn = Annotated[AdminContext, Depends(current_admin)]
+Reader = Annotated[AdminContext, Depends(require_role(*READ_ROLES, signed_in=current_admin))]
+Decider = Annotated[AdminContext, Depends(require_role(*DECIDE_ROLES, signed_in=current_admin))]
+Owner = Annotated[AdminContext, Depends(require_role(*OWNER_ROLES, signed_in=current_admin))]
 
 
-def require_role(*roles: str) -> Callable[[AdminContext], Awaitable[AdminContext]]:
-    """Let only ``roles`` through (a 403 page otherwise), as ``app.deps.require_role`` does."""
-
-    async def check(ctx: SignedIn) -> AdminContext:
-        if ctx.admin.role not in roles:
-            raise ProblemError(
-                "insufficient_role", f"This needs one of the roles: {', '.join(roles)}."
-            )
-        return ctx
-
-    return check
-
-
-Reader = Annotated[AdminContext, Depends(require_role(*READ_ROLES))]
-Decider = Annotated[AdminContext, Depends(require_role(*DECIDE_ROLES))]
-Owner = Annotated[AdminContext, Depends(require_role(*OWNER_ROLES))]
+async def open_record(
+    db: AsyncSession, runtime: Runtime, ctx: AdminContext, verification_id: str
+) -> review.Detail:
+    """A verification's record for a page (an audited read under the bulk-access guard); a 404
+    page for an id that cannot be one."""
+    if not VERIFICATION_ID.match(verification_id):
+        raise ProblemError("not_found", "There is no such verification.")
+    return await review.open_record(db, runtime, ctx.admin.id, verification_id)
 
 
 async def read_form(request: Request) -> dict[str, str]:
