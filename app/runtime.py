@@ -14,7 +14,15 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.crypto import Argon2Pool, Argon2Profile, Suite
 from app.db import create_engine, create_sessionmaker
-from app.hotcache import API_KEY_STATES, TOKEN_STATES, ApiKeyStates, TokenStates, TtlMap
+from app.hotcache import (
+    API_KEY_STATES,
+    TOKEN_STATES,
+    ApiKeyStates,
+    ClaimsCache,
+    Invalidations,
+    TokenStates,
+    TtlMap,
+)
 from app.identity import BlindIndexer
 from app.ratelimit import RateLimits
 from app.services.audit import AUDIT_KEYS
@@ -43,10 +51,11 @@ class Runtime:
     senders: Senders
     keyring: KeyRing
     token_states: TokenStates
-    #: API key hash -> client columns (epoch-checked); (client id, token) -> verified claims.
-    #: See app.hotcache.
+    #: API key hash -> client columns; (client id, token) -> verified claims. See app.hotcache.
     api_keys: ApiKeyStates
-    token_claims: TtlMap
+    token_claims: ClaimsCache
+    #: This process's subscription to pushed cache invalidations (app.hotcache).
+    invalidations: Invalidations
     #: Published collection-rules versions (immutable once published).
     policies: TtlMap
     #: Webhook deliveries' own client: no proxies from the environment, no redirects.
@@ -70,7 +79,12 @@ class Runtime:
         """The crypto suite new personal-data values are made with (see ``app.crypto``)."""
         return self.settings.crypto_suite
 
+    def start(self) -> None:
+        """Begin what a serving process runs in the background (inside its event loop)."""
+        self.invalidations.start()
+
     async def close(self) -> None:
+        await self.invalidations.stop()
         self.identity_hasher.close()
         self.password_hasher.close()
         await self.http_client.aclose()
@@ -90,8 +104,9 @@ def build_runtime(settings: Settings, *, engine: AsyncEngine | None = None) -> R
     from app.verifiers.registry import build_verifiers
 
     limits = RateLimits(settings)
-    token_states = TokenStates(limits.redis, settings.redis_prefix, settings.token_cache_seconds)
-    api_keys = ApiKeyStates(limits.redis, settings.redis_prefix, settings.api_key_cache_seconds)
+    invalidations = Invalidations(limits.redis, settings.redis_prefix)
+    token_states = TokenStates(invalidations, settings.token_cache_seconds)
+    api_keys = ApiKeyStates(invalidations, settings.api_key_cache_seconds)
     sessions = create_sessionmaker(
         engine,
         info={
@@ -126,7 +141,8 @@ def build_runtime(settings: Settings, *, engine: AsyncEngine | None = None) -> R
         keyring=KeyRing(settings.master_key),
         token_states=token_states,
         api_keys=api_keys,
-        token_claims=TtlMap("token_claims", settings.token_cache_seconds),
+        token_claims=ClaimsCache(enabled=settings.token_cache_seconds > 0),
+        invalidations=invalidations,
         policies=TtlMap("policy", 3600),
         webhook_client=httpx.AsyncClient(
             timeout=httpx.Timeout(settings.webhook_timeout_seconds, connect=5.0),

@@ -10,7 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
-from app.deps import CurrentClient, RuntimeDep, SessionDep
+from app.deps import CurrentClient, LazySessionDep, RuntimeDep, SessionDep
 from app.errors import ProblemError
 from app.routers.idempotency import idempotent
 from app.routers.verifications import problems
@@ -122,7 +122,7 @@ async def issue_token(
     openapi_extra=TOKEN_BODY,
 )
 async def introspect(
-    body: TokenRequest, client: CurrentClient, session: SessionDep, runtime: RuntimeDep
+    body: TokenRequest, client: CurrentClient, session: LazySessionDep, runtime: RuntimeDep
 ) -> Any:
     return await tokens.introspect(session, runtime, client, body.token)
 

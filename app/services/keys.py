@@ -142,6 +142,10 @@ class KeyRing:
         self._active_at = time.monotonic()
         return self._active
 
+    def cached_public_key(self, kid: str) -> Ed25519PublicKey | None:
+        """The public key ``kid`` if this process has read it already (no database)."""
+        return self._public.get(kid)
+
     async def public_key(self, session: AsyncSession, kid: str) -> Ed25519PublicKey | None:
         cached = self._public.get(kid)
         if cached is not None:

@@ -5,6 +5,7 @@ at once."""
 from __future__ import annotations
 
 import secrets
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -171,8 +172,19 @@ async def issue(
     return Issued(token, settings.token_ttl_seconds, jti)
 
 
+#: Where a read-only path gets its session from, only when it needs one (app.db.LazySession).
+SessionSource = Callable[[], Awaitable[AsyncSession]]
+
+
+def _source(session: AsyncSession) -> SessionSource:
+    async def given() -> AsyncSession:
+        return session
+
+    return given
+
+
 async def _decode(
-    session: AsyncSession, runtime: Runtime, client: Client, token: str, *, verify_exp: bool = True
+    session: SessionSource, runtime: Runtime, client: Client, token: str, *, verify_exp: bool = True
 ) -> dict[str, Any] | None:
     if not isinstance(token, str) or len(token) > 4096:
         return None
@@ -183,7 +195,9 @@ async def _decode(
             return None
         typ = str(header.get("typ", "")).lower()
         at_jwt = typ in (ACCESS_TOKEN_TYP, "application/" + ACCESS_TOKEN_TYP)
-        public = await runtime.keyring.public_key(session, kid)
+        public = runtime.keyring.cached_public_key(kid) or await runtime.keyring.public_key(
+            await session(), kid
+        )
         if public is None:
             return None
         claims: dict[str, Any] = jwt.decode(
@@ -204,7 +218,7 @@ async def _decode(
 
 
 async def _claims_for_introspection(
-    session: AsyncSession, runtime: Runtime, client: Client, token: str
+    session: SessionSource, runtime: Runtime, client: Client, token: str
 ) -> dict[str, Any] | None:
     """Verified claims, reusing an earlier verification of the same token for this client
     (``exp``/``nbf`` are checked again each time)."""
@@ -222,16 +236,16 @@ async def _claims_for_introspection(
 
 
 async def _token_state(
-    session: AsyncSession, runtime: Runtime, client: Client, jti: str
+    session: SessionSource, runtime: Runtime, client: Client, jti: str
 ) -> TokenState | None:
     states = runtime.token_states
     key = f"{client.id}:{jti}"
-    epoch = await states.epoch()  # read before the database: see app.hotcache
+    epoch = states.epoch()  # read before the database: see app.hotcache
     cached = states.get(key, epoch)
     if cached is not None:
         return cached
     row = (
-        await session.execute(
+        await (await session()).execute(
             sa_select(
                 col(ServiceToken.verification_id),
                 col(ServiceToken.revoked_at),
@@ -263,10 +277,10 @@ _ANSWERED_CLAIMS = ("client_id", "sub", "aud", "iss", "exp", "iat", "nbf", "jti"
 
 
 async def introspect(
-    session: AsyncSession, runtime: Runtime, client: Client, token: str
+    session: SessionSource, runtime: Runtime, client: Client, token: str
 ) -> dict[str, Any]:
     """RFC 7662: active only if signed by us, for this client, unexpired, unrevoked, and its
-    verification still verified."""
+    verification still verified. ``session`` is asked for only when a cache cannot answer."""
     claims = await _claims_for_introspection(session, runtime, client, token)
     if claims is None:
         return INACTIVE
@@ -284,7 +298,7 @@ async def introspect(
 
 async def revoke(session: AsyncSession, runtime: Runtime, client: Client, token: str) -> None:
     """RFC 7009: revoke the client's own token; unknown or foreign tokens are ignored."""
-    claims = await _decode(session, runtime, client, token, verify_exp=False)
+    claims = await _decode(_source(session), runtime, client, token, verify_exp=False)
     if claims is None:
         return
     result = await session.execute(
