@@ -15,7 +15,7 @@ from app.errors import ProblemError
 from app.routers.idempotency import idempotent
 from app.routers.verifications import problems
 from app.schemas.tokens import Introspection, Jwks, TokenIn, TokenOut
-from app.services import emergency, keys, tokens, verifications
+from app.services import emergency, keys, tokens
 
 router = APIRouter(tags=["tokens"])
 
@@ -103,13 +103,12 @@ async def issue_token(
     await emergency.ensure_issuing(
         session, client.id, runtime.settings.issuance_retry_after_seconds
     )
-    verification = await verifications.get_for_client(session, client, verification_id)
-    issued = await tokens.issue(session, runtime, client, verification)
+    issued = await tokens.issue(session, runtime, client, verification_id)
     return TokenOut(
         access_token=issued.token,
         expires_in=issued.expires_in,
-        verification_id=verification.id,
-        level=verification.level,
+        verification_id=issued.verification_id,
+        level=issued.level,
     )
 
 

@@ -49,6 +49,8 @@ class Issued:
     token: str
     expires_in: int
     jti: str
+    verification_id: str
+    level: str
 
 
 def subject_for(master_key: bytes, client_id: str, identity_id: str) -> str:
@@ -106,11 +108,34 @@ async def _refuse(session: AsyncSession, verification: Verification, detail: str
 
 
 async def issue(
-    session: AsyncSession, runtime: Runtime, client: Client, verification: Verification
+    session: AsyncSession, runtime: Runtime, client: Client, verification_id: str
 ) -> Issued:
-    """Sign a token for ``verification``; 409 verification_not_verified unless it is verified."""
-    # Under the row lock, so a revocation racing this issue is either seen or sees the token.
-    await session.refresh(verification, with_for_update=True)
+    """Sign a token for the client's verification ``verification_id``: 404 not_found for a
+    missing one or another client's, 409 verification_not_verified unless it is verified."""
+    key = await runtime.keyring.signing_key(session)
+    # One statement: the verification under its row lock (so a revocation racing this issue
+    # is either seen or sees the token), its identity, and whether the cached signing key was
+    # withdrawn meanwhile (by a revocation of every token in another process).
+    row = (
+        await session.execute(
+            select(
+                Verification,
+                Identity,
+                select(SigningKey.withdrawn_at)
+                .where(SigningKey.kid == key.kid)
+                .scalar_subquery()
+                .label("key_withdrawn_at"),
+            )
+            .outerjoin(Identity, col(Identity.id) == col(Verification.identity_id))
+            .where(col(Verification.id) == verification_id)
+            .where(col(Verification.client_id) == client.id)
+            .with_for_update(of=Verification)
+            .execution_options(populate_existing=True)
+        )
+    ).first()
+    if row is None:
+        raise ProblemError("not_found", "No such verification")
+    verification, identity, key_withdrawn_at = row
     now = utcnow()
     if verification.status != Status.VERIFIED:
         await _refuse(
@@ -122,13 +147,9 @@ async def issue(
         await _refuse(session, verification, "The verification has lapsed; verify again")
     if await _correction_pending(session, verification):
         await _refuse(session, verification, "A correction of this user's identity is pending")
-    assert verification.identity_id is not None
-    identity = await session.get(Identity, verification.identity_id)
     assert identity is not None
     settings = runtime.settings
-    key = await runtime.keyring.signing_key(session)
-    if await session.scalar(select(SigningKey.withdrawn_at).where(SigningKey.kid == key.kid)):
-        # Withdrawn by a revocation of every token in another process: take the new key.
+    if key_withdrawn_at is not None:
         runtime.keyring.forget_active()
         key = await runtime.keyring.signing_key(session)
     jti = "tok_" + secrets.token_hex(16)
@@ -169,7 +190,7 @@ async def issue(
         actor_id=client.id,
         data={"jti": jti, "kid": key.kid, "level": verification.level},
     )
-    return Issued(token, settings.token_ttl_seconds, jti)
+    return Issued(token, settings.token_ttl_seconds, jti, verification.id, verification.level)
 
 
 #: Where a read-only path gets its session from, only when it needs one (app.db.LazySession).
