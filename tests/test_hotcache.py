@@ -40,7 +40,7 @@ async def test_repeated_introspection_spares_the_database(
     http: httpx.AsyncClient, runtime: Runtime, make_client: Any, worker: Worker
 ) -> None:
     """The second introspection of a token does not verify the signature again; with Redis
-    (shared revocation epochs) it reads nothing from the database at all, without Redis it
+    (pushed invalidation) it reads nothing from the database at all, without Redis it
     reads only the API key and the token's state."""
     _, key = await make_client("test", level="L1")
     v = await verified(http, key, worker)
