@@ -404,6 +404,7 @@ def build_report(
         intro.target = f">= {INTROSPECTION_MIN:.0%}, p99 < {INTROSPECTION_P99_MAX_MS:.0f} ms"
         intro.met = bool(intro.met) and p99_ok
     sdk = results.get("sdk_verification")
+    sdk_ms = sdk.own_cpu_ms if sdk is not None else None
     if sdk is not None:
         rows.append(
             Row(
@@ -411,9 +412,9 @@ def build_report(
                 "1 thread",
                 sdk.summary,
                 sdk.cpu,
-                ratio_text=f"{sdk.summary.mean_ms:.3f} ms each",
+                ratio_text=f"{sdk_ms:.3f} ms CPU each" if sdk_ms is not None else None,
                 target=f"<= {SDK_VERIFY_MAX_MS} ms",
-                met=sdk.summary.mean_ms <= SDK_VERIFY_MAX_MS,
+                met=sdk_ms is not None and sdk_ms <= SDK_VERIFY_MAX_MS,
             )
         )
     rate = f"{a.mixed_rate:g}/s open"
@@ -477,13 +478,13 @@ def build_report(
                     row.ratio >= minimum,
                 )
             )
-    if sdk is not None:
+    if sdk is not None and sdk_ms is not None:
         goals.append(
             Goal(
                 "SDK offline verification",
-                f"<= {SDK_VERIFY_MAX_MS} ms per verification (TokenVerifier, JWKS cached)",
-                f"{sdk.summary.mean_ms:.3f} ms",
-                sdk.summary.mean_ms <= SDK_VERIFY_MAX_MS and sdk.summary.errors == 0,
+                f"<= {SDK_VERIFY_MAX_MS} ms CPU per verification (TokenVerifier, JWKS cached)",
+                f"{sdk_ms:.3f} ms",
+                sdk_ms <= SDK_VERIFY_MAX_MS and sdk.summary.errors == 0,
             )
         )
     if intro is not None and intro.ratio is not None:
