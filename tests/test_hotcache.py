@@ -151,3 +151,32 @@ async def test_revocation_that_cannot_reach_other_processes_answers_503_then_ret
     retry = await http.post("/v1/tokens/revoke", json={"token": token}, headers=auth(key))
     assert retry.status_code == 200
     assert await introspect(http, key, token) == {"active": False}
+
+
+async def test_a_busy_clients_quota_is_counted_from_leases_and_still_holds(
+    runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With Redis, a client allowed 200 requests a minute is counted in leases of 2 (one
+    Redis call per two requests) and still gets exactly 200; without Redis, one by one."""
+    limits = runtime.limits
+    calls: list[int] = []
+    hit = limits.client_limiter.hit
+
+    async def counted(*args: Any, cost: int = 1) -> bool:
+        calls.append(cost)
+        return await hit(*args, cost=cost)
+
+    monkeypatch.setattr(limits.client_limiter, "hit", counted)
+    client_id = f"cli_{uuid.uuid4().hex}"
+
+    answers = [await limits.hit_client(client_id, 200) for _ in range(201)]
+
+    assert answers[:200] == [None] * 200
+    refusal = answers[200]
+    assert refusal is not None
+    assert 1 <= refusal.retry_after <= 60
+    if limits.redis is None:
+        assert calls == [1] * 201
+    else:
+        assert calls[:100] == [2] * 100
+        assert len(calls) <= 102  # then the last lease is refused, and one by one
