@@ -12,8 +12,8 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import jwt
+from sqlalchemy import exists, false, update
 from sqlalchemy import select as sa_select
-from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
@@ -112,20 +112,20 @@ async def issue(
 ) -> Issued:
     """Sign a token for the client's verification ``verification_id``: 404 not_found for a
     missing one or another client's, 409 verification_not_verified unless it is verified."""
-    key = await runtime.keyring.signing_key(session)
+    # Only a key this process holds already: reading (or creating) the active key waits until
+    # the checks have passed, so that a refused request never leaves a key it rolled back.
+    cached = runtime.keyring.cached_active()
+    usable = (
+        exists().where(col(SigningKey.kid) == cached.kid, col(SigningKey.withdrawn_at).is_(None))
+        if cached is not None
+        else false()
+    )
     # One statement: the verification under its row lock (so a revocation racing this issue
-    # is either seen or sees the token), its identity, and whether the cached signing key was
-    # withdrawn meanwhile (by a revocation of every token in another process).
+    # is either seen or sees the token), its identity, and whether the cached signing key is
+    # still there and not withdrawn (by a revocation of every token in another process).
     row = (
         await session.execute(
-            select(
-                Verification,
-                Identity,
-                select(SigningKey.withdrawn_at)
-                .where(SigningKey.kid == key.kid)
-                .scalar_subquery()
-                .label("key_withdrawn_at"),
-            )
+            select(Verification, Identity, usable.label("key_usable"))
             .outerjoin(Identity, col(Identity.id) == col(Verification.identity_id))
             .where(col(Verification.id) == verification_id)
             .where(col(Verification.client_id) == client.id)
@@ -135,7 +135,7 @@ async def issue(
     ).first()
     if row is None:
         raise ProblemError("not_found", "No such verification")
-    verification, identity, key_withdrawn_at = row
+    verification, identity, key_usable = row
     now = utcnow()
     if verification.status != Status.VERIFIED:
         await _refuse(
@@ -149,9 +149,11 @@ async def issue(
         await _refuse(session, verification, "A correction of this user's identity is pending")
     assert identity is not None
     settings = runtime.settings
-    if key_withdrawn_at is not None:
+    if cached is None or not key_usable:
         runtime.keyring.forget_active()
         key = await runtime.keyring.signing_key(session)
+    else:
+        key = cached
     jti = "tok_" + secrets.token_hex(16)
     expires_at = now + timedelta(seconds=settings.token_ttl_seconds)
     claims = {
