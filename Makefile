@@ -22,10 +22,11 @@ install: $(BIN)/realname ## create .venv and install the service with its dev to
 run: install ## start the service on SQLite in sandbox mode (http://127.0.0.1:8000; PORT=8001 for another port)
 	REALNAME_PUBLIC_URL=$${REALNAME_PUBLIC_URL:-http://$(HOST):$(PORT)} $(BIN)/realname serve --host $(HOST) --port $(PORT)
 
-lint: install ## ruff and mypy
+lint: install ## ruff, mypy and the import directions (lint-imports; contracts in pyproject.toml)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy app realname_sdk
+	$(BIN)/lint-imports --no-logo
 
 test-prerequisites: ## check that Chromium, PostgreSQL and Redis are there for the test suite
 	@$(PYTHON) tests/prerequisites.py

@@ -387,14 +387,14 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
 
     async def _main() -> None:
         runtime = build_runtime(settings)
-        runtime.worker = Worker(runtime)
+        runtime.worker = worker = Worker(runtime)
         try:
             if args.once:
-                handled = await runtime.worker.run_until_idle(max_wait=0)
+                handled = await worker.run_until_idle(max_wait=0)
                 print(json.dumps({"handled": handled}))
             else:
                 logger.info("worker started")
-                await runtime.worker.run_forever()
+                await worker.run_forever()
         finally:
             await runtime.close()
 

@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
+from app.errors import ProblemError
 from app.hotcache import run_after_commit
 from app.settings import Settings
 
@@ -105,8 +106,6 @@ def create_sessionmaker(
 async def session_scope(factory: async_sessionmaker[AsyncSession]) -> AsyncIterator[AsyncSession]:
     """One transaction: commit when the block succeeds, roll back when it raises (except a
     :class:`~app.errors.ProblemError` raised with ``commit=True``)."""
-    from app.errors import ProblemError
-
     async with factory() as session:
         try:
             yield session

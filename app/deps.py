@@ -25,8 +25,8 @@ from app.db import LazySession
 from app.errors import ProblemError
 from app.models import Admin, AdminSession, Client
 from app.ratelimit import raise_refusal
-from app.runtime import Runtime
 from app.services import admins, clients
+from app.services.runtime import Runtime
 
 
 async def get_runtime(request: Request) -> Runtime:  # async: no thread-pool hop per request

@@ -13,7 +13,10 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from app.hotcache import EpochNotMoved
 
 logger = logging.getLogger(__name__)
 
@@ -82,6 +85,14 @@ ERROR_CODES: dict[str, tuple[int, str]] = {
     "service_unavailable": (503, "The service is temporarily unavailable"),
     "internal_error": (500, "Internal error"),
 }
+
+
+class StaleState(Exception):
+    """The verification was no longer in an expected state: someone else moved it first.
+
+    Raised by ``app.services.lifecycle`` (which re-exports it); answered here as
+    ``invalid_transition``, so it lives in the kit beside the handler that renders it.
+    """
 
 
 class ProblemError(Exception):
@@ -193,18 +204,12 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
         return validation_problem(exc)
 
-    from sqlalchemy.exc import DBAPIError
-
-    from app.services.lifecycle import StaleState
-
     @app.exception_handler(StaleState)
     async def _stale(_: Request, exc: StaleState) -> JSONResponse:
         # Another request moved the verification first; the client can read it and retry.
         return problem_response(
             "invalid_transition", "The verification changed meanwhile; reload it"
         )
-
-    from app.hotcache import EpochNotMoved
 
     @app.exception_handler(EpochNotMoved)
     async def _epoch(_: Request, exc: EpochNotMoved) -> JSONResponse:

@@ -49,8 +49,8 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         rt.start()
         worker_task = None
         if owned and rt.settings.run_worker:
-            rt.worker = Worker(rt)
-            worker_task = asyncio.create_task(rt.worker.run_forever(), name="outbox-worker")
+            rt.worker = worker = Worker(rt)
+            worker_task = asyncio.create_task(worker.run_forever(), name="outbox-worker")
         try:
             yield
         finally:

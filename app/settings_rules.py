@@ -34,8 +34,6 @@ from urllib.parse import urlsplit
 if TYPE_CHECKING:
     from pydantic import SecretStr
 
-    from app.settings import Settings
-
 #: Values that are not secrets, whatever their length.
 PLACEHOLDER_SECRETS = frozenset({"", "changeme", "change-me", "secret", "placeholder", "dev"})
 
@@ -173,7 +171,7 @@ def proxy_problem(value: str) -> str | None:
     return None
 
 
-def _trusts_everyone(value: str) -> bool:
+def trusts_everyone(value: str) -> bool:
     for item in split_list(value):
         if item == "*":
             return True
@@ -181,109 +179,6 @@ def _trusts_everyone(value: str) -> bool:
         if network.prefixlen == 0:
             return True
     return False
-
-
-def production_problems(settings: Settings) -> list[str]:
-    """Every rule ``settings`` break for ``REALNAME_ENV=prod``, one line each."""
-    problems: list[str] = []
-
-    def add(problem: str | None) -> None:
-        if problem is not None:
-            problems.append(problem)
-
-    add(key_problem("REALNAME_SECRET_KEY", settings.secret_key.get_secret_value()))
-    add(versioned_keys_problem("REALNAME_BLIND_INDEX_KEYS", settings.blind_index_keys))
-    # Optional (derived from the secret key when unset), but never weak when set.
-    for variable, value in (
-        ("REALNAME_AUDIT_KEYS", settings.audit_keys),
-        ("REALNAME_AUDIT_SIGNING_KEYS", settings.audit_signing_keys),
-    ):
-        if value.get_secret_value():
-            add(versioned_keys_problem(variable, value))
-
-    allow = split_list(settings.internal_url_allowlist)
-    for entry in allow:
-        add(
-            None
-            if urlsplit(entry).scheme in ("http", "https") and urlsplit(entry).hostname
-            else "REALNAME_INTERNAL_URL_ALLOWLIST must list origins such as http://host:port"
-        )
-
-    if settings.live_sender == "console":
-        problems.append("REALNAME_LIVE_SENDER=console is for development only")
-    if settings.live_sender == "http_gateway":
-        if not settings.sms_gateway_url:
-            problems.append("REALNAME_SMS_GATEWAY_URL is required by REALNAME_LIVE_SENDER")
-        else:
-            add(url_problem("REALNAME_SMS_GATEWAY_URL", settings.sms_gateway_url, allow))
-        secret = settings.sms_gateway_secret
-        if secret is None:
-            problems.append("REALNAME_SMS_GATEWAY_SECRET is required by REALNAME_LIVE_SENDER")
-        else:
-            add(secret_problem("REALNAME_SMS_GATEWAY_SECRET", secret.get_secret_value()))
-
-    live_verifiers = {
-        name
-        for chain in settings.live_verifiers.values()
-        for name in ([chain] if isinstance(chain, str) else chain)
-    }
-    if any(name.startswith("http_") for name in live_verifiers):
-        if "registry_url" not in settings.model_fields_set:
-            problems.append(
-                "REALNAME_REGISTRY_URL must be set explicitly for the http_* verifiers "
-                "(the default is the mock registry, which matches everyone)"
-            )
-        else:
-            add(url_problem("REALNAME_REGISTRY_URL", settings.registry_url, allow))
-    if settings.registry_token is not None:
-        add(secret_problem("REALNAME_REGISTRY_TOKEN", settings.registry_token.get_secret_value()))
-    if settings.operator_webhook_url:
-        add(url_problem("REALNAME_OPERATOR_WEBHOOK_URL", settings.operator_webhook_url, allow))
-        if settings.operator_webhook_secret is None:
-            problems.append(
-                "REALNAME_OPERATOR_WEBHOOK_SECRET is required by REALNAME_OPERATOR_WEBHOOK_URL"
-            )
-    if settings.operator_webhook_secret is not None:
-        add(
-            secret_problem(
-                "REALNAME_OPERATOR_WEBHOOK_SECRET",
-                settings.operator_webhook_secret.get_secret_value(),
-            )
-        )
-    if settings.live_network_identity and settings.network_identity_gateway_url:
-        add(
-            url_problem(
-                "REALNAME_NETWORK_IDENTITY_GATEWAY_URL",
-                settings.network_identity_gateway_url,
-                allow,
-            )
-        )
-    if settings.network_identity_gateway_token is not None:
-        add(
-            secret_problem(
-                "REALNAME_NETWORK_IDENTITY_GATEWAY_TOKEN",
-                settings.network_identity_gateway_token.get_secret_value(),
-            )
-        )
-
-    if settings.is_sqlite and not settings.allow_sqlite_in_prod:
-        problems.append(
-            "REALNAME_DATABASE_URL must be PostgreSQL in prod "
-            "(SQLite only with REALNAME_ALLOW_SQLITE_IN_PROD=true)"
-        )
-    if settings.metrics_token is None:
-        problems.append("REALNAME_METRICS_TOKEN is required in prod (/metrics needs a token)")
-    else:
-        add(secret_problem("REALNAME_METRICS_TOKEN", settings.metrics_token.get_secret_value()))
-
-    if proxy_problem(settings.trusted_proxies) is None and _trusts_everyone(
-        settings.trusted_proxies
-    ):
-        problems.append(
-            "REALNAME_TRUSTED_PROXIES must list your proxies' addresses, not everyone "
-            "(*, 0.0.0.0/0 or ::/0)"
-        )
-    return problems
 
 
 def versioned_keys_problem(variable: str, secret: SecretStr) -> str | None:

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
-from sqlalchemy import update
+from sqlalchemy import or_, update
 from sqlmodel import col, select
 
 from app import faults, metrics
@@ -31,7 +31,6 @@ from app.crypto import as_suite
 from app.db import session_scope
 from app.models import Check, Client, OutboxJob, SmsCode, Status, Verification
 from app.models._types import utcnow
-from app.runtime import Runtime
 from app.senders.base import DELIVERY_UNKNOWN, OutgoingSms, SendResult
 from app.services import (
     audit,
@@ -45,6 +44,7 @@ from app.services import (
     operator_notices,
 )
 from app.services.events import WEBHOOK_JOB
+from app.services.runtime import Runtime
 
 logger = logging.getLogger(__name__)
 
@@ -88,21 +88,27 @@ class Worker:
         """Wake the loop now (called after a commit that queued a job)."""
         self._wake.set()
 
-    async def claim(self, *, webhooks: bool = False) -> OutboxJob | None:
-        """Claim one due job: a webhook delivery to an endpoint with a free lane if
-        ``webhooks``, else any other job."""
+    async def claim(self, *, jobs: bool = True, webhooks: bool = False) -> OutboxJob | None:
+        """Claim one due job: any job but a webhook delivery if ``jobs``, a webhook delivery to
+        an endpoint with a free lane if ``webhooks``; with both, whichever is due first. One
+        statement either way."""
         now = utcnow()
+        kinds = []
+        if jobs:
+            kinds.append(col(OutboxJob.kind) != WEBHOOK_JOB)
+        if webhooks:
+            delivery = col(OutboxJob.kind) == WEBHOOK_JOB
+            if busy := self._busy_lanes():
+                delivery = delivery & col(OutboxJob.lane).not_in(busy)
+            kinds.append(delivery)
+        if not kinds:
+            return None
         due = (
             (col(OutboxJob.done_at).is_(None))
             & (col(OutboxJob.run_after) <= now)
             & (col(OutboxJob.locked_until).is_(None) | (col(OutboxJob.locked_until) < now))
+            & or_(*kinds)
         )
-        if webhooks:
-            due = due & (col(OutboxJob.kind) == WEBHOOK_JOB)
-            if busy := self._busy_lanes():
-                due = due & col(OutboxJob.lane).not_in(busy)
-        else:
-            due = due & (col(OutboxJob.kind) != WEBHOOK_JOB)
         candidate = (
             select(OutboxJob.id)
             .where(due)
@@ -133,7 +139,7 @@ class Worker:
 
     async def run_one(self) -> bool:
         """Claim and do one due job; False when none is due."""
-        job = await self.claim() or await self.claim(webhooks=True)
+        job = await self.claim(webhooks=True)
         if job is None:
             return False
         await self._handle(job)
@@ -145,36 +151,33 @@ class Worker:
             return await lifecycle.expire_due(session)
 
     async def _claim_into(self, slots: _Slots, running: set[asyncio.Task[None]]) -> int:
-        """Start due jobs while there are free slots; return how many were started."""
+        """Start due jobs while there are free slots; return how many were started.
+
+        Checks and codes and webhook deliveries have slots of their own, but one claim serves
+        both while both have room, so an idle look costs one transaction, not one per kind."""
         if time.monotonic() - self._swept_at > SWEEP_SECONDS:
             self._swept_at = time.monotonic()
             await self.sweep()
         self._backlog = False
-        started = await self._claim_lane(slots.jobs, running, webhooks=False)
-        return started + await self._claim_lane(slots.webhooks, running, webhooks=True)
-
-    async def _claim_lane(
-        self, slots: asyncio.Semaphore, running: set[asyncio.Task[None]], *, webhooks: bool
-    ) -> int:
         started = 0
-        while not slots.locked():
-            await slots.acquire()
-            try:
-                job = await self.claim(webhooks=webhooks)
-            except BaseException:
-                slots.release()
-                raise
-            if job is None:
-                slots.release()
+        while True:
+            jobs, webhooks = not slots.jobs.locked(), not slots.webhooks.locked()
+            if not (jobs or webhooks):
+                self._backlog = True  # every slot taken: due jobs may be waiting for one
                 return started
+            job = await self.claim(jobs=jobs, webhooks=webhooks)
+            if job is None:
+                if not (jobs and webhooks):
+                    self._backlog = True  # the full kind's jobs may be waiting for a slot
+                return started
+            lane_slots = slots.webhooks if job.kind == WEBHOOK_JOB else slots.jobs
+            await lane_slots.acquire()  # free: checked above, and nothing else takes slots
             if job.lane is not None:
                 self._lanes[job.lane] += 1
-            task = asyncio.create_task(self._handle_in_slot(job, slots))
+            task = asyncio.create_task(self._handle_in_slot(job, lane_slots))
             running.add(task)
             task.add_done_callback(running.discard)
             started += 1
-        self._backlog = True  # every slot taken: due jobs may be waiting for one
-        return started
 
     async def _handle_in_slot(self, job: OutboxJob, slots: asyncio.Semaphore) -> None:
         queued = True

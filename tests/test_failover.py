@@ -13,10 +13,10 @@ import pytest
 from sqlalchemy import text
 
 from app.metrics import REGISTRY
+from app.providers.breaker import CircuitBreaker
 from app.runtime import Runtime
 from app.settings import Settings, SettingsError
 from app.verifiers.aliyun_cloudauth import AliyunId2MetaVerifier
-from app.verifiers.breaker import CircuitBreaker
 from app.verifiers.http_registry import HttpIdRegistryVerifier
 from app.verifiers.registry import build_verifiers
 from app.worker import Worker

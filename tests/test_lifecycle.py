@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from datetime import timedelta
 from typing import Any
 
@@ -11,7 +12,9 @@ import pytest
 from sqlalchemy import text, update
 from sqlmodel import col
 
-from app.models import OutboxJob, SandboxMessage, SmsCode
+from app.crypto import seal
+from app.identity.subject import SUBJECT_SEAL
+from app.models import OutboxJob, SandboxMessage, SmsCode, Verification
 from app.models._types import utcnow
 from app.runtime import Runtime
 from app.worker import Worker
@@ -456,3 +459,28 @@ async def test_the_worker_expires_abandoned_verifications(
         "/v1/verifications", json={**GOOD, "external_user_id": "other"}, headers=auth(l2_key)
     )
     assert other.status_code == 201, other.text
+
+
+async def test_a_subject_sealed_in_the_version_1_format_still_runs(
+    http: httpx.AsyncClient, l2_key: str, worker: Worker, runtime: Runtime
+) -> None:
+    """A verification whose subject was sealed before the format was versioned (a positional
+    list) still runs its checks and gets its code to the phone."""
+    r = await http.post("/v1/verifications", json=GOOD, headers=auth(l2_key))
+    vid = r.json()["id"]
+    v1 = json.dumps(["张三", "11010519491231002X", "+8613800138000"], ensure_ascii=False)
+    async with runtime.sessions() as session, session.begin():
+        await session.execute(
+            update(Verification)
+            .where(col(Verification.id) == vid)
+            .values(
+                sealed_subject=seal(runtime.master_key, SUBJECT_SEAL, v1.encode(), vid.encode())
+            )
+        )
+    await worker.run_until_idle()
+    messages = await http.get(
+        "/v1/sandbox/messages", params={"verification_id": vid}, headers=auth(l2_key)
+    )
+    assert [m["to"] for m in messages.json()["data"]] == ["138****8000"]
+    r = await submit(http, l2_key, vid, await inbox_code(http, l2_key, vid))
+    assert r.json()["status"] == "verified"

@@ -14,9 +14,9 @@ import jwt
 import pytest
 from sqlalchemy import text
 
+from app.providers.breaker import CircuitBreaker
 from app.runtime import Runtime
 from app.verifiers.base import CheckOutcome
-from app.verifiers.breaker import CircuitBreaker
 from app.verifiers.network_identity import (
     HttpNetworkIdentityVerifier,
     NetworkCredential,

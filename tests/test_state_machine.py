@@ -1,6 +1,10 @@
-"""A stateful property test of the integrator API: hypothesis drives random sequences of
-create / run worker / right code / wrong code / resend / token / introspect / erase against
-the app in process, and checks the lifecycle against a model after every step.
+"""The lifecycle's table of allowed moves against the implementation, and a stateful property
+test of the integrator API.
+
+``transition`` makes every move of ``lifecycle.MOVES`` and refuses every other one. Then
+hypothesis drives random sequences of create / run worker / right code / wrong code / resend /
+token / introspect / erase against the app in process, and checks the lifecycle against a model
+and the table after every step.
 
 Invariants: statuses move only along allowed transitions (and as the model predicts); a token
 is issued iff the verification is verified at that moment; an issued token introspects active
@@ -14,13 +18,16 @@ synchronous), with a runtime built on that loop over the suite's database.
 from __future__ import annotations
 
 import asyncio
+import itertools
+import json
 import uuid
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypeVar
 
 import httpx
-from hypothesis import HealthCheck, Phase, settings
+import pytest
+from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     Bundle,
@@ -30,28 +37,26 @@ from hypothesis.stateful import (
     rule,
     run_state_machine_as_test,
 )
+from sqlmodel import col, select
 
 from app.db import session_scope
 from app.main import create_app
+from app.models import AuditEvent, Status, Verification
+from app.models._types import utcnow
 from app.runtime import Runtime, build_runtime
-from app.services import audit, clients
+from app.services import audit, clients, lifecycle
+from app.services.lifecycle import MOVES, IllegalMove, StaleState, check_moves, transition
 from app.settings import Settings
 from app.worker import Worker
 from tests.support import new_person
 
 T = TypeVar("T")
 
-#: Every status change the lifecycle allows (DESIGN.md); staying put is always allowed.
+#: Every status change the lifecycle allows: the code's own table (``lifecycle.MOVES``, which
+#: ``transition`` enforces; ``tests/test_lifecycle_table.py`` checks that it does). Staying put
+#: is always allowed.
 ALLOWED: dict[str, frozenset[str]] = {
-    "pending": frozenset({"awaiting_code", "verified", "rejected", "needs_review", "erased"}),
-    "awaiting_code": frozenset({"verified", "locked", "expired", "erased"}),
-    "needs_review": frozenset({"verified", "rejected", "erased"}),
-    "verified": frozenset({"revoked", "erased"}),
-    "rejected": frozenset({"erased"}),
-    "locked": frozenset({"erased"}),
-    "expired": frozenset({"erased"}),
-    "revoked": frozenset({"erased"}),
-    "erased": frozenset(),
+    source.value: frozenset(to.value for to in targets) for source, targets in MOVES.items()
 }
 #: Real names: an ordinary one and the mock registry's magic names.
 NAMES = {"normal": "张三", "mismatch": "不一致", "down": "服务异常", "quota": "超出限额"}
@@ -66,6 +71,7 @@ AFTER_CHECKS = {
 #: Kinds of person created: mostly ordinary ones, which get furthest.
 KINDS = ["normal", "normal", "normal", "mismatch", "down", "quota"]
 LEVELS = ["L1", "L2", "L2"]
+POLICY = "2026-01"  # the shipped collection rules, kept across tests
 MAX_ATTEMPTS = 5
 
 SETTINGS = settings(
@@ -359,3 +365,100 @@ def test_verification_lifecycle_holds_its_invariants(runtime: Runtime) -> None:
         run_state_machine_as_test(VerificationLifecycle, settings=SETTINGS)
     finally:
         harness.close()
+
+
+# -- the table against the implementation ------------------------------------------------------
+
+
+def test_the_table_has_a_row_for_every_status() -> None:
+    """Every status has its row; nothing moves to ``pending`` and nothing leaves ``erased``."""
+    assert set(MOVES) == set(Status)
+    assert all(Status.PENDING not in targets for targets in MOVES.values())
+    assert MOVES[Status.ERASED] == frozenset()
+    assert all(Status.ERASED in MOVES[s] for s in Status if s != Status.ERASED)
+
+
+@given(st.frozensets(st.sampled_from(Status)), st.sampled_from(Status))
+def test_a_move_is_accepted_exactly_when_the_table_has_it(
+    expect: frozenset[Status], to: Status
+) -> None:
+    """Every (expected, to) pair is checked against the table; one outside it is refused."""
+    allowed = bool(expect) and all(to in MOVES[s] for s in expect)
+    if allowed:
+        assert check_moves(expect, to) == expect
+    else:
+        with pytest.raises(IllegalMove):
+            check_moves(expect, to)
+
+
+def test_the_default_expectation_is_every_source_of_the_target() -> None:
+    """Without ``expect``, a move to ``to`` is expected from each status the table allows."""
+    for to in Status:
+        assert lifecycle.sources_of(to) == {s for s in Status if to in MOVES[s]}
+
+
+async def _new(runtime: Runtime, client_id: str, status: Status, user: str) -> str:
+    async with session_scope(runtime.sessions) as session:
+        verification = Verification(
+            client_id=client_id,
+            external_user_id=user,
+            status=status,
+            level="L1",
+            policy_version=POLICY,
+            consent_at=utcnow(),
+        )
+        session.add(verification)
+    return verification.id
+
+
+async def test_transition_makes_every_move_of_the_table_and_no_other(
+    runtime: Runtime, make_client: Callable[..., Any]
+) -> None:
+    """For every pair of statuses, ``transition`` moves (with its audit event) when the table
+    has the move, and raises IllegalMove, leaving the verification as it was, when not."""
+    client_id, _ = await make_client("test", level="L1")
+    for n, (source, to) in enumerate(itertools.product(Status, Status)):
+        vid = await _new(runtime, client_id, source, f"user_{n}")
+        if to in MOVES[source]:
+            async with session_scope(runtime.sessions) as session:
+                row = await session.get(Verification, vid)
+                assert row is not None
+                event = await transition(session, row, to, expect=[source], reason="test")
+            assert (event.action, json.loads(event.data)["from"]) == (f"verification.{to}", source)
+        else:
+            async with session_scope(runtime.sessions) as session:
+                row = await session.get(Verification, vid)
+                assert row is not None
+                with pytest.raises(IllegalMove):
+                    await transition(session, row, to, expect=[source])
+        async with session_scope(runtime.sessions) as session:
+            row = await session.get(Verification, vid)
+            assert row is not None
+            assert row.status == (to if to in MOVES[source] else source), (source, to)
+
+
+async def test_without_expect_any_source_of_the_target_moves(
+    runtime: Runtime, make_client: Callable[..., Any]
+) -> None:
+    """The default ``expect`` takes a verification from any status allowed to reach ``to``; a
+    verification in another status is stale (someone moved it first), not illegal."""
+    client_id, _ = await make_client("test", level="L1")
+    moved = await _new(runtime, client_id, Status.NEEDS_REVIEW, "user_a")
+    stuck = await _new(runtime, client_id, Status.REJECTED, "user_b")
+    async with session_scope(runtime.sessions) as session:
+        row = await session.get(Verification, moved)
+        assert row is not None
+        await transition(session, row, Status.REVOKED)
+        assert row.status == Status.REVOKED
+    async with session_scope(runtime.sessions) as session:
+        row = await session.get(Verification, stuck)
+        assert row is not None
+        with pytest.raises(StaleState):
+            await transition(session, row, Status.REVOKED)
+    async with session_scope(runtime.sessions) as session:
+        actions = (
+            await session.execute(
+                select(AuditEvent.action).where(col(AuditEvent.subject_id).in_([moved, stuck]))
+            )
+        ).scalars()
+        assert list(actions) == ["verification.revoked"]

@@ -35,8 +35,8 @@ from app.errors import ERROR_CODES, ProblemError, is_database_outage, is_input_r
 from app.hotcache import EpochNotMoved
 from app.middleware import _BodyTooLarge
 from app.models import Status
-from app.runtime import Runtime
 from app.services import emergency
+from app.services.runtime import Runtime
 
 logger = logging.getLogger("app.admin")
 

@@ -11,12 +11,14 @@ from app.identity.id_number import IdNumber, parse_id_number
 from app.identity.masking import mask_id_number, mask_name, mask_phone
 from app.identity.name import parse_name
 from app.identity.phone import parse_phone
+from app.identity.subject import Subject
 
 __all__ = [
     "BlindIndex",
     "BlindIndexer",
     "IdNumber",
     "InvalidField",
+    "Subject",
     "check_external_user_id",
     "hash_identity_input",
     "mask_id_number",

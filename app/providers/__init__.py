@@ -186,13 +186,15 @@ def json_object(response: httpx.Response) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """Bounded retries of :class:`ProviderTransportError`, with exponential back-off and jitter.
+    """Bounded retries with exponential back-off and jitter: the one back-off of every adapter
+    that calls out (cloud verifiers, the HTTP registry and gateway verifiers).
 
     Attributes:
         max_attempts: Calls in all, the first included (at least 1).
         backoff_base: Seconds; the delay before retry *n* is drawn from
             ``[b * 2**(n-1) / 2, b * 2**(n-1)]``, capped at 10 s.
         sleep: Awaited for each delay; tests inject a fake.
+        retry_on: The exceptions that are retried; :class:`ProviderTransportError` by default.
 
     Note that a request that timed out may still have been processed (and billed) by the
     provider: neither provider offers request de-duplication for these APIs.
@@ -201,6 +203,7 @@ class RetryPolicy:
     max_attempts: int = 3
     backoff_base: float = 0.2
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+    retry_on: tuple[type[Exception], ...] = (ProviderTransportError,)
 
     def __post_init__(self) -> None:
         if self.max_attempts < 1:
@@ -209,10 +212,11 @@ class RetryPolicy:
             raise ValueError("backoff_base must not be negative")
 
     async def run(self, attempt: Callable[[], Awaitable[T]]) -> T:
-        """Await ``attempt()`` until it returns, retrying transport errors.
+        """Await ``attempt()`` until it returns, retrying the errors of ``retry_on``.
 
         Raises:
-            ProviderTransportError: every attempt failed; the last error is raised.
+            ProviderTransportError: every attempt failed; the last error is raised (or whichever
+                ``retry_on`` names).
             Exception: anything else ``attempt`` raises, at once.
         """
         for number in range(1, self.max_attempts + 1):
@@ -220,7 +224,7 @@ class RetryPolicy:
                 await self.sleep(self.backoff(number - 1))
             try:
                 return await attempt()
-            except ProviderTransportError:
+            except self.retry_on:
                 if number == self.max_attempts:
                     raise
         raise AssertionError("unreachable")  # pragma: no cover

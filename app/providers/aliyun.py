@@ -40,6 +40,14 @@ either place. With STS credentials the caller passes ``security_token``; it is s
 4xx/5xx and a JSON body holding ``Code``; the parsed body is returned whatever the status, for the
 caller to map. A URL with parameters is never logged here: ``httpx``'s request log stays at
 ``WARNING`` (``app.logging``) and :func:`app.providers.post` never chains ``httpx`` errors.
+
+Adapters (:class:`AliyunAdapter`)
+---------------------------------
+The base of the cloudauth verifiers and the SMS sender: the credentials (from
+``REALNAME_ALIYUN_ACCESS_KEY_ID``, ``REALNAME_ALIYUN_ACCESS_KEY_SECRET`` and the optional
+``REALNAME_ALIYUN_SECURITY_TOKEN``, see :func:`credentials_from_env`), the shared adapter
+options (:class:`app.providers.base.ProviderAdapter`) and one signed call with retries
+(:meth:`AliyunAdapter.signed_call`).
 """
 
 from __future__ import annotations
@@ -49,28 +57,40 @@ import hmac
 import json
 import secrets
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, TypedDict, Unpack
 from urllib.parse import quote
 
 import httpx
 
 from app.providers import DEFAULT_TIMEOUT, json_object, post
+from app.providers.base import AdapterOptions, CredentialEnv, Credentials, ProviderAdapter
 
 __all__ = [
     "ALGORITHM",
+    "ENV_ACCESS_KEY_ID",
+    "ENV_ACCESS_KEY_SECRET",
+    "ENV_REGION",
+    "ENV_SECURITY_TOKEN",
     "Acs3Signature",
+    "AliyunAdapter",
+    "AliyunCredentials",
     "acs3_date",
     "authorize_acs3",
     "call",
     "canonical_headers",
     "canonical_query",
+    "credentials_from_env",
     "sign_acs3",
 ]
 
 ALGORITHM: Final = "ACS3-HMAC-SHA256"
+ENV_ACCESS_KEY_ID: Final = "REALNAME_ALIYUN_ACCESS_KEY_ID"
+ENV_ACCESS_KEY_SECRET: Final = "REALNAME_ALIYUN_ACCESS_KEY_SECRET"  # noqa: S105 (a name)
+ENV_SECURITY_TOKEN: Final = "REALNAME_ALIYUN_SECURITY_TOKEN"  # noqa: S105 (a name)
+ENV_REGION: Final = "REALNAME_ALIYUN_REGION"
 FORM_CONTENT_TYPE: Final = "application/x-www-form-urlencoded"
 JSON_CONTENT_TYPE: Final = "application/json; charset=utf-8"
 
@@ -305,3 +325,97 @@ async def call(
         request_timeout=request_timeout,
     )
     return json_object(response)
+
+
+class AliyunCredentials(TypedDict):
+    """The credential keyword arguments of every :class:`AliyunAdapter`."""
+
+    access_key_id: str
+    access_key_secret: str
+    security_token: str | None
+
+
+_ENV: Final = CredentialEnv(ENV_ACCESS_KEY_ID, ENV_ACCESS_KEY_SECRET, ENV_SECURITY_TOKEN)
+
+
+def credentials_from_env(
+    env: Mapping[str, str], also: Sequence[str] = (), defaults: Mapping[str, str] | None = None
+) -> tuple[AliyunCredentials, dict[str, str]]:
+    """The credentials as keyword arguments, and the values of the adapter's own variables
+    ``also`` (see :meth:`~app.providers.base.CredentialEnv.read`)."""
+    credentials, values = _ENV.read(env, also, defaults)
+    return (
+        AliyunCredentials(
+            access_key_id=credentials.key_id,
+            access_key_secret=credentials.secret,
+            security_token=credentials.token,
+        ),
+        values,
+    )
+
+
+class AliyunAdapter(ProviderAdapter):
+    """The base of the adapters that call Alibaba Cloud RPC-style APIs.
+
+    Args:
+        client: The shared :class:`httpx.AsyncClient`; its lifetime belongs to the caller.
+        access_key_id: The AccessKey ID.
+        access_key_secret: The AccessKey secret.
+        security_token: The STS security token, with temporary credentials.
+        host: The API host.
+        max_attempts: Calls in all, retries of transport errors included; 1 for senders.
+        **options: See :class:`~app.providers.base.ProviderAdapter`.
+
+    Raises:
+        ValueError: empty credentials, or an option out of range.
+    """
+
+    def __init__(
+        self,
+        client: httpx.AsyncClient,
+        *,
+        access_key_id: str,
+        access_key_secret: str,
+        security_token: str | None = None,
+        host: str,
+        max_attempts: int = 1,
+        **options: Unpack[AdapterOptions],
+    ) -> None:
+        super().__init__(
+            client,
+            credentials=Credentials(access_key_id, access_key_secret, security_token),
+            host=host,
+            max_attempts=max_attempts,
+            **options,
+        )
+
+    async def signed_call(
+        self,
+        *,
+        action: str,
+        version: str,
+        params: Mapping[str, str],
+        params_in: Literal["body", "query"] = "body",
+    ) -> dict[str, Any]:
+        """:func:`call` with this adapter's credentials and options, retried by its policy.
+
+        Raises:
+            ProviderTransportError: every attempt failed without an answer.
+            ProviderResponseError: the body is not a JSON object.
+        """
+        return await self._retry.run(
+            lambda: call(
+                self._client,
+                host=self._host,
+                action=action,
+                version=version,
+                params=params,
+                access_key_id=self._credentials.key_id,
+                access_key_secret=self._credentials.secret,
+                params_in=params_in,
+                security_token=self._credentials.token,
+                clock=self._clock,
+                request_timeout=self._timeout,
+                scheme=self._scheme,
+            )
+        )

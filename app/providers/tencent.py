@@ -37,6 +37,14 @@ charset=utf-8``). Personal data travels only in that body. The parsed ``Response
 returned whether or not it holds an ``Error`` (see :func:`error_code`); Tencent answers API
 errors with HTTP 200. The server rejects a timestamp more than five minutes from its clock
 (``AuthFailure.SignatureExpire``).
+
+Adapters (:class:`TencentAdapter`)
+----------------------------------
+The base of the FaceID verifiers and the SMS sender: the credentials (from
+``REALNAME_TENCENT_SECRET_ID``, ``REALNAME_TENCENT_SECRET_KEY`` and the optional
+``REALNAME_TENCENT_TOKEN``, see :func:`credentials_from_env`), the shared adapter options
+(:class:`app.providers.base.ProviderAdapter`) and one signed call with retries
+(:meth:`TencentAdapter.signed_call`).
 """
 
 from __future__ import annotations
@@ -45,10 +53,10 @@ import hashlib
 import hmac
 import json
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Final
+from typing import Any, Final, TypedDict, Unpack
 
 import httpx
 
@@ -59,8 +67,28 @@ from app.providers import (
     post,
     safe_code,
 )
+from app.providers.base import AdapterOptions, CredentialEnv, Credentials, ProviderAdapter
 
-__all__ = ["ALGORITHM", "JSON_CONTENT_TYPE", "Tc3Signature", "call", "error_code", "sign_tc3"]
+__all__ = [
+    "ALGORITHM",
+    "ENV_REGION",
+    "ENV_SECRET_ID",
+    "ENV_SECRET_KEY",
+    "ENV_TOKEN",
+    "JSON_CONTENT_TYPE",
+    "Tc3Signature",
+    "TencentAdapter",
+    "TencentCredentials",
+    "call",
+    "credentials_from_env",
+    "error_code",
+    "sign_tc3",
+]
+
+ENV_SECRET_ID: Final = "REALNAME_TENCENT_SECRET_ID"  # noqa: S105 (a name)
+ENV_SECRET_KEY: Final = "REALNAME_TENCENT_SECRET_KEY"  # noqa: S105 (a name)
+ENV_TOKEN: Final = "REALNAME_TENCENT_TOKEN"  # noqa: S105 (a name)
+ENV_REGION: Final = "REALNAME_TENCENT_REGION"
 
 ALGORITHM: Final = "TC3-HMAC-SHA256"
 JSON_CONTENT_TYPE: Final = "application/json; charset=utf-8"
@@ -246,3 +274,97 @@ def error_code(response: Mapping[str, Any]) -> str | None:
     error = response["Error"]
     code = safe_code(error.get("Code")) if isinstance(error, dict) else None
     return code if code is not None else "<malformed>"
+
+
+class TencentCredentials(TypedDict):
+    """The credential keyword arguments of every :class:`TencentAdapter`."""
+
+    secret_id: str
+    secret_key: str
+    token: str | None
+
+
+_ENV: Final = CredentialEnv(ENV_SECRET_ID, ENV_SECRET_KEY, ENV_TOKEN)
+
+
+def credentials_from_env(
+    env: Mapping[str, str], also: Sequence[str] = (), defaults: Mapping[str, str] | None = None
+) -> tuple[TencentCredentials, dict[str, str]]:
+    """The credentials as keyword arguments, and the values of the adapter's own variables
+    ``also`` (see :meth:`~app.providers.base.CredentialEnv.read`)."""
+    credentials, values = _ENV.read(env, also, defaults)
+    return (
+        TencentCredentials(
+            secret_id=credentials.key_id, secret_key=credentials.secret, token=credentials.token
+        ),
+        values,
+    )
+
+
+class TencentAdapter(ProviderAdapter):
+    """The base of the adapters that call Tencent Cloud API 3.0.
+
+    Args:
+        client: The shared :class:`httpx.AsyncClient`; its lifetime belongs to the caller.
+        secret_id: The Tencent Cloud SecretId.
+        secret_key: The Tencent Cloud SecretKey.
+        token: The STS session token (``X-TC-Token``), with temporary credentials.
+        host: The API host.
+        max_attempts: Calls in all, retries of transport errors included; 1 for senders.
+        **options: See :class:`~app.providers.base.ProviderAdapter`.
+
+    Raises:
+        ValueError: empty credentials, or an option out of range.
+    """
+
+    def __init__(
+        self,
+        client: httpx.AsyncClient,
+        *,
+        secret_id: str,
+        secret_key: str,
+        token: str | None = None,
+        host: str,
+        max_attempts: int = 1,
+        **options: Unpack[AdapterOptions],
+    ) -> None:
+        super().__init__(
+            client,
+            credentials=Credentials(secret_id, secret_key, token),
+            host=host,
+            max_attempts=max_attempts,
+            **options,
+        )
+
+    async def signed_call(
+        self,
+        *,
+        service: str,
+        action: str,
+        version: str,
+        region: str | None,
+        payload: Mapping[str, Any],
+    ) -> dict[str, Any]:
+        """:func:`call` with this adapter's credentials and options, retried by its policy.
+
+        Raises:
+            ProviderTransportError: every attempt failed without an answer.
+            ProviderResponseError: the body is not in the documented shape.
+        """
+        return await self._retry.run(
+            lambda: call(
+                self._client,
+                host=self._host,
+                service=service,
+                action=action,
+                version=version,
+                region=region,
+                payload=payload,
+                secret_id=self._credentials.key_id,
+                secret_key=self._credentials.secret,
+                token=self._credentials.token,
+                clock=self._clock,
+                request_timeout=self._timeout,
+                scheme=self._scheme,
+            )
+        )

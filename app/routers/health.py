@@ -12,7 +12,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
 from app import metrics
+from app.db import session_scope
 from app.deps import RuntimeDep
+from app.services.review import counts_by_status
 
 logger = logging.getLogger(__name__)
 
@@ -40,9 +42,6 @@ async def readyz(runtime: RuntimeDep) -> JSONResponse:
     "/metrics", summary="Prometheus metrics (no personal data in labels)", include_in_schema=False
 )
 async def prometheus_metrics(runtime: RuntimeDep, request: Request) -> Response:
-    from app.db import session_scope
-    from app.services.review import counts_by_status
-
     token = runtime.settings.metrics_token
     if token is not None:
         sent = request.headers.get("authorization", "").removeprefix("Bearer ").encode()

@@ -9,8 +9,20 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.schemas.admin import ClientOut
-from app.services.client_keys import REASON_CODES
 
+#: Why an admin changed a client or a key; recorded in the audit event
+#: (``app.services.client_keys`` refuses any other).
+REASON_CODES = (
+    "scheduled_rotation",
+    "key_compromised",
+    "key_unused",
+    "client_request",
+    "client_offboarded",
+    "abuse",
+    "security_incident",
+    "resolved",
+    "other",
+)
 ReasonCode = Literal[REASON_CODES]  # type: ignore[valid-type]
 REASON_DESCRIPTION = "Why (recorded in the audit event): " + ", ".join(REASON_CODES)
 

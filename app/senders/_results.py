@@ -1,12 +1,23 @@
-"""How the cloud SMS senders turn a provider's answer into a :class:`SendResult`, and log it
-(message id, reason and provider code only; never the phone, body or code)."""
+"""How the cloud SMS senders call their provider behind a circuit breaker and turn its answer
+into a :class:`SendResult`, and log it (message id, reason and provider code only; never the
+phone, body or code)."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, Final
 
-from app.providers import ProviderTransportError, screened_reference
+from app.providers import ProviderResponseError, ProviderTransportError, screened_reference
+from app.providers.breaker import CircuitBreaker, call_through
 from app.senders.base import DELIVERY_UNKNOWN, OutgoingSms, SendResult
+
+#: Send reasons that say the provider is not working (no answer, or a garbled one): these, and
+#: exceptions, count against the sender's circuit breaker. Refusals (limits, bad recipients,
+#: credentials) come from a working provider and do not.
+UPSTREAM_FAILURES: Final = frozenset(
+    {"timeout", "provider_unavailable", "provider_bad_response", DELIVERY_UNKNOWN}
+)
 
 
 class SmsOutcomes:
@@ -15,6 +26,31 @@ class SmsOutcomes:
     def __init__(self, logger: logging.Logger, label: str) -> None:
         self._logger = logger
         self._label = label
+
+    async def send(
+        self,
+        breaker: CircuitBreaker,
+        message: OutgoingSms,
+        call: Callable[[], Awaitable[dict[str, Any]]],
+        answer: Callable[[OutgoingSms, dict[str, Any]], SendResult],
+    ) -> SendResult:
+        """Make the provider ``call`` for ``message`` behind ``breaker`` and map what comes back
+        with ``answer``; while the breaker is open, a retriable ``circuit_open`` without a call.
+        """
+
+        async def attempt() -> SendResult:
+            try:
+                body = await call()
+            except ProviderTransportError as exc:
+                return self.transport_failed(message, exc)
+            except ProviderResponseError:
+                return self.bad_response(message)
+            return answer(message, body)
+
+        result = await call_through(breaker, attempt, lambda r: r.reason in UPSTREAM_FAILURES)
+        if result is None:
+            return self.failed(message, None, "circuit_open", retriable=True)
+        return result
 
     def failed(
         self, message: OutgoingSms, code: str | None, reason: str, *, retriable: bool

@@ -48,6 +48,8 @@ Outcomes
 10/day with the same signature) and is not retried, for the reasons given in
 :mod:`app.senders.tencent_sms`: back-off cannot outlast it and a late OTP is useless.
 
+The circuit breaker behaves as in :mod:`app.senders.tencent_sms` (``circuit_open``, retriable).
+
 Only a ``BizId`` that is 1-128 visible ASCII characters and contains neither the recipient's
 digits nor the code is kept. Logs carry ``message_id``, reason and provider code only.
 """
@@ -57,22 +59,14 @@ from __future__ import annotations
 import json
 import logging
 import re
-import time
-from collections.abc import Callable, Mapping
-from typing import ClassVar, Final, Self
+from collections.abc import Mapping
+from typing import Any, ClassVar, Final, Self, Unpack
 
 import httpx
 
-from app.providers import (
-    DEFAULT_TIMEOUT,
-    ProviderResponseError,
-    ProviderTransportError,
-    aliyun,
-    mainland_mobile,
-    optional_env,
-    read_env,
-    safe_code,
-)
+from app.providers import aliyun, mainland_mobile, safe_code
+from app.providers.aliyun import AliyunAdapter
+from app.providers.base import AdapterOptions, CodeTable
 from app.senders._results import SmsOutcomes
 from app.senders.base import OutgoingSms, SendResult
 
@@ -81,48 +75,44 @@ __all__ = ["AliyunSmsSender"]
 logger = logging.getLogger(__name__)
 _OUTCOMES = SmsOutcomes(logger, "aliyun sms")
 
-ENV_ACCESS_KEY_ID: Final = "REALNAME_ALIYUN_ACCESS_KEY_ID"
-ENV_ACCESS_KEY_SECRET: Final = "REALNAME_ALIYUN_ACCESS_KEY_SECRET"  # noqa: S105 (a name)
 ENV_SIGN_NAME: Final = "REALNAME_ALIYUN_SMS_SIGN_NAME"
 ENV_TEMPLATE_CODE: Final = "REALNAME_ALIYUN_SMS_TEMPLATE_CODE"
-ENV_SECURITY_TOKEN: Final = "REALNAME_ALIYUN_SECURITY_TOKEN"  # noqa: S105 (a name)
 
 _HOST: Final = "dysmsapi.aliyuncs.com"
 _E164: Final = re.compile(r"\+([1-9][0-9]{6,14})")
-_CODES: Final[Mapping[str, tuple[str, bool]]] = {
-    "isv.BUSINESS_LIMIT_CONTROL": ("provider_rate_limited", False),
-    "isv.DAY_LIMIT_CONTROL": ("provider_quota_exceeded", False),
-    "isv.MONTH_LIMIT_CONTROL": ("provider_quota_exceeded", False),
-    "isv.AMOUNT_NOT_ENOUGH": ("provider_quota_exceeded", False),
-    "isv.OUT_OF_SERVICE": ("provider_quota_exceeded", False),
-    "isp.SYSTEM_ERROR": ("provider_unavailable", True),
-    "InternalError": ("provider_unavailable", True),
-    "ServiceUnavailable": ("provider_unavailable", True),
-    "isp.RAM_PERMISSION_DENY": ("provider_auth_failed", False),
-    "SignatureDoesNotMatch": ("provider_auth_failed", False),
-    "IncompleteSignature": ("provider_auth_failed", False),
-    "SignatureNonceUsed": ("provider_auth_failed", False),
-    "isv.MOBILE_NUMBER_ILLEGAL": ("invalid_recipient", False),
-    "isv.BLACK_KEY_CONTROL_LIMIT": ("invalid_recipient", False),
-}
-_PREFIXES: Final[tuple[tuple[str, tuple[str, bool]], ...]] = (
-    ("Throttling", ("provider_throttled", True)),
-    ("isv.ACCOUNT_", ("provider_auth_failed", False)),
-    ("isv.PRODUCT_UN", ("provider_auth_failed", False)),
-    ("InvalidAccessKeyId", ("provider_auth_failed", False)),
-    ("InvalidTimeStamp", ("provider_auth_failed", False)),
-    ("Forbidden", ("provider_auth_failed", False)),
+_QUOTA: Final = ("provider_quota_exceeded", False)
+_UNAVAILABLE: Final = ("provider_unavailable", True)
+_AUTH: Final = ("provider_auth_failed", False)
+_INVALID_RECIPIENT: Final = ("invalid_recipient", False)
+
+#: ``(reason, retriable)`` for a failed ``Code``; see the module docstring.
+_OUTCOME: Final = CodeTable(
+    ("provider_rejected", False),
+    {
+        "isv.BUSINESS_LIMIT_CONTROL": ("provider_rate_limited", False),
+        "isv.DAY_LIMIT_CONTROL": _QUOTA,
+        "isv.MONTH_LIMIT_CONTROL": _QUOTA,
+        "isv.AMOUNT_NOT_ENOUGH": _QUOTA,
+        "isv.OUT_OF_SERVICE": _QUOTA,
+        "isp.SYSTEM_ERROR": _UNAVAILABLE,
+        "InternalError": _UNAVAILABLE,
+        "ServiceUnavailable": _UNAVAILABLE,
+        "isp.RAM_PERMISSION_DENY": _AUTH,
+        "SignatureDoesNotMatch": _AUTH,
+        "IncompleteSignature": _AUTH,
+        "SignatureNonceUsed": _AUTH,
+        "isv.MOBILE_NUMBER_ILLEGAL": _INVALID_RECIPIENT,
+        "isv.BLACK_KEY_CONTROL_LIMIT": _INVALID_RECIPIENT,
+    },
+    prefixes=(
+        ("Throttling", ("provider_throttled", True)),
+        ("isv.ACCOUNT_", _AUTH),
+        ("isv.PRODUCT_UN", _AUTH),
+        ("InvalidAccessKeyId", _AUTH),
+        ("InvalidTimeStamp", _AUTH),
+        ("Forbidden", _AUTH),
+    ),
 )
-
-
-def _outcome(code: str) -> tuple[str, bool]:
-    """``(reason, retriable)`` for a failed ``code``; see the module docstring."""
-    if code in _CODES:
-        return _CODES[code]
-    for prefix, outcome in _PREFIXES:
-        if code.startswith(prefix):
-            return outcome
-    return "provider_rejected", False
 
 
 def _phone_numbers(phone: str) -> str | None:
@@ -133,7 +123,7 @@ def _phone_numbers(phone: str) -> str | None:
     return match.group(1) if match else None
 
 
-class AliyunSmsSender:
+class AliyunSmsSender(AliyunAdapter):
     """Delivers SMS through Alibaba Cloud ``SendSms``; see the module docstring.
 
     Args:
@@ -144,9 +134,8 @@ class AliyunSmsSender:
         template_code: The approved template (``TemplateCode``) with a ``${code}`` variable.
         security_token: The STS security token, with temporary credentials.
         endpoint: The API host, ``dysmsapi.aliyuncs.com`` by default.
-        clock: Current Unix time for ``x-acs-date``; tests inject a fake.
-        timeout: Per-request timeouts.
-        scheme: ``"https"``; tests may use ``"http"``.
+        **options: ``breaker``, ``clock`` (for ``x-acs-date``), ``timeout``, ``scheme``; see
+            :class:`~app.providers.base.ProviderAdapter`. No retries: the worker owns them.
 
     Raises:
         ValueError: an empty credential or setting.
@@ -165,22 +154,20 @@ class AliyunSmsSender:
         template_code: str,
         security_token: str | None = None,
         endpoint: str = _HOST,
-        clock: Callable[[], float] = time.time,
-        timeout: httpx.Timeout = DEFAULT_TIMEOUT,
-        scheme: str = "https",
+        **options: Unpack[AdapterOptions],
     ) -> None:
-        if not all((access_key_id, access_key_secret, sign_name, template_code)):
+        if not all((sign_name, template_code)):
             raise ValueError("credentials and SMS settings must not be empty")
-        self._client = client
-        self._access_key_id = access_key_id
-        self._access_key_secret = access_key_secret
+        super().__init__(
+            client,
+            access_key_id=access_key_id,
+            access_key_secret=access_key_secret,
+            security_token=security_token,
+            host=endpoint,
+            **options,
+        )
         self._sign_name = sign_name
         self._template_code = template_code
-        self._security_token = security_token
-        self._host = endpoint
-        self._clock = clock
-        self._timeout = timeout
-        self._scheme = scheme
 
     @classmethod
     def from_env(cls, client: httpx.AsyncClient, env: Mapping[str, str]) -> Self:
@@ -189,16 +176,12 @@ class AliyunSmsSender:
         Raises:
             ValueError: naming the missing variables (never their values).
         """
-        values = read_env(
-            env, [ENV_ACCESS_KEY_ID, ENV_ACCESS_KEY_SECRET, ENV_SIGN_NAME, ENV_TEMPLATE_CODE]
-        )
+        credentials, values = aliyun.credentials_from_env(env, [ENV_SIGN_NAME, ENV_TEMPLATE_CODE])
         return cls(
             client,
-            access_key_id=values[ENV_ACCESS_KEY_ID],
-            access_key_secret=values[ENV_ACCESS_KEY_SECRET],
+            **credentials,
             sign_name=values[ENV_SIGN_NAME],
             template_code=values[ENV_TEMPLATE_CODE],
-            security_token=optional_env(env, ENV_SECURITY_TOKEN),
         )
 
     async def send(self, message: OutgoingSms) -> SendResult:
@@ -225,32 +208,24 @@ class AliyunSmsSender:
             "TemplateParam": json.dumps({"code": code_param}, separators=(",", ":")),
             "OutId": message.message_id,
         }
-        try:
-            body = await aliyun.call(
-                self._client,
-                host=self._host,
-                action="SendSms",
-                version="2017-05-25",
-                params=params,
-                access_key_id=self._access_key_id,
-                access_key_secret=self._access_key_secret,
-                params_in="query",
-                security_token=self._security_token,
-                clock=self._clock,
-                request_timeout=self._timeout,
-                scheme=self._scheme,
-            )
-        except ProviderTransportError as exc:
-            return _OUTCOMES.transport_failed(message, exc)
-        except ProviderResponseError:
-            return _OUTCOMES.bad_response(message)
-        code = safe_code(body.get("Code"))
-        if code is None:
-            return _OUTCOMES.bad_response(message)
-        if code == "OK":
-            return _OUTCOMES.accepted(message, code, body.get("BizId"))
-        reason, retriable = _outcome(code)
-        return _OUTCOMES.failed(message, code, reason, retriable=retriable)
+        return await _OUTCOMES.send(
+            self.breaker,
+            message,
+            lambda: self.signed_call(
+                action="SendSms", version="2017-05-25", params=params, params_in="query"
+            ),
+            _map,
+        )
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(host={self._host!r})"
+
+
+def _map(message: OutgoingSms, body: dict[str, Any]) -> SendResult:
+    code = safe_code(body.get("Code"))
+    if code is None:
+        return _OUTCOMES.bad_response(message)
+    if code == "OK":
+        return _OUTCOMES.accepted(message, code, body.get("BizId"))
+    reason, retriable = _OUTCOME(code)
+    return _OUTCOMES.failed(message, code, reason, retriable=retriable)

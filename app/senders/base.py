@@ -2,8 +2,9 @@
 
 A *sender* delivers one SMS. It knows nothing about verifications, checks or codes beyond the
 message it is handed; verifiers never send. Sends are driven by the outbox worker
-(``app.services.outbox``), which calls :meth:`Sender.send` at least once per message and relies
-on ``message_id`` for de-duplication where the provider supports it.
+(:class:`app.worker.Worker`, which runs the outbox's ``send_sms`` jobs): it calls
+:meth:`Sender.send` at least once per message and relies on ``message_id`` for de-duplication
+where the provider supports it.
 
 Contract
 --------

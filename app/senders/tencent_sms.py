@@ -47,6 +47,11 @@ per-phone limits (1/min, 5/h, 10/day) mirror them, so hitting one means the user
 a new code later. API-level throttling is transient and is retried. A garbled answer is retried
 (the message may not have gone out; a duplicate OTP is harmless, a missing one is not).
 
+A circuit breaker (:class:`~app.providers.breaker.CircuitBreaker`) counts the answers that say
+the provider is not working (``timeout``, ``provider_unavailable``, ``provider_bad_response``,
+``delivery_unknown``); while it is open, sends fail at once as retriable ``circuit_open``
+without a request, and the worker tries again later.
+
 Only a ``SerialNo`` that is 1-128 visible ASCII characters and contains neither the recipient's
 digits nor a parameter value is kept. Logs carry ``message_id``, reason and provider code only.
 """
@@ -54,21 +59,14 @@ digits nor a parameter value is kept. Logs carry ``message_id``, reason and prov
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import Callable, Mapping
-from typing import Any, ClassVar, Final, Self
+from collections.abc import Mapping
+from typing import Any, ClassVar, Final, Self, Unpack
 
 import httpx
 
-from app.providers import (
-    DEFAULT_TIMEOUT,
-    ProviderResponseError,
-    ProviderTransportError,
-    optional_env,
-    read_env,
-    safe_code,
-    tencent,
-)
+from app.providers import safe_code, tencent
+from app.providers.base import AdapterOptions, CodeTable
+from app.providers.tencent import ENV_REGION, TencentAdapter
 from app.senders._results import SmsOutcomes
 from app.senders.base import OutgoingSms, SendResult
 
@@ -77,63 +75,48 @@ __all__ = ["TencentSmsSender"]
 logger = logging.getLogger(__name__)
 _OUTCOMES = SmsOutcomes(logger, "tencent sms")
 
-ENV_SECRET_ID: Final = "REALNAME_TENCENT_SECRET_ID"  # noqa: S105 (a name)
-ENV_SECRET_KEY: Final = "REALNAME_TENCENT_SECRET_KEY"  # noqa: S105 (a name)
-ENV_TOKEN: Final = "REALNAME_TENCENT_TOKEN"  # noqa: S105 (a name)
-ENV_REGION: Final = "REALNAME_TENCENT_REGION"
 ENV_SDK_APP_ID: Final = "REALNAME_TENCENT_SMS_SDK_APP_ID"
 ENV_SIGN_NAME: Final = "REALNAME_TENCENT_SMS_SIGN_NAME"
 ENV_TEMPLATE_ID: Final = "REALNAME_TENCENT_SMS_TEMPLATE_ID"
 DEFAULT_REGION: Final = "ap-guangzhou"
 
 _HOST: Final = "sms.tencentcloudapi.com"
-_TRANSIENT_INTERNAL: Final = frozenset(
+_RATE_LIMITED: Final = ("provider_rate_limited", False)
+_REJECTED: Final = ("provider_rejected", False)
+_UNAVAILABLE: Final = ("provider_unavailable", True)
+_AUTH: Final = ("provider_auth_failed", False)
+_INVALID_RECIPIENT: Final = ("invalid_recipient", False)
+
+#: ``(reason, retriable)`` for a failed code; see the module docstring. The per-number caps are
+#: an exact list: their family would also catch ``LimitExceeded.PhoneNumberCountLimit`` (more
+#: than 200 numbers in one request: our request is wrong, no cap was reached).
+_OUTCOME: Final = CodeTable(
+    _REJECTED,
     {
-        "InternalError",
-        "InternalError.Timeout",
-        "InternalError.SendAndRecvFail",
-        "InternalError.OtherError",
-        "InternalError.UnknownError",
-    }
-)
-#: The per-number frequency caps of the SendSms error-code table (an exact list: a prefix match
-#: would also catch ``LimitExceeded.PhoneNumberCountLimit``, which is a malformed request).
-_PER_NUMBER_LIMITS: Final = frozenset(
-    {
-        "LimitExceeded.PhoneNumberDailyLimit",
-        "LimitExceeded.PhoneNumberOneHourLimit",
-        "LimitExceeded.PhoneNumberSameContentDailyLimit",
-        "LimitExceeded.PhoneNumberThirtySecondLimit",
-        "LimitExceeded.DeliveryFrequencyLimit",
-    }
-)
-#: More than 200 numbers in one request: our request is wrong, no cap was reached.
-_MALFORMED: Final = frozenset({"LimitExceeded.PhoneNumberCountLimit"})
-_INVALID_RECIPIENT: Final = frozenset(
-    {"InvalidParameterValue.IncorrectPhoneNumber", "FailedOperation.PhoneNumberInBlacklist"}
+        "LimitExceeded.PhoneNumberDailyLimit": _RATE_LIMITED,
+        "LimitExceeded.PhoneNumberOneHourLimit": _RATE_LIMITED,
+        "LimitExceeded.PhoneNumberSameContentDailyLimit": _RATE_LIMITED,
+        "LimitExceeded.PhoneNumberThirtySecondLimit": _RATE_LIMITED,
+        "LimitExceeded.DeliveryFrequencyLimit": _RATE_LIMITED,
+        "LimitExceeded.PhoneNumberCountLimit": _REJECTED,
+        "InternalError": _UNAVAILABLE,
+        "InternalError.Timeout": _UNAVAILABLE,
+        "InternalError.SendAndRecvFail": _UNAVAILABLE,
+        "InternalError.OtherError": _UNAVAILABLE,
+        "InternalError.UnknownError": _UNAVAILABLE,
+        "InvalidParameterValue.IncorrectPhoneNumber": _INVALID_RECIPIENT,
+        "FailedOperation.PhoneNumberInBlacklist": _INVALID_RECIPIENT,
+    },
+    families={
+        "LimitExceeded": ("provider_quota_exceeded", False),
+        "RequestLimitExceeded": ("provider_throttled", True),
+        "AuthFailure": _AUTH,
+        "UnauthorizedOperation": _AUTH,
+    },
 )
 
 
-def _outcome(code: str) -> tuple[str, bool]:
-    """``(reason, retriable)`` for a failed ``code``; see the module docstring."""
-    if code in _PER_NUMBER_LIMITS:
-        return "provider_rate_limited", False
-    if code in _MALFORMED:
-        return "provider_rejected", False
-    if code == "LimitExceeded" or code.startswith("LimitExceeded."):
-        return "provider_quota_exceeded", False
-    if code == "RequestLimitExceeded" or code.startswith("RequestLimitExceeded."):
-        return "provider_throttled", True
-    if code in _TRANSIENT_INTERNAL:
-        return "provider_unavailable", True
-    if code.split(".", 1)[0] in {"AuthFailure", "UnauthorizedOperation"}:
-        return "provider_auth_failed", False
-    if code in _INVALID_RECIPIENT:
-        return "invalid_recipient", False
-    return "provider_rejected", False
-
-
-class TencentSmsSender:
+class TencentSmsSender(TencentAdapter):
     """Delivers SMS through Tencent Cloud ``SendSms``; see the module docstring.
 
     Args:
@@ -147,9 +130,8 @@ class TencentSmsSender:
             ``{2}`` validity in minutes.
         region: ``X-TC-Region``; ``ap-guangzhou`` by default.
         host: The API host, ``sms.tencentcloudapi.com`` by default.
-        clock: Current Unix time for ``X-TC-Timestamp``; tests inject a fake.
-        timeout: Per-request timeouts.
-        scheme: ``"https"``; tests may use ``"http"``.
+        **options: ``breaker``, ``clock`` (for ``X-TC-Timestamp``), ``timeout``, ``scheme``;
+            see :class:`~app.providers.base.ProviderAdapter`. No retries: the worker owns them.
 
     Raises:
         ValueError: an empty credential or setting.
@@ -170,24 +152,17 @@ class TencentSmsSender:
         template_id: str,
         region: str = DEFAULT_REGION,
         host: str = _HOST,
-        clock: Callable[[], float] = time.time,
-        timeout: httpx.Timeout = DEFAULT_TIMEOUT,
-        scheme: str = "https",
+        **options: Unpack[AdapterOptions],
     ) -> None:
-        if not all((secret_id, secret_key, sdk_app_id, sign_name, template_id, region)):
+        if not all((sdk_app_id, sign_name, template_id, region)):
             raise ValueError("credentials and SMS settings must not be empty")
-        self._client = client
-        self._secret_id = secret_id
-        self._secret_key = secret_key
-        self._token = token
+        super().__init__(
+            client, secret_id=secret_id, secret_key=secret_key, token=token, host=host, **options
+        )
         self._sdk_app_id = sdk_app_id
         self._sign_name = sign_name
         self._template_id = template_id
         self._region = region
-        self._host = host
-        self._clock = clock
-        self._timeout = timeout
-        self._scheme = scheme
 
     @classmethod
     def from_env(cls, client: httpx.AsyncClient, env: Mapping[str, str]) -> Self:
@@ -196,27 +171,18 @@ class TencentSmsSender:
         Raises:
             ValueError: naming the missing variables (never their values).
         """
-        values = read_env(
+        credentials, values = tencent.credentials_from_env(
             env,
-            [
-                ENV_SECRET_ID,
-                ENV_SECRET_KEY,
-                ENV_SDK_APP_ID,
-                ENV_SIGN_NAME,
-                ENV_TEMPLATE_ID,
-                ENV_REGION,
-            ],
+            [ENV_SDK_APP_ID, ENV_SIGN_NAME, ENV_TEMPLATE_ID, ENV_REGION],
             {ENV_REGION: DEFAULT_REGION},
         )
         return cls(
             client,
-            secret_id=values[ENV_SECRET_ID],
-            secret_key=values[ENV_SECRET_KEY],
+            **credentials,
             sdk_app_id=values[ENV_SDK_APP_ID],
             sign_name=values[ENV_SIGN_NAME],
             template_id=values[ENV_TEMPLATE_ID],
             region=values[ENV_REGION],
-            token=optional_env(env, ENV_TOKEN),
         )
 
     async def send(self, message: OutgoingSms) -> SendResult:
@@ -241,27 +207,18 @@ class TencentSmsSender:
             "TemplateParamSet": template_params,
             "SessionContext": message.message_id,
         }
-        try:
-            response = await tencent.call(
-                self._client,
-                host=self._host,
+        return await _OUTCOMES.send(
+            self.breaker,
+            message,
+            lambda: self.signed_call(
                 service="sms",
                 action="SendSms",
                 version="2021-01-11",
                 region=self._region,
                 payload=payload,
-                secret_id=self._secret_id,
-                secret_key=self._secret_key,
-                token=self._token,
-                clock=self._clock,
-                request_timeout=self._timeout,
-                scheme=self._scheme,
-            )
-        except ProviderTransportError as exc:
-            return _OUTCOMES.transport_failed(message, exc)
-        except ProviderResponseError:
-            return _OUTCOMES.bad_response(message)
-        return self._map(message, response)
+            ),
+            self._map,
+        )
 
     def _map(self, message: OutgoingSms, response: dict[str, Any]) -> SendResult:
         code = tencent.error_code(response)
@@ -276,7 +233,7 @@ class TencentSmsSender:
                 return _OUTCOMES.bad_response(message)
         if code == "Ok" and isinstance(status, dict):
             return _OUTCOMES.accepted(message, code, status.get("SerialNo"))
-        reason, retriable = _outcome(code)
+        reason, retriable = _OUTCOME(code)
         return _OUTCOMES.failed(message, code, reason, retriable=retriable)
 
     def __repr__(self) -> str:

@@ -33,8 +33,8 @@ from app.errors import ProblemError
 from app.models import Admin, AdminSession
 from app.models._types import utcnow
 from app.ratelimit import raise_refusal
-from app.runtime import Runtime
 from app.services import audit
+from app.services.runtime import Runtime
 
 ROLES = ("reviewer", "auditor", "admin")
 TOTP_SEAL = "admin-totp/v1"

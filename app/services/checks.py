@@ -7,9 +7,8 @@ the ``pending`` state, so a retried or duplicated job cannot move it twice.
 
 from __future__ import annotations
 
-import json
 import logging
-from collections.abc import Collection
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -17,14 +16,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import select
 
 from app import metrics
-from app.crypto import unseal
 from app.db import session_scope
 from app.models import Check, Client, OutboxJob, Status, Verification
 from app.models._types import utcnow
-from app.runtime import Runtime
 from app.services import codes, costs, emergency, lifecycle
-from app.services.verifications import SUBJECT_SEAL
+from app.services.runtime import Runtime
+from app.services.verifications import checks_of
 from app.verifiers.base import CheckOutcome, CheckResult, Subject, run_check
+from app.verifiers.network_identity import NetworkIdentityResult
 
 logger = logging.getLogger(__name__)
 
@@ -59,15 +58,10 @@ async def _load(
                 await session.execute(select(Check).where(Check.verification_id == verification_id))
             ).scalars()
         )
-        name, id_number, phone = json.loads(
-            unseal(
-                runtime.master_key,
-                SUBJECT_SEAL,
-                verification.sealed_subject,
-                verification.id.encode(),
-            )
+        subject = Subject.open(
+            runtime.master_key, verification.sealed_subject, verification.id.encode()
         )
-    return verification, client, checks, Subject(real_name=name, id_number=id_number, phone=phone)
+    return verification, client, checks, subject
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,41 +157,48 @@ async def process(runtime: Runtime, verification_id: str) -> bool:
             return False
 
 
-async def retry_or_review(
+def record_answer(check: Check, verifier: str, result: CheckResult | NetworkIdentityResult) -> None:
+    """Record a verifier's answer on its check: one more run, by ``verifier``."""
+    lifecycle.record_check(
+        check,
+        result.outcome,
+        reason=result.reason,
+        attempts=check.attempts + 1,
+        verifier=verifier,
+        billable=result.billable,
+        provider_reference=result.provider_reference,
+    )
+
+
+async def settle(
     session: AsyncSession,
     runtime: Runtime,
     verification: Verification,
-    check_type: str,
-    attempts: int,
-    reason: str,
+    checks: Iterable[Check],
     *,
     job_kind: str = "run_checks",
     no_retry: frozenset[str] = NO_RETRY,
-) -> bool:
-    """A check that got no answer: queue another run with exponential back-off, or hand the
-    verification to manual review once ``check_max_attempts`` runs are spent or the reason is
-    one that retrying will not cure. True when the queued run is due now."""
-    settings = runtime.settings
-    if reason in no_retry or attempts >= settings.check_max_attempts:
-        await lifecycle.transition(
-            session,
-            verification,
-            Status.NEEDS_REVIEW,
-            expect=[Status.PENDING],
-            reason=reason,
-            data={"check": check_type, "attempts": attempts},
-        )
-        return False
-    delay = settings.check_retry_backoff_seconds * 2 ** (attempts - 1)
-    session.add(
-        OutboxJob(
-            kind=job_kind,
-            verification_id=verification.id,
-            run_after=utcnow() + timedelta(seconds=delay),
-        )
+) -> lifecycle.Next:
+    """Decide what comes after the recorded ``checks`` (:func:`lifecycle.after_checks`) and
+    make the moves every check job makes alike: ``rejected``; ``needs_review`` once the runs
+    are spent or the reason is one retrying will not cure; or another run (``job_kind``)
+    queued with exponential back-off. The other moves (``verified``, ``awaiting_code``) need
+    more of the caller (binding a person, sending a code): it gets the decision to make them."""
+    decision = lifecycle.after_checks(
+        Status(verification.status), checks, runtime.settings, no_retry=no_retry
     )
-    await session.flush()
-    return bool(delay <= 0)  # a later one is found by the worker's poll
+    if decision.retry_in is not None:
+        session.add(
+            OutboxJob(
+                kind=job_kind,
+                verification_id=verification.id,
+                run_after=utcnow() + timedelta(seconds=decision.retry_in),
+            )
+        )
+        await session.flush()
+    elif decision.status in (Status.REJECTED, Status.NEEDS_REVIEW):
+        await lifecycle.follow(session, verification, decision, runtime.settings)
+    return decision
 
 
 async def _record(
@@ -207,64 +208,21 @@ async def _record(
     answers: dict[str, Answer],
     subject: Subject,
 ) -> bool:
-    """Record ``results`` and move the verification on; True when a code was queued."""
+    """Record ``answers`` and move the verification on; True when that queued a job due now
+    (the code's SMS, or a run of the checks without back-off)."""
     verification = await session.get(Verification, verification_id, with_for_update=True)
     if verification is None or verification.status != Status.PENDING:
         return False
-    checks = {
-        c.type: c
-        for c in (
-            await session.execute(select(Check).where(Check.verification_id == verification_id))
-        ).scalars()
-    }
-    now = utcnow()
-    results = {check_type: answer.result for check_type, answer in answers.items()}
+    checks = await checks_of(session, verification_id)
+    by_type = {c.type: c for c in checks}
     for check_type, answer in answers.items():
-        check, result = checks[check_type], answer.result
-        check.verifier = answer.verifier
-        check.status = result.outcome.value
-        check.reason = result.reason
-        check.billable = check.billable or result.billable
-        check.provider_reference = result.provider_reference
-        check.attempts += 1
-        check.updated_at = now
+        record_answer(by_type[check_type], answer.verifier, answer.result)
     await session.flush()
-    failed = next(((t, r) for t, r in results.items() if r.outcome is CheckOutcome.FAILED), None)
-    if failed is not None:
-        await lifecycle.transition(
-            session,
-            verification,
-            Status.REJECTED,
-            expect=[Status.PENDING],
-            reason=failed[1].reason,
-            data={"check": failed[0]},
-        )
-        return False
-    unavailable = next(
-        ((t, r) for t, r in results.items() if r.outcome is CheckOutcome.UNAVAILABLE), None
-    )
-    if unavailable is not None:
-        check_type, result = unavailable
-        return await retry_or_review(
-            session,
-            runtime,
-            verification,
-            check_type,
-            checks[check_type].attempts,
-            result.reason or "unavailable",
-        )
-    if any(checks[t].status != "passed" for t in AUTOMATED if t in checks):
-        return False  # nothing ran (already recorded elsewhere)
-    if "sms_otp" not in checks:
-        await lifecycle.transition(
-            session,
-            verification,
-            Status.VERIFIED,
-            expect=[Status.PENDING],
-            valid_until=lifecycle.verified_until(runtime.settings),
-        )
-        return False
-    await lifecycle.transition(session, verification, Status.AWAITING_CODE, expect=[Status.PENDING])
+    decision = await settle(session, runtime, verification, checks)
+    if decision.status in (Status.VERIFIED, Status.AWAITING_CODE):
+        await lifecycle.follow(session, verification, decision, runtime.settings)
+    if decision.status is not Status.AWAITING_CODE:
+        return decision.retry_in is not None and decision.retry_in <= 0  # a later run is polled
     assert verification.phone_bidx is not None
     client = await session.get(Client, verification.client_id)
     assert client is not None
@@ -272,7 +230,7 @@ async def _record(
         client.mode, client.id, verification.phone_bidx, verification.identity_id
     )
     if refusal is not None:
-        checks["sms_otp"].reason = "rate_limited"
+        by_type[lifecycle.CODE_CHECK].reason = "rate_limited"
         await session.flush()
         return False
     await codes.issue(session, runtime, verification, subject.phone)

@@ -20,21 +20,9 @@ from app.errors import ProblemError
 from app.hotcache import api_keys_changed
 from app.models import ApiKey, Client
 from app.models._types import utcnow
+from app.schemas.client_keys import REASON_CODES as REASON_CODES  # re-exported for callers
 from app.services import audit
 from app.services.clients import new_key
-
-#: Why an admin changed a client or a key; recorded in the audit event.
-REASON_CODES = (
-    "scheduled_rotation",
-    "key_compromised",
-    "key_unused",
-    "client_request",
-    "client_offboarded",
-    "abuse",
-    "security_incident",
-    "resolved",
-    "other",
-)
 
 
 @dataclass(frozen=True)

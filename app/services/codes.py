@@ -25,12 +25,13 @@ from sqlmodel import col, select
 
 from app.crypto import DEFAULT_SUITE, Suite, as_suite, keyed_hash, seal, unseal
 from app.errors import ProblemError
-from app.models import Check, Client, OutboxJob, SmsCode, Status, Verification
+from app.models import Client, OutboxJob, SmsCode, Status, Verification
 from app.models._types import utcnow
 from app.ratelimit import raise_refusal
-from app.runtime import Runtime
 from app.services import audit, lifecycle
-from app.services.verifications import SUBJECT_SEAL
+from app.services.runtime import Runtime
+from app.services.verifications import checks_of
+from app.verifiers.base import CheckOutcome, Subject
 
 SMS_SEAL = "sms-payload/v1"
 _CODE = re.compile(r"[0-9]{6}", re.ASCII)
@@ -46,12 +47,9 @@ def subject_phone(runtime: Runtime, verification: Verification) -> str:
         raise ProblemError(
             "verification_expired", "This verification no longer holds a phone to send to"
         )
-    fields = json.loads(
-        unseal(
-            runtime.master_key, SUBJECT_SEAL, verification.sealed_subject, verification.id.encode()
-        )
-    )
-    return str(fields[2])
+    return Subject.open(
+        runtime.master_key, verification.sealed_subject, verification.id.encode()
+    ).phone
 
 
 async def current_code(session: AsyncSession, verification_id: str) -> SmsCode | None:
@@ -121,7 +119,7 @@ async def _expire_if_due(session: AsyncSession, verification: Verification) -> N
             session,
             verification,
             Status.EXPIRED,
-            expect=lifecycle.NEEDS_SUBJECT,
+            expect=[Status.AWAITING_CODE],
             reason="verification_expired",
         )
         raise ProblemError("verification_expired", commit=True)
@@ -207,7 +205,7 @@ async def submit(
             raise ProblemError("verification_not_awaiting_code", "This code was already used")
         if current.superseded:
             raise ProblemError("code_expired", "A newer code was sent: use that one")
-        await _lock(session, verification)
+        await _lock(session, runtime, verification)
         raise ProblemError("attempts_exhausted", commit=True)
     attempts, max_attempts, expires_at = counted
     expires_at = _aware(expires_at)
@@ -217,7 +215,7 @@ async def submit(
     if not hmac.compare_digest(current.code_hmac, expected):
         await runtime.limits.record_failed_code(verification.client_id, identity_id)
         if attempts >= max_attempts:
-            await _lock(session, verification)
+            await _lock(session, runtime, verification)
             raise ProblemError("attempts_exhausted", commit=True)
         remaining = max_attempts - attempts
         raise ProblemError(
@@ -237,38 +235,38 @@ async def submit(
     )
     if consumed.rowcount != 1:  # type: ignore[attr-defined]
         raise ProblemError("verification_not_awaiting_code", "This code was already used")
-    await session.execute(
-        update(Check)
-        .where(col(Check.verification_id) == verification.id, col(Check.type) == "sms_otp")
-        .values(status="passed", reason=None, attempts=attempts, updated_at=utcnow())
-    )
     try:
-        await lifecycle.transition(
-            session,
-            verification,
-            Status.VERIFIED,
-            expect=[Status.AWAITING_CODE],
-            valid_until=lifecycle.verified_until(runtime.settings),
+        await _settle_code(
+            session, runtime, verification, CheckOutcome.PASSED, reason=None, attempts=attempts
         )
     except lifecycle.StaleState:
         raise ProblemError("verification_not_awaiting_code") from None
     await runtime.limits.reset_failed_codes(verification.client_id, identity_id)
 
 
-async def _lock(session: AsyncSession, verification: Verification) -> None:
-    await session.execute(
-        update(Check)
-        .where(col(Check.verification_id) == verification.id, col(Check.type) == "sms_otp")
-        .values(status="failed", reason="attempts_exhausted", updated_at=utcnow())
-    )
+async def _lock(session: AsyncSession, runtime: Runtime, verification: Verification) -> None:
     with contextlib.suppress(lifecycle.StaleState):
-        await lifecycle.transition(
-            session,
-            verification,
-            Status.LOCKED,
-            expect=[Status.AWAITING_CODE],
-            reason="attempts_exhausted",
+        await _settle_code(
+            session, runtime, verification, CheckOutcome.FAILED, reason="attempts_exhausted"
         )
+
+
+async def _settle_code(
+    session: AsyncSession,
+    runtime: Runtime,
+    verification: Verification,
+    outcome: CheckOutcome,
+    *,
+    reason: str | None,
+    attempts: int | None = None,
+) -> None:
+    """Record the code check's ``outcome`` and make the move that follows (``verified`` for a
+    right code, ``locked`` once the attempts are spent)."""
+    checks = await checks_of(session, verification.id)
+    code_check = next(c for c in checks if c.type == lifecycle.CODE_CHECK)
+    lifecycle.record_check(code_check, outcome, reason=reason, attempts=attempts)
+    decision = lifecycle.after_checks(Status(verification.status), checks, runtime.settings)
+    await lifecycle.follow(session, verification, decision, runtime.settings)
 
 
 def _aware(value: datetime) -> datetime:

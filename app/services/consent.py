@@ -14,10 +14,11 @@ from typing import Any
 import jwt
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.models import Policy, Verification
+from app.models import Verification
 from app.models._types import utcnow
-from app.runtime import Runtime
 from app.schemas.verification import ConsentOut
+from app.services import policies
+from app.services.runtime import Runtime
 
 RECEIPT_TYPE = "consent-receipt+jwt"
 
@@ -28,7 +29,7 @@ def receipt_id(verification: Verification) -> str:
 
 
 async def consent_of(session: AsyncSession, verification: Verification) -> ConsentOut:
-    policy = await session.get(Policy, verification.policy_version)
+    policy = await policies.published(session, verification.policy_version)
     return ConsentOut(
         policy_version=verification.policy_version,
         policy_sha256=policy.sha256 if policy is not None else None,

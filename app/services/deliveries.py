@@ -25,8 +25,8 @@ from app.db import session_scope
 from app.errors import ProblemError
 from app.models import Event, OutboxJob, WebhookAttempt, WebhookDelivery, WebhookEndpoint
 from app.models._types import utcnow
-from app.runtime import Runtime
 from app.services import audit, events, webhooks
+from app.services.runtime import Runtime
 from app.webhooks import signing, transport
 
 logger = logging.getLogger(__name__)

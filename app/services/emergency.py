@@ -31,8 +31,8 @@ from app.errors import ProblemError
 from app.hotcache import tokens_changed
 from app.models import AuditHead, Client, EmergencyMeasure, ServiceToken, SigningKey, Verification
 from app.models._types import utcnow
-from app.runtime import Runtime
 from app.services import audit, events, operator_notices
+from app.services.runtime import Runtime
 from app.settings import Settings
 
 ALL = "*"

@@ -33,7 +33,8 @@ from __future__ import annotations
 
 import json
 import logging
-from datetime import date, datetime, timedelta
+from dataclasses import replace
+from datetime import date, datetime
 from zoneinfo import ZoneInfo
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -44,16 +45,16 @@ from app.crypto import seal, unseal
 from app.db import session_scope
 from app.errors import ProblemError
 from app.identity import InvalidField, check_external_user_id
-from app.models import Check, Client, OutboxJob, Status, Verification
+from app.models import Check, Client, Status, Verification
 from app.models._types import utcnow
-from app.runtime import Runtime
 from app.schemas.network_identity import NetworkIdentityCreate
-from app.services import audit, costs, emergency, lifecycle
-from app.services.checks import retry_or_review
+from app.services import costs, emergency, lifecycle
+from app.services.checks import record_answer, settle
+from app.services.runtime import Runtime
 from app.services.verifications import (
     _bind,
-    _start_correction,
     consented_policy,
+    create_pending,
     identity_for,
     resolve_level,
 )
@@ -139,49 +140,20 @@ async def create(
             f"{level} needs one of: {', '.join(sorted(LEVEL_MODES[level]))}",
         )
     policy = await consented_policy(session, runtime, body.consent.policy_version)
-    now = utcnow()
-    verification = Verification(
-        client_id=client.id,
+    credential = json.dumps([body.credential, body.mode]).encode()
+    return await create_pending(
+        session,
+        runtime,
+        client,
         external_user_id=body.external_user_id,
-        status=Status.PENDING,
         level=level,
         id_type=ID_TYPE,
-        policy_version=policy.version,
-        consent_at=now,
-        created_at=now,
-        updated_at=now,
-        expires_at=now + timedelta(seconds=runtime.settings.verification_ttl_seconds),
+        policy=policy,
+        seal=lambda aad: seal(runtime.master_key, CREDENTIAL_SEAL, credential, aad, runtime.suite),
+        check_types=[CHECK_TYPE],
+        job_kind=JOB_KIND,
+        audit_data={"id_type": ID_TYPE, "mode": body.mode},
     )
-    verification.sealed_subject = seal(
-        runtime.master_key,
-        CREDENTIAL_SEAL,
-        json.dumps([body.credential, body.mode]).encode(),
-        verification.id.encode(),
-        runtime.suite,
-    )
-    session.add(verification)
-    await session.flush()
-    check = Check(verification_id=verification.id, type=CHECK_TYPE, created_at=now, updated_at=now)
-    session.add(check)
-    session.add(OutboxJob(kind=JOB_KIND, verification_id=verification.id, run_after=now))
-    await session.flush()
-    await _start_correction(session, client, verification)
-    await audit.record(
-        session,
-        action="verification.created",
-        subject_type="verification",
-        subject_id=verification.id,
-        actor_type="client",
-        actor_id=client.id,
-        data={
-            "level": level,
-            "id_type": ID_TYPE,
-            "mode": body.mode,
-            "policy_version": policy.version,
-            "policy_sha256": policy.sha256,
-        },
-    )
-    return verification, [check]
 
 
 async def process(runtime: Runtime, verification_id: str) -> bool:
@@ -265,40 +237,15 @@ async def _record(
             select(Check).where(Check.verification_id == verification_id, Check.type == CHECK_TYPE)
         )
     ).scalar_one()
-    now = utcnow()
-    outcome, reason = result.outcome, result.reason
-    if outcome is CheckOutcome.PASSED and result.mode not in LEVEL_MODES[verification.level]:
-        outcome, reason = CheckOutcome.FAILED, "mode_too_weak"
-    check.status = outcome.value
-    check.reason = reason
-    check.verifier = verifier_name
-    check.billable = check.billable or result.billable
-    check.provider_reference = result.provider_reference
-    check.attempts += 1
-    check.updated_at = now
+    if result.outcome is CheckOutcome.PASSED and result.mode not in LEVEL_MODES[verification.level]:
+        result = replace(result, outcome=CheckOutcome.FAILED, reason="mode_too_weak")
+    record_answer(check, verifier_name, result)
     await session.flush()
-    if outcome is CheckOutcome.PASSED:
+    decision = await settle(
+        session, runtime, verification, [check], job_kind=JOB_KIND, no_retry=NO_RETRY
+    )
+    if decision.status is Status.VERIFIED:
         await _pass(session, runtime, verification, result)
-    elif outcome is CheckOutcome.FAILED:
-        await lifecycle.transition(
-            session,
-            verification,
-            Status.REJECTED,
-            expect=[Status.PENDING],
-            reason=reason,
-            data={"check": CHECK_TYPE},
-        )
-    else:
-        await retry_or_review(
-            session,
-            runtime,
-            verification,
-            CHECK_TYPE,
-            check.attempts,
-            reason or "unavailable",
-            job_kind=JOB_KIND,
-            no_retry=NO_RETRY,
-        )
 
 
 async def _pass(

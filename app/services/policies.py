@@ -15,6 +15,9 @@ from app.services import audit
 
 DEFAULT_POLICY_VERSION = "2026-01"
 
+#: ``session.info`` key of the runtime's cache of published versions (a :class:`TtlMap`).
+POLICY_REFS = "policy_refs"
+
 
 def default_policy_body() -> str:
     return (
@@ -32,9 +35,16 @@ class PolicyRef:
     sha256: str
 
 
-async def published(session: AsyncSession, version: str, cache: TtlMap) -> PolicyRef | None:
+async def published(
+    session: AsyncSession, version: str, cache: TtlMap | None = None
+) -> PolicyRef | None:
     """The published version ``version`` (what a consent records), or None. Published versions
-    never change, so a found one is reused from ``cache``."""
+    never change, so a found one is reused from ``cache`` (by default the runtime's, which every
+    session of it carries)."""
+    cache = cache if cache is not None else session.info.get(POLICY_REFS)
+    if cache is None:
+        policy = await get(session, version)
+        return None if policy is None else PolicyRef(policy.version, policy.sha256)
     ref: PolicyRef | None = cache.get(version)
     if ref is None:
         policy = await get(session, version)

@@ -26,11 +26,11 @@ from sqlmodel import col, select
 
 from app.crypto import GM_SEAL_PREFIX, reseal
 from app.db import session_scope
+from app.identity.subject import SUBJECT_SEAL
 from app.models import Identity, OutboxJob, Verification
-from app.runtime import Runtime
 from app.services.codes import SMS_SEAL
+from app.services.runtime import Runtime
 from app.services.tokens import ADULT_ON_SEAL
-from app.services.verifications import SUBJECT_SEAL
 
 BATCH = 200
 

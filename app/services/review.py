@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import func, update
+from sqlalchemy import func
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, or_, select
 
@@ -31,9 +31,12 @@ from app.identity import InvalidField, parse_id_number
 from app.models import AuditEvent, Check, Client, Identity, Status, Verification
 from app.models._types import utcnow
 from app.ratelimit import raise_refusal
-from app.runtime import Runtime
 from app.schemas.admin import MAX_NOTE, REASON_CODES
 from app.services import audit, codes, erasure, lifecycle, operator_notices
+from app.services.runtime import Runtime
+from app.services.tokens import adult_on_of, is_adult
+from app.services.verifications import checks_of
+from app.verifiers.base import CheckOutcome
 
 logger = logging.getLogger(__name__)
 
@@ -291,8 +294,6 @@ async def open_record(
     if verification.identity_id:
         identity = await session.get(Identity, verification.identity_id)
         if identity is not None:
-            from app.services.tokens import adult_on_of, is_adult
-
             adult = is_adult(
                 adult_on_of(runtime.master_key, identity), runtime.settings.legal_timezone
             )
@@ -399,33 +400,19 @@ async def _approve(
             "invalid_transition",
             "No person is known for this verification; they must verify again",
         )
-    await session.execute(
-        update(Check)
-        .where(
-            col(Check.verification_id) == verification.id,
-            col(Check.type).in_(["id_registry", "carrier_3e"]),
-            col(Check.status) != "passed",
-        )
-        .values(status="passed", reason="manual_review")
-    )
-    sms = (
-        await session.execute(
-            select(Check).where(Check.verification_id == verification.id, Check.type == "sms_otp")
-        )
-    ).scalar_one_or_none()
-    audit_data = {"reason_code": code}
-    if sms is None or sms.status == "passed":
-        await lifecycle.transition(
-            session,
-            verification,
-            Status.VERIFIED,
-            expect=[Status.NEEDS_REVIEW],
-            reason="admin_approve",
-            actor_type="admin",
-            actor_id=admin_id,
-            data=audit_data,
-            valid_until=lifecycle.verified_until(runtime.settings),
-        )
+    checks = await checks_of(session, verification.id)
+    for check in checks:
+        if check.type in ("id_registry", "carrier_3e") and check.status != CheckOutcome.PASSED:
+            lifecycle.record_check(check, CheckOutcome.PASSED, reason="manual_review")
+    decision = lifecycle.after_checks(Status.NEEDS_REVIEW, checks, runtime.settings)
+    approval: dict[str, Any] = {
+        "reason": "admin_approve",
+        "actor_type": "admin",
+        "actor_id": admin_id,
+        "data": {"reason_code": code},
+    }
+    if decision.status is not Status.AWAITING_CODE:
+        await lifecycle.follow(session, verification, decision, runtime.settings, **approval)
         return verification
     if verification.sealed_subject is None:
         raise ProblemError(
@@ -442,16 +429,7 @@ async def _approve(
         "Too many codes sent to this phone",
         limit="sms_phone",
     )
-    await lifecycle.transition(
-        session,
-        verification,
-        Status.AWAITING_CODE,
-        expect=[Status.NEEDS_REVIEW],
-        reason="admin_approve",
-        actor_type="admin",
-        actor_id=admin_id,
-        data=audit_data,
-    )
+    await lifecycle.follow(session, verification, decision, runtime.settings, **approval)
     await codes.issue(session, runtime, verification, codes.subject_phone(runtime, verification))
     return verification
 

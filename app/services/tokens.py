@@ -31,8 +31,8 @@ from app.models import (
     Verification,
 )
 from app.models._types import utcnow
-from app.runtime import Runtime
 from app.services import audit, emergency, events
+from app.services.runtime import Runtime
 
 REQUIRED_CLAIMS = ["exp", "iat", "nbf", "aud", "iss", "sub", "jti", "vid", "lvl"]
 #: RFC 9068 section 2.1: the media type of JWT access tokens, in the ``typ`` header.

@@ -6,20 +6,23 @@ an argon2id hash, masked values and a transient sealed copy for the checks. Noth
 
 from __future__ import annotations
 
-import json
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from typing import Any
 
+from sqlalchemy import literal
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import and_, col, or_, select
 
-from app.crypto import reseal, seal
+from app.crypto import reseal
 from app.db import insert_ignoring_conflicts
 from app.errors import ProblemError
 from app.identity import (
     BlindIndex,
     IdNumber,
     InvalidField,
+    Subject,
     check_external_user_id,
     hash_identity_input,
     mask_id_number,
@@ -41,7 +44,7 @@ from app.models import (
     Verification,
 )
 from app.models._types import new_id, utcnow
-from app.runtime import Runtime
+from app.ratelimit import raise_refusal
 from app.schemas.verification import (
     CheckOut,
     Erasure,
@@ -50,8 +53,10 @@ from app.schemas.verification import (
     VerificationCreate,
     VerificationOut,
 )
-from app.services import audit, consent, policies
+from app.services import audit, consent, erasure, lifecycle, policies, tokens
 from app.services.policies import PolicyRef
+from app.services.runtime import Runtime
+from app.services.tokens import ADULT_ON_SEAL, seal_adult_on
 
 LEVELS = ("L1", "L2", "L3")
 #: Checks each level requires, in the order they run.
@@ -60,22 +65,6 @@ LEVEL_CHECKS: dict[str, tuple[str, ...]] = {
     "L2": ("id_registry", "sms_otp"),
     "L3": ("id_registry", "sms_otp", "carrier_3e"),
 }
-SUBJECT_SEAL = "subject-seal/v1"
-
-
-@dataclass(frozen=True, slots=True)
-class Canonical:
-    """The canonical identity fields of a request; in memory only. ``repr`` is redacted."""
-
-    real_name: str
-    id_number: IdNumber
-    phone: str
-
-    def __repr__(self) -> str:
-        return "Canonical(<redacted>)"
-
-    def as_json(self) -> str:
-        return json.dumps([self.real_name, self.id_number.value, self.phone], ensure_ascii=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,7 +81,7 @@ class Prepared:
     masked_phone: str
 
 
-def canonicalise(body: VerificationCreate) -> Canonical:
+def canonicalise(body: VerificationCreate) -> Subject:
     """Canonicalise and validate every identity field, reporting all bad fields at once."""
     errors: list[InvalidField] = []
     results: dict[str, object] = {}
@@ -118,35 +107,37 @@ def canonicalise(body: VerificationCreate) -> Canonical:
         )
     id_number = results["id_number"]
     assert isinstance(id_number, IdNumber)
-    return Canonical(str(results["real_name"]), id_number, str(results["phone"]))
+    return Subject(
+        real_name=str(results["real_name"]), id_number=id_number.value, phone=str(results["phone"])
+    )
 
 
-def fingerprint_body(body: VerificationCreate, canonical: Canonical) -> dict[str, object]:
+def fingerprint_body(body: VerificationCreate, subject: Subject) -> dict[str, object]:
     """What makes two requests 'the same' for Idempotency-Key purposes: canonical values."""
     return {
         "external_user_id": body.external_user_id,
-        "identity": canonical.as_json(),
+        "identity": subject.fingerprint(),
         "policy_version": body.consent.policy_version,
         "id_type": body.id_type,
         "level": body.level,
     }
 
 
-async def prepare(runtime: Runtime, canonical: Canonical) -> Prepared:
+async def prepare(runtime: Runtime, subject: Subject) -> Prepared:
     """Derive the storable forms. The argon2id hash runs off the event loop, bounded."""
     blind = runtime.blind
     identity_hash = await runtime.identity_hasher.hash(
-        hash_identity_input(canonical.real_name, canonical.id_number.value, canonical.phone)
+        hash_identity_input(subject.real_name, subject.id_number, subject.phone)
     )
     return Prepared(
-        name_bidx=blind.compute("real_name", canonical.real_name),
-        phone_bidx=blind.compute("phone", canonical.phone),
+        name_bidx=blind.compute("real_name", subject.real_name),
+        phone_bidx=blind.compute("phone", subject.phone),
         bidx_version=blind.current_version,
         bidx_suite=blind.suite,
         identity_hash=identity_hash,
-        masked_name=mask_name(canonical.real_name),
-        masked_id_number=mask_id_number(canonical.id_number.value),
-        masked_phone=mask_phone(canonical.phone),
+        masked_name=mask_name(subject.real_name),
+        masked_id_number=mask_id_number(subject.id_number),
+        masked_phone=mask_phone(subject.phone),
     )
 
 
@@ -154,8 +145,6 @@ async def precheck_sms(runtime: Runtime, client: Client, level: str, prepared: P
     """Refuse up front (429) when the level needs an SMS this phone may not receive yet from
     this client (only this client's own sends, and the platform's daily cap, count)."""
     if "sms_otp" in LEVEL_CHECKS[level]:
-        from app.ratelimit import raise_refusal
-
         raise_refusal(
             await runtime.limits.check_sms(client.mode, client.id, prepared.phone_bidx),
             "Too many codes sent to this phone",
@@ -206,65 +195,63 @@ async def identity_for(
     """
     candidates = runtime.blind.candidates(field, value)
     current = candidates[0]
+    known = or_(
+        *(
+            and_(
+                Identity.bidx_suite == c.suite,
+                Identity.bidx_version == c.version,
+                Identity.id_number_bidx == c.digest,
+            )
+            for c in candidates
+        )
+    )
+    # A new person costs one statement: the insert happens only when no index of theirs exists
+    # under any suite or key version, and a concurrent registration of the same person loses
+    # to the unique index (and reads the winner's row below).
+    identity_id = new_id("idn")
+    row = {
+        "id": identity_id,
+        "id_type": id_type,
+        "id_number_bidx": current.digest,
+        "bidx_version": current.version,
+        "bidx_suite": current.suite,
+        "adult_on_sealed": seal_adult_on(runtime.master_key, identity_id, adult_on, runtime.suite),
+        "created_at": utcnow(),
+    }
+    columns = Identity.__table__.c  # type: ignore[attr-defined]
+    fresh = select(*(literal(v, type_=columns[k].type) for k, v in row.items())).where(
+        ~select(Identity.id).where(known).exists()
+    )
+    created = await session.execute(
+        insert_ignoring_conflicts(session, Identity, ["bidx_version", "id_number_bidx"])
+        .from_select(list(row), fresh)
+        .returning(col(Identity.id))
+    )
+    if created.first() is not None:
+        return identity_id
     rows = (
         await session.execute(
             select(
                 Identity.id, Identity.bidx_suite, Identity.bidx_version, Identity.id_number_bidx
-            ).where(
-                or_(
-                    *(
-                        and_(
-                            Identity.bidx_suite == c.suite,
-                            Identity.bidx_version == c.version,
-                            Identity.id_number_bidx == c.digest,
-                        )
-                        for c in candidates
-                    )
-                )
-            )
+            ).where(known)
         )
     ).all()
-    found = {(row[1], row[2], row[3]): str(row[0]) for row in rows}
+    found = {(r[1], r[2], r[3]): str(r[0]) for r in rows}
     for candidate in candidates:  # current suite and version first
-        identity_id = found.get((candidate.suite, candidate.version, candidate.digest))
-        if identity_id is None:
+        found_id = found.get((candidate.suite, candidate.version, candidate.digest))
+        if found_id is None:
             continue
         if candidate != current or replace_adult_on:
             await _refresh_identity(
                 session,
                 runtime,
-                identity_id,
+                found_id,
                 candidate,
                 current,
                 adult_on if replace_adult_on else None,
             )
-        return identity_id
-    from app.services.tokens import seal_adult_on
-
-    identity_id = new_id("idn")
-    created = await session.execute(
-        insert_ignoring_conflicts(session, Identity, ["bidx_version", "id_number_bidx"])
-        .values(
-            id=identity_id,
-            id_type=id_type,
-            id_number_bidx=current.digest,
-            bidx_version=current.version,
-            bidx_suite=current.suite,
-            adult_on_sealed=seal_adult_on(runtime.master_key, identity_id, adult_on, runtime.suite),
-            created_at=utcnow(),
-        )
-        .returning(col(Identity.id))
-    )
-    if created.first() is not None:
-        return identity_id
-    # Registered concurrently by another request (or before): use theirs.
-    existing = await session.execute(
-        select(Identity.id).where(
-            Identity.bidx_version == current.version,
-            Identity.id_number_bidx == current.digest,
-        )
-    )
-    return str(existing.scalar_one())
+        return found_id
+    raise RuntimeError("identity neither inserted nor found")  # the unique index forbids it
 
 
 async def _refresh_identity(
@@ -278,8 +265,6 @@ async def _refresh_identity(
     """Move one identity's index (and sealed coming-of-age date) to the current suite and key
     version, replacing the date when ``adult_on`` is given; guarded on the old index, so a
     concurrent re-index of the same row is harmless."""
-    from app.services.tokens import ADULT_ON_SEAL, seal_adult_on
-
     identity = await session.get(Identity, identity_id, with_for_update=True)
     if identity is None or identity.id_number_bidx not in (old.digest, current.digest):
         return
@@ -362,8 +347,6 @@ async def _start_correction(session: AsyncSession, client: Client, new: Verifica
     and it issues none until the correction passes (it is then revoked as ``corrected``) or
     fails (it is usable again).
     """
-    from app.services import lifecycle, tokens
-
     previous = (
         await session.execute(
             select(Verification).where(
@@ -406,7 +389,7 @@ async def create(
     runtime: Runtime,
     client: Client,
     body: VerificationCreate,
-    canonical: Canonical,
+    subject: Subject,
     prepared: Prepared,
 ) -> tuple[Verification, list[Check]]:
     """Create a ``pending`` verification with its checks, audit event and sealed subject."""
@@ -414,21 +397,21 @@ async def create(
     await precheck_sms(runtime, client, level, prepared)
     policy = await consented_policy(session, runtime, body.consent.policy_version)
     identity_id = await identity_for(
-        session,
-        runtime,
-        field="id_number",
-        value=canonical.id_number.value,
-        adult_on=canonical.id_number.adult_on,
+        session, runtime, field="id_number", value=subject.id_number, adult_on=subject.adult_on
     )
     await _bind(session, client, identity_id, body.external_user_id)
-    now = utcnow()
-    verification = Verification(
-        client_id=client.id,
+    return await create_pending(
+        session,
+        runtime,
+        client,
         external_user_id=body.external_user_id,
-        identity_id=identity_id,
-        status=Status.PENDING,
         level=level,
         id_type=body.id_type,
+        policy=policy,
+        seal=lambda aad: subject.seal(runtime.master_key, aad, runtime.suite),
+        check_types=LEVEL_CHECKS[level],
+        job_kind="run_checks",
+        identity_id=identity_id,
         bidx_version=prepared.bidx_version,
         bidx_suite=prepared.bidx_suite,
         name_bidx=prepared.name_bidx,
@@ -437,28 +420,53 @@ async def create(
         masked_name=prepared.masked_name,
         masked_id_number=prepared.masked_id_number,
         masked_phone=prepared.masked_phone,
+    )
+
+
+async def create_pending(
+    session: AsyncSession,
+    runtime: Runtime,
+    client: Client,
+    *,
+    external_user_id: str,
+    level: str,
+    id_type: str,
+    policy: PolicyRef,
+    seal: Callable[[bytes], str],
+    check_types: Iterable[str],
+    job_kind: str,
+    audit_data: Mapping[str, object] | None = None,
+    **fields: Any,
+) -> tuple[Verification, list[Check]]:
+    """What every intake path does once its input is accepted: store a ``pending`` verification
+    (``fields`` are the path's own columns) with its sealed copy (``seal`` is given the
+    verification's id, the associated data that binds it to the row) and its checks, queue the
+    job that runs them, start the correction of the user's earlier verifications, and audit
+    ``verification.created`` (with ``audit_data`` after the level)."""
+    now = utcnow()
+    verification = Verification(
+        client_id=client.id,
+        external_user_id=external_user_id,
+        status=Status.PENDING,
+        level=level,
+        id_type=id_type,
         policy_version=policy.version,
         consent_at=now,
         created_at=now,
         updated_at=now,
         expires_at=now + timedelta(seconds=runtime.settings.verification_ttl_seconds),
+        **fields,
     )
-    verification.sealed_subject = seal(
-        runtime.master_key,
-        SUBJECT_SEAL,
-        canonical.as_json().encode(),
-        verification.id.encode(),
-        runtime.suite,
-    )
+    verification.sealed_subject = seal(verification.id.encode())
     session.add(verification)
     await session.flush()
     checks = [
         Check(verification_id=verification.id, type=check_type, created_at=now, updated_at=now)
-        for check_type in LEVEL_CHECKS[level]
+        for check_type in check_types
     ]
     session.add_all(checks)
     # Checks run after the commit, in the worker: queued here so a crash cannot lose them.
-    session.add(OutboxJob(kind="run_checks", verification_id=verification.id, run_after=now))
+    session.add(OutboxJob(kind=job_kind, verification_id=verification.id, run_after=now))
     await session.flush()
     await _start_correction(session, client, verification)
     await audit.record(
@@ -470,6 +478,7 @@ async def create(
         actor_id=client.id,
         data={
             "level": level,
+            **(audit_data or {}),
             "policy_version": policy.version,
             "policy_sha256": policy.sha256,
         },
@@ -508,8 +517,6 @@ async def present(
     out = to_out(verification, checks, expires_at)
     out.consent = await consent.consent_of(session, verification)
     if verification.status == Status.ERASED:
-        from app.services import erasure
-
         receipt = await erasure.receipt_of(session, verification)
         if receipt is not None:
             out.erasure = Erasure(**receipt.__dict__)

@@ -65,88 +65,79 @@ Anything else, or a body not in the documented shape -> ``registry_bad_response`
 closed, never passed. Code 400 is not ``invalid_identity``: no field is ever sent empty, so it
 means the request itself was not understood, which is not the person's fault.
 
-Transport, retries and the circuit breaker behave as in :mod:`app.verifiers.tencent_faceid`.
+Transport, retries and the circuit breaker behave as in :mod:`app.verifiers.tencent_faceid`
+(:mod:`app.verifiers.cloud`).
 Only a UUID ``RequestId`` is kept as the provider reference. The ``attempt_key`` is not sent
 (no de-duplication parameter).
 """
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
-import logging
-import time
-from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, ClassVar, Final, Literal, Self
+from collections.abc import Mapping
+from typing import Any, ClassVar, Final, Literal, Self, Unpack
 
 import httpx
 
-from app.providers import (
-    DEFAULT_TIMEOUT,
-    ProviderResponseError,
-    ProviderTransportError,
-    RetryPolicy,
-    aliyun,
-    mainland_mobile,
-    optional_env,
-    read_env,
-    safe_code,
-    uuid_reference,
+from app.providers import aliyun, mainland_mobile, safe_code, uuid_reference
+from app.providers.aliyun import (
+    ENV_ACCESS_KEY_ID,
+    ENV_ACCESS_KEY_SECRET,
+    ENV_REGION,
+    ENV_SECURITY_TOKEN,
+    AliyunAdapter,
 )
+from app.providers.base import AdapterOptions, CodeTable
 from app.verifiers.base import CheckOutcome, CheckResult, Subject
-from app.verifiers.breaker import CircuitBreaker, call_through
+from app.verifiers.cloud import BAD_RESPONSE, CloudCheck, Entry
 
 __all__ = [
     "ENV_ACCESS_KEY_ID",
     "ENV_ACCESS_KEY_SECRET",
     "ENV_REGION",
+    "ENV_SECURITY_TOKEN",
     "AliyunId2MetaVerifier",
     "AliyunMobile3MetaVerifier",
     "cloudauth_endpoint",
 ]
 
-logger = logging.getLogger(__name__)
-
-ENV_ACCESS_KEY_ID: Final = "REALNAME_ALIYUN_ACCESS_KEY_ID"
-ENV_ACCESS_KEY_SECRET: Final = "REALNAME_ALIYUN_ACCESS_KEY_SECRET"  # noqa: S105 (a name)
-ENV_REGION: Final = "REALNAME_ALIYUN_REGION"
-ENV_SECURITY_TOKEN: Final = "REALNAME_ALIYUN_SECURITY_TOKEN"  # noqa: S105 (a name)
 DEFAULT_REGION: Final = "cn-hangzhou"
 
 _VERSION: Final = "2019-03-07"
 _REGIONAL_ENDPOINTS: Final = frozenset({"cn-beijing", "cn-shanghai"})
 
-Entry = tuple[CheckOutcome, str | None, bool]
-_INVALID: Final[Entry] = (CheckOutcome.FAILED, "invalid_identity", False)
-_DOWN: Final[Entry] = (CheckOutcome.UNAVAILABLE, "registry_unavailable", False)
-_AUTH: Final[Entry] = (CheckOutcome.UNAVAILABLE, "provider_auth_failed", False)
-_BAD: Final[Entry] = (CheckOutcome.UNAVAILABLE, "registry_bad_response", False)
+_INVALID: Final = Entry(CheckOutcome.FAILED, "invalid_identity")
+_DOWN: Final = Entry(CheckOutcome.UNAVAILABLE, "registry_unavailable")
+_AUTH: Final = Entry(CheckOutcome.UNAVAILABLE, "provider_auth_failed")
+_BAD_REQUEST: Final = Entry(CheckOutcome.UNAVAILABLE, "provider_bad_request")
 
-_BAD_REQUEST: Final[Entry] = (CheckOutcome.UNAVAILABLE, "provider_bad_request", False)
-
-_CODES: Final[Mapping[str, Entry]] = {
-    "400": _BAD_REQUEST,
-    "401": _INVALID,
-    "402": _DOWN,
-    "403": (CheckOutcome.UNAVAILABLE, "registry_quota_exceeded", False),
-    "410": _AUTH,
-    "411": _AUTH,
-    "412": _AUTH,
-    "500": _DOWN,
-    "InternalError": _DOWN,
-    "ServiceUnavailable": _DOWN,
-    "SignatureDoesNotMatch": _AUTH,
-    "IncompleteSignature": _AUTH,
-    "SignatureNonceUsed": _AUTH,
-}
-# Gateway error-code prefixes, first match wins.
-_PREFIXES: Final[tuple[tuple[str, Entry], ...]] = (
-    ("InvalidAccessKeyId", _AUTH),
-    ("InvalidTimeStamp", _AUTH),
-    ("Forbidden", _AUTH),
-    ("Throttling", (CheckOutcome.UNAVAILABLE, "registry_rate_limited", False)),
-    ("MissingParameter", _BAD_REQUEST),
-    ("InvalidParameter", _BAD_REQUEST),
+#: ``Code`` other than 200: the documented numeric codes, then the gateway's error names (exact,
+#: or by family: ``InvalidAccessKeyId.NotFound``, ``Throttling.User``, ...).
+_CODES: Final = CodeTable(
+    BAD_RESPONSE,
+    {
+        "400": _BAD_REQUEST,
+        "401": _INVALID,
+        "402": _DOWN,
+        "403": Entry(CheckOutcome.UNAVAILABLE, "registry_quota_exceeded"),
+        "410": _AUTH,
+        "411": _AUTH,
+        "412": _AUTH,
+        "500": _DOWN,
+        "InternalError": _DOWN,
+        "ServiceUnavailable": _DOWN,
+        "SignatureDoesNotMatch": _AUTH,
+        "IncompleteSignature": _AUTH,
+        "SignatureNonceUsed": _AUTH,
+    },
+    families={
+        "InvalidAccessKeyId": _AUTH,
+        "InvalidTimeStamp": _AUTH,
+        "Forbidden": _AUTH,
+        "Throttling": Entry(CheckOutcome.UNAVAILABLE, "registry_rate_limited"),
+        "MissingParameter": _BAD_REQUEST,
+        "InvalidParameter": _BAD_REQUEST,
+    },
 )
 
 
@@ -155,17 +146,6 @@ def cloudauth_endpoint(region: str) -> str:
     if region in _REGIONAL_ENDPOINTS:
         return f"cloudauth.{region}.aliyuncs.com"
     return "cloudauth.aliyuncs.com"
-
-
-def _build(entry: Entry, reference: str | None) -> CheckResult:
-    outcome, reason, billable = entry
-    if outcome is CheckOutcome.PASSED:
-        return CheckResult.passed(billable=billable, provider_reference=reference)
-    if outcome is CheckOutcome.FAILED:
-        assert reason is not None
-        return CheckResult.failed(reason, billable=billable, provider_reference=reference)
-    assert reason is not None
-    return CheckResult.unavailable(reason, provider_reference=reference)
 
 
 def _as_code(value: object) -> str | None:
@@ -180,15 +160,13 @@ def _md5(value: str) -> str:
     return hashlib.md5(value.encode("utf-8"), usedforsecurity=False).hexdigest()
 
 
-class _AliyunCloudauthVerifier:
+class _AliyunCloudauthVerifier(CloudCheck, AliyunAdapter):
     """Shared body of the cloudauth verifiers; see the module docstring."""
 
-    name: ClassVar[str]
-    check_type: ClassVar[str]
-    sandbox: ClassVar[bool] = False
+    _label: ClassVar[str] = "aliyun cloudauth"
     _action: ClassVar[str]
-    _biz_codes: ClassVar[Mapping[str, Entry]]
-    _extra_codes: ClassVar[Mapping[str, Entry]] = {}
+    _biz_codes: ClassVar[CodeTable[Entry]]
+    _codes: ClassVar[CodeTable[Entry]] = _CODES
 
     def __init__(
         self,
@@ -200,25 +178,17 @@ class _AliyunCloudauthVerifier:
         region: str = DEFAULT_REGION,
         endpoint: str | None = None,
         max_attempts: int = 3,
-        backoff_base: float = 0.2,
-        breaker: CircuitBreaker | None = None,
-        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-        clock: Callable[[], float] = time.time,
-        timeout: httpx.Timeout = DEFAULT_TIMEOUT,
-        scheme: str = "https",
+        **options: Unpack[AdapterOptions],
     ) -> None:
-        if not access_key_id or not access_key_secret:
-            raise ValueError("access_key_id and access_key_secret must not be empty")
-        self._client = client
-        self._access_key_id = access_key_id
-        self._access_key_secret = access_key_secret
-        self._security_token = security_token
-        self._host = endpoint or cloudauth_endpoint(region)
-        self._retry = RetryPolicy(max_attempts, backoff_base, sleep)
-        self.breaker = breaker if breaker is not None else CircuitBreaker()
-        self._clock = clock
-        self._timeout = timeout
-        self._scheme = scheme
+        super().__init__(
+            client,
+            access_key_id=access_key_id,
+            access_key_secret=access_key_secret,
+            security_token=security_token,
+            host=endpoint or cloudauth_endpoint(region),
+            max_attempts=max_attempts,
+            **options,
+        )
 
     @classmethod
     def from_env(cls, client: httpx.AsyncClient, env: Mapping[str, str]) -> Self:
@@ -227,100 +197,29 @@ class _AliyunCloudauthVerifier:
         Raises:
             ValueError: naming the missing variables (never their values).
         """
-        values = read_env(
-            env,
-            [ENV_ACCESS_KEY_ID, ENV_ACCESS_KEY_SECRET, ENV_REGION],
-            {ENV_REGION: DEFAULT_REGION},
+        credentials, values = aliyun.credentials_from_env(
+            env, [ENV_REGION], {ENV_REGION: DEFAULT_REGION}
         )
-        return cls(
-            client,
-            access_key_id=values[ENV_ACCESS_KEY_ID],
-            access_key_secret=values[ENV_ACCESS_KEY_SECRET],
-            region=values[ENV_REGION],
-            security_token=optional_env(env, ENV_SECURITY_TOKEN),
-        )
+        return cls(client, **credentials, region=values[ENV_REGION])
 
-    def _params(self, subject: Subject) -> dict[str, str] | None:
+    def _request(self, subject: Subject) -> dict[str, str] | None:
         return {
             "ParamType": "normal",
             "IdentifyNum": subject.id_number,
             "UserName": subject.real_name,
         }
 
-    async def check(self, subject: Subject, *, attempt_key: str) -> CheckResult:
-        """Ask cloudauth, with retries, back-off and the circuit breaker.
+    async def _ask(self, request: dict[str, str]) -> dict[str, Any]:
+        return await self.signed_call(action=self._action, version=_VERSION, params=request)
 
-        Args:
-            subject: The canonical identity fields; sent in the form body only.
-            attempt_key: Not sent (cloudauth has no de-duplication parameter).
-
-        Returns:
-            The result mapped as in the module docstring, or ``unavailable`` / ``circuit_open``.
-
-        Raises:
-            httpx.HTTPError: a non-retriable transport problem (a configuration error).
-        """
-        params = self._params(subject)
-        if params is None:
-            return CheckResult.unavailable("phone_unsupported")
-        answer = await call_through(self.breaker, lambda: self._ask(params), lambda a: a[0])
-        if answer is None:
-            return CheckResult.unavailable("circuit_open")
-        result, code = answer
-        logger.info(
-            "aliyun cloudauth check finished",
-            extra={
-                "verifier": self.name,
-                "outcome": result.outcome.value,
-                "reason": result.reason,
-                "provider_code": code,
-            },
-        )
-        return result
-
-    async def _ask(self, params: dict[str, str]) -> tuple[CheckResult, str | None]:
-        try:
-            body = await self._retry.run(lambda: self._call(params))
-        except ProviderTransportError as exc:
-            return CheckResult.unavailable("registry_unavailable"), exc.reason
-        except ProviderResponseError:
-            return CheckResult.unavailable("registry_bad_response"), None
-        reference = uuid_reference(body.get("RequestId"))
-        code = _as_code(body.get("Code"))
+    def _map(self, answer: dict[str, Any]) -> tuple[CheckResult, str | None]:
+        reference = uuid_reference(answer.get("RequestId"))
+        code = _as_code(answer.get("Code"))
         if code == "200":
-            result = body.get("ResultObject")
+            result = answer.get("ResultObject")
             biz = _as_code(result.get("BizCode")) if isinstance(result, dict) else None
-            return _build(self._biz_codes.get(biz or "", _BAD), reference), code
-        return _build(self._code_entry(code), reference), code
-
-    def _code_entry(self, code: str | None) -> Entry:
-        if code is None:
-            return _BAD
-        entry = self._extra_codes.get(code) or _CODES.get(code)
-        if entry is not None:
-            return entry
-        for prefix, prefixed in _PREFIXES:
-            if code == prefix or code.startswith(prefix + "."):
-                return prefixed
-        return _BAD
-
-    def _call(self, params: dict[str, str]) -> Awaitable[dict[str, Any]]:
-        return aliyun.call(
-            self._client,
-            host=self._host,
-            action=self._action,
-            version=_VERSION,
-            params=params,
-            access_key_id=self._access_key_id,
-            access_key_secret=self._access_key_secret,
-            security_token=self._security_token,
-            clock=self._clock,
-            request_timeout=self._timeout,
-            scheme=self._scheme,
-        )
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(host={self._host!r}, breaker={self.breaker!r})"
+            return self._biz_codes(biz).result(reference), code
+        return self._codes(code).result(reference), code
 
 
 class AliyunId2MetaVerifier(_AliyunCloudauthVerifier):
@@ -334,12 +233,8 @@ class AliyunId2MetaVerifier(_AliyunCloudauthVerifier):
         region: Chooses the endpoint (see the module docstring); ``cn-hangzhou`` by default.
         endpoint: An explicit endpoint host, overriding ``region``.
         max_attempts: Calls in all, retries included (at least 1).
-        backoff_base: Seconds; see :class:`~app.providers.RetryPolicy`.
-        breaker: The circuit breaker; a new ``CircuitBreaker()`` if ``None``.
-        sleep: Awaited for back-off delays; tests inject a fake.
-        clock: Current Unix time for ``x-acs-date``; tests inject a fake.
-        timeout: Per-request timeouts.
-        scheme: ``"https"``; tests may use ``"http"``.
+        **options: ``backoff_base``, ``breaker``, ``sleep``, ``clock`` (for ``x-acs-date``),
+            ``timeout``, ``scheme``; see :class:`~app.providers.base.ProviderAdapter`.
 
     Raises:
         ValueError: empty credentials, ``max_attempts`` < 1 or ``backoff_base`` < 0.
@@ -348,11 +243,14 @@ class AliyunId2MetaVerifier(_AliyunCloudauthVerifier):
     name: ClassVar[str] = "aliyun_id2meta"
     check_type: ClassVar[str] = "id_registry"
     _action: ClassVar[str] = "Id2MetaVerify"
-    _biz_codes: ClassVar[Mapping[str, Entry]] = {
-        "1": (CheckOutcome.PASSED, None, True),
-        "2": (CheckOutcome.FAILED, "id_mismatch", True),
-        "3": (CheckOutcome.FAILED, "id_not_found", False),
-    }
+    _biz_codes: ClassVar[CodeTable[Entry]] = CodeTable(
+        BAD_RESPONSE,
+        {
+            "1": Entry(CheckOutcome.PASSED, None, True),
+            "2": Entry(CheckOutcome.FAILED, "id_mismatch", True),
+            "3": Entry(CheckOutcome.FAILED, "id_not_found"),
+        },
+    )
 
 
 class AliyunMobile3MetaVerifier(_AliyunCloudauthVerifier):
@@ -365,14 +263,17 @@ class AliyunMobile3MetaVerifier(_AliyunCloudauthVerifier):
     name: ClassVar[str] = "aliyun_mobile3meta"
     check_type: ClassVar[str] = "carrier_3e"
     _action: ClassVar[str] = "Mobile3MetaSimpleVerify"
-    _biz_codes: ClassVar[Mapping[str, Entry]] = {
-        "1": (CheckOutcome.PASSED, None, True),
-        "2": (CheckOutcome.FAILED, "phone_mismatch", True),
-        "3": (CheckOutcome.FAILED, "id_not_found", False),
-    }
-    _extra_codes: ClassVar[Mapping[str, Entry]] = {
-        "405": (CheckOutcome.UNAVAILABLE, "phone_unsupported", False),
-    }
+    _biz_codes: ClassVar[CodeTable[Entry]] = CodeTable(
+        BAD_RESPONSE,
+        {
+            "1": Entry(CheckOutcome.PASSED, None, True),
+            "2": Entry(CheckOutcome.FAILED, "phone_mismatch", True),
+            "3": Entry(CheckOutcome.FAILED, "id_not_found"),
+        },
+    )
+    _codes: ClassVar[CodeTable[Entry]] = _CODES.extended(
+        {"405": Entry(CheckOutcome.UNAVAILABLE, "phone_unsupported")}
+    )
 
     def __init__(
         self,
@@ -386,7 +287,7 @@ class AliyunMobile3MetaVerifier(_AliyunCloudauthVerifier):
         super().__init__(client, **kwargs)
         self._param_type = param_type
 
-    def _params(self, subject: Subject) -> dict[str, str] | None:
+    def _request(self, subject: Subject) -> dict[str, str] | None:
         phone = mainland_mobile(subject.phone)
         if phone is None:
             return None

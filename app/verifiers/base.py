@@ -39,7 +39,10 @@ import logging
 import re
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import ClassVar, Protocol, runtime_checkable
+from typing import ClassVar, Final, Protocol, runtime_checkable
+
+# The subject is part of this contract; it lives with the identity fields, which seal it.
+from app.identity.subject import Subject as Subject
 
 logger = logging.getLogger(__name__)
 
@@ -79,21 +82,16 @@ class CheckResult:
         return cls(CheckOutcome.UNAVAILABLE, reason, False, provider_reference)
 
 
-@dataclass(frozen=True, slots=True)
-class Subject:
-    """The canonical identity fields of one person, held in memory only for the length of a check.
+#: Check reasons that say the upstream is not working (as opposed to an answer from a working
+#: upstream, even a negative one): these, and exceptions, count against a circuit breaker.
+UPSTREAM_FAILURES: Final = frozenset(
+    {"registry_unavailable", "registry_maintenance", "registry_bad_response"}
+)
 
-    ``repr`` is masked so that a stray log line or traceback never prints the fields.
-    """
 
-    real_name: str
-    id_number: str
-    phone: str
-
-    def __repr__(self) -> str:
-        return "Subject(<redacted>)"
-
-    __str__ = __repr__
+def upstream_failed(result: CheckResult) -> bool:
+    """Whether ``result`` counts against the verifier's circuit breaker."""
+    return result.reason in UPSTREAM_FAILURES
 
 
 @runtime_checkable

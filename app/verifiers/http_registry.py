@@ -12,7 +12,8 @@ Behaviour
   shared token as ``Authorization: Bearer``.
 * Each request has its own timeout (connect 2 s, read/write/pool 5 s unless given).
 * Retriable outcomes are retried up to ``max_attempts`` calls in all, with exponential back-off
-  and jitter: connection and network errors, timeouts, and HTTP 502, 503 and 504. When every
+  and jitter (:class:`app.providers.RetryPolicy`, the one every adapter uses): connection and
+  network errors, timeouts, and HTTP 502, 503 and 504. When every
   attempt fails the result is ``unavailable`` with reason ``registry_unavailable`` (or
   ``registry_maintenance`` if the last 503 said the registry is being upgraded).
 * HTTP 429 (the daily quota) is not retried: ``unavailable`` / ``registry_quota_exceeded``.
@@ -21,7 +22,7 @@ Behaviour
   not exactly one of the answers the endpoint may give, is ``unavailable`` /
   ``registry_bad_response``: fail closed, never passed. Only a UUID ``request_id`` is kept
   (as ``provider_reference``), so nothing a registry echoes back can be stored.
-* A :class:`~app.verifiers.breaker.CircuitBreaker` guards the registry. One check (with its
+* A :class:`~app.providers.breaker.CircuitBreaker` guards the registry. One check (with its
   retries) counts as one call: it fails when the retries are exhausted or the response is bad,
   and succeeds when the registry answers (a 429 included, since the registry is up). While the
   breaker is open, checks return ``unavailable`` / ``circuit_open`` without any request.
@@ -32,30 +33,27 @@ Behaviour
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
-import random
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any, ClassVar, Final
 
 import httpx
 
-from app.verifiers.base import CheckResult, Subject
-from app.verifiers.breaker import CircuitBreaker, call_through
+from app.providers import DEFAULT_TIMEOUT, RetryPolicy
+from app.providers.breaker import CircuitBreaker, call_through
+from app.verifiers.base import CheckResult, Subject, upstream_failed
 from app.verifiers.mock_registry import RegistryAnswer, to_check_result
 
 __all__ = ["DEFAULT_TIMEOUT", "HttpCarrierVerifier", "HttpIdRegistryVerifier"]
 
 logger = logging.getLogger(__name__)
 
-#: Connect within 2 s; read, write and wait for a pooled connection 5 s each.
-DEFAULT_TIMEOUT: Final = httpx.Timeout(5.0, connect=2.0)
-
 _RETRIABLE_ERRORS: Final = (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError)
 _RETRIABLE_STATUSES: Final = frozenset({502, 503, 504})
 # A registry answer is a few dozen bytes; anything much larger is not one.
 _MAX_BODY_BYTES: Final = 16 * 1024
-_MAX_BACKOFF_SECONDS: Final = 10.0
 
 _ID_ANSWERS: Final = frozenset(
     {
@@ -97,19 +95,13 @@ class _HttpRegistryVerifier:
         *,
         timeout: httpx.Timeout = DEFAULT_TIMEOUT,
     ) -> None:
-        if max_attempts < 1:
-            raise ValueError("max_attempts must be at least 1")
-        if backoff_base < 0:
-            raise ValueError("backoff_base must not be negative")
+        self._retry = RetryPolicy(max_attempts, backoff_base, sleep, retry_on=(_Failed,))
         self._client = client
         self._url = base_url.rstrip("/") + self._path
         self._headers = {"Accept": "application/json"}
         if api_token is not None:
             self._headers["Authorization"] = f"Bearer {api_token}"
-        self._max_attempts = max_attempts
-        self._backoff_base = backoff_base
         self.breaker = breaker if breaker is not None else CircuitBreaker()
-        self._sleep = sleep
         self._timeout = timeout
 
     def _payload(self, subject: Subject) -> dict[str, str]:
@@ -134,21 +126,17 @@ class _HttpRegistryVerifier:
         result = await call_through(
             self.breaker,
             lambda: self._call_with_retries(self._payload(subject), attempt_key),
-            lambda answer: answer,
+            upstream_failed,
         )
         return result if result is not None else CheckResult.unavailable("circuit_open")
 
     async def _call_with_retries(self, payload: dict[str, str], attempt_key: str) -> CheckResult:
         headers = {**self._headers, "Idempotency-Key": attempt_key}
-        reason = "registry_unavailable"
-        for attempt in range(1, self._max_attempts + 1):
-            if attempt > 1:
-                await self._sleep(self._backoff(attempt - 1))
-            try:
-                return await self._attempt(payload, headers, attempt)
-            except _Failed as failure:
-                reason = failure.reason
-        return CheckResult.unavailable(reason)
+        numbers = itertools.count(1)
+        try:
+            return await self._retry.run(lambda: self._attempt(payload, headers, next(numbers)))
+        except _Failed as failure:
+            return CheckResult.unavailable(failure.reason)
 
     async def _attempt(
         self, payload: dict[str, str], headers: dict[str, str], attempt: int
@@ -195,12 +183,6 @@ class _HttpRegistryVerifier:
             except (TypeError, ValueError, AttributeError):
                 return None
         return to_check_result(RegistryAnswer(result), provider_reference=request_id)
-
-    def _backoff(self, retry: int) -> float:
-        """Delay before retry number ``retry`` (1-based): exponential, with "equal jitter"."""
-        ceiling = min(_MAX_BACKOFF_SECONDS, self._backoff_base * 2.0 ** (retry - 1))
-        # Jitter spreads out retries of many workers; it needs no cryptographic randomness.
-        return ceiling / 2 + random.uniform(0, ceiling / 2)  # noqa: S311
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(url={self._url!r}, breaker={self.breaker!r})"

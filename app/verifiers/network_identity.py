@@ -71,8 +71,8 @@ from app.providers import (
     post,
     uuid_reference,
 )
-from app.verifiers.base import CheckOutcome, CheckResult
-from app.verifiers.breaker import CircuitBreaker, call_through
+from app.providers.breaker import CircuitBreaker, call_through
+from app.verifiers.base import CheckOutcome
 
 __all__ = [
     "AGE_BANDS",
@@ -226,6 +226,11 @@ class SandboxNetworkIdentityVerifier:
 
 
 #: ``result`` of the gateway protocol -> outcome; reasons pass through if well formed.
+#: The reasons that say the gateway is not working: these (and exceptions) count against its
+#: circuit breaker; definite answers do not.
+_GATEWAY_FAILURES: Final = frozenset(
+    {"network_identity_unavailable", "network_identity_bad_response"}
+)
 _GATEWAY_RESULTS: Final = {
     "pass": CheckOutcome.PASSED,
     "fail": CheckOutcome.FAILED,
@@ -294,7 +299,7 @@ class HttpNetworkIdentityVerifier:
         if self._token:
             headers["authorization"] = f"Bearer {self._token}"
         answer = await call_through(
-            self.breaker, lambda: self._ask(body, headers), lambda r: _as_check(r)
+            self.breaker, lambda: self._ask(body, headers), lambda r: r.reason in _GATEWAY_FAILURES
         )
         if answer is None:
             return NetworkIdentityResult.unavailable("circuit_open")
@@ -326,13 +331,6 @@ class HttpNetworkIdentityVerifier:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(url={self._url!r}, breaker={self.breaker!r})"
-
-
-def _as_check(result: NetworkIdentityResult) -> CheckResult:
-    """The breaker's view of an answer: gateway failures count, definite answers do not."""
-    if result.reason in {"network_identity_unavailable", "network_identity_bad_response"}:
-        return CheckResult.unavailable("registry_unavailable")
-    return CheckResult(result.outcome, result.reason)
 
 
 def _parse(document: dict[str, Any]) -> NetworkIdentityResult | None:

@@ -23,10 +23,10 @@ from importlib.metadata import entry_points
 
 import httpx
 
+from app.providers.breaker import CircuitBreaker
 from app.settings import Settings, SettingsError
 from app.verifiers.aliyun_cloudauth import AliyunId2MetaVerifier, AliyunMobile3MetaVerifier
 from app.verifiers.base import Verifier
-from app.verifiers.breaker import CircuitBreaker
 from app.verifiers.http_registry import HttpCarrierVerifier, HttpIdRegistryVerifier
 from app.verifiers.mock_registry import MockCarrierVerifier, MockIdRegistryVerifier
 from app.verifiers.network_identity import (

@@ -63,10 +63,10 @@ understood, not the person's fault) -> ``provider_bad_request``; ``InternalError
 other ``Result``, or a body not in the documented shape -> ``registry_bad_response``: fail
 closed, never passed.
 
-Transport, retries, breaker
----------------------------
+Transport, retries, breaker (:mod:`app.verifiers.cloud`, :mod:`app.providers.base`)
+------------------------------------------------------------------------------------
 Timeouts, network errors and HTTP 502/503/504 are retried (``max_attempts`` calls in all, with
-back-off), then give ``registry_unavailable``. A :class:`~app.verifiers.breaker.CircuitBreaker`
+back-off), then give ``registry_unavailable``. A :class:`~app.providers.breaker.CircuitBreaker`
 counts ``registry_unavailable``, ``registry_maintenance`` and ``registry_bad_response`` (and
 exceptions) as failures; while open, checks return ``circuit_open`` without a request. Only a
 UUID ``RequestId`` is kept as the provider reference. The ``attempt_key`` is not sent: these
@@ -75,107 +75,82 @@ APIs have no de-duplication parameter, so a retried timeout may be billed twice.
 
 from __future__ import annotations
 
-import asyncio
-import logging
-import time
-from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, ClassVar, Final, Self
+from collections.abc import Mapping
+from typing import Any, ClassVar, Final, Self, Unpack
 
 import httpx
 
-from app.providers import (
-    DEFAULT_TIMEOUT,
-    ProviderResponseError,
-    ProviderTransportError,
-    RetryPolicy,
-    mainland_mobile,
-    optional_env,
-    read_env,
-    tencent,
-    uuid_reference,
-)
+from app.providers import mainland_mobile, tencent, uuid_reference
+from app.providers.base import AdapterOptions, CodeTable
+from app.providers.tencent import ENV_SECRET_ID, ENV_SECRET_KEY, TencentAdapter
 from app.verifiers.base import CheckOutcome, CheckResult, Subject
-from app.verifiers.breaker import CircuitBreaker, call_through
+from app.verifiers.cloud import BAD_RESPONSE, CloudCheck, Entry
 
 __all__ = ["ENV_SECRET_ID", "ENV_SECRET_KEY", "TencentIdCardVerifier", "TencentPhoneVerifier"]
-
-logger = logging.getLogger(__name__)
-
-ENV_SECRET_ID: Final = "REALNAME_TENCENT_SECRET_ID"  # noqa: S105 (a name)
-ENV_SECRET_KEY: Final = "REALNAME_TENCENT_SECRET_KEY"  # noqa: S105 (a name)
-ENV_TOKEN: Final = "REALNAME_TENCENT_TOKEN"  # noqa: S105 (a name)
 
 _HOST: Final = "faceid.tencentcloudapi.com"
 _SERVICE: Final = "faceid"
 _VERSION: Final = "2018-03-01"
 
-Entry = tuple[CheckOutcome, str | None, bool]
-_PASSED: Final[Entry] = (CheckOutcome.PASSED, None, True)
-_INVALID: Final[Entry] = (CheckOutcome.FAILED, "invalid_identity", False)
-_NOT_FOUND: Final[Entry] = (CheckOutcome.FAILED, "id_not_found", False)
-_DOWN: Final[Entry] = (CheckOutcome.UNAVAILABLE, "registry_unavailable", False)
-_QUOTA: Final[Entry] = (CheckOutcome.UNAVAILABLE, "registry_quota_exceeded", False)
-_BAD: Final[Entry] = (CheckOutcome.UNAVAILABLE, "registry_bad_response", False)
+_PASSED: Final = Entry(CheckOutcome.PASSED, None, True)
+_INVALID: Final = Entry(CheckOutcome.FAILED, "invalid_identity")
+_NOT_FOUND: Final = Entry(CheckOutcome.FAILED, "id_not_found")
+_DOWN: Final = Entry(CheckOutcome.UNAVAILABLE, "registry_unavailable")
+_QUOTA: Final = Entry(CheckOutcome.UNAVAILABLE, "registry_quota_exceeded")
+_AUTH: Final = Entry(CheckOutcome.UNAVAILABLE, "provider_auth_failed")
+_BAD_REQUEST: Final = Entry(CheckOutcome.UNAVAILABLE, "provider_bad_request")
 
-_ID_RESULTS: Final[Mapping[str, Entry]] = {
-    "0": _PASSED,
-    "-1": (CheckOutcome.FAILED, "id_mismatch", True),
-    "-2": _INVALID,
-    "-3": _INVALID,
-    "-4": _DOWN,
-    "-5": _NOT_FOUND,
-    "-6": (CheckOutcome.UNAVAILABLE, "registry_maintenance", False),
-    "-7": _QUOTA,
-}
-_PHONE_RESULTS: Final[Mapping[str, Entry]] = {
-    "0": _PASSED,
-    "-4": (CheckOutcome.FAILED, "phone_mismatch", True),
-    "-6": _INVALID,
-    "-7": _INVALID,
-    "-8": _INVALID,
-    "-9": _NOT_FOUND,
-    "-11": _DOWN,
-    "-12": _QUOTA,
-    "-13": (CheckOutcome.UNAVAILABLE, "phone_unsupported", False),
-}
+_ID_RESULTS: Final = CodeTable(
+    BAD_RESPONSE,
+    {
+        "0": _PASSED,
+        "-1": Entry(CheckOutcome.FAILED, "id_mismatch", True),
+        "-2": _INVALID,
+        "-3": _INVALID,
+        "-4": _DOWN,
+        "-5": _NOT_FOUND,
+        "-6": Entry(CheckOutcome.UNAVAILABLE, "registry_maintenance"),
+        "-7": _QUOTA,
+    },
+)
+_PHONE_RESULTS: Final = CodeTable(
+    BAD_RESPONSE,
+    {
+        "0": _PASSED,
+        "-4": Entry(CheckOutcome.FAILED, "phone_mismatch", True),
+        "-6": _INVALID,
+        "-7": _INVALID,
+        "-8": _INVALID,
+        "-9": _NOT_FOUND,
+        "-11": _DOWN,
+        "-12": _QUOTA,
+        "-13": Entry(CheckOutcome.UNAVAILABLE, "phone_unsupported"),
+    },
+)
 # Error.Code families (the part before the first "."), e.g. "AuthFailure.SignatureExpire".
-_ERRORS: Final[Mapping[str, Entry]] = {
-    "AuthFailure": (CheckOutcome.UNAVAILABLE, "provider_auth_failed", False),
-    "UnauthorizedOperation": (CheckOutcome.UNAVAILABLE, "provider_auth_failed", False),
-    "RequestLimitExceeded": (CheckOutcome.UNAVAILABLE, "registry_rate_limited", False),
-    "LimitExceeded": _QUOTA,
-    "InvalidParameter": (CheckOutcome.UNAVAILABLE, "provider_bad_request", False),
-    "InvalidParameterValue": _INVALID,
-    "MissingParameter": (CheckOutcome.UNAVAILABLE, "provider_bad_request", False),
-    "InternalError": _DOWN,
-    "FailedOperation": _DOWN,
-    "ResourceUnavailable": _DOWN,
-}
+_ERRORS: Final = CodeTable(
+    BAD_RESPONSE,
+    families={
+        "AuthFailure": _AUTH,
+        "UnauthorizedOperation": _AUTH,
+        "RequestLimitExceeded": Entry(CheckOutcome.UNAVAILABLE, "registry_rate_limited"),
+        "LimitExceeded": _QUOTA,
+        "InvalidParameter": _BAD_REQUEST,
+        "InvalidParameterValue": _INVALID,
+        "MissingParameter": _BAD_REQUEST,
+        "InternalError": _DOWN,
+        "FailedOperation": _DOWN,
+        "ResourceUnavailable": _DOWN,
+    },
+)
 
 
-def _build(entry: Entry, reference: str | None) -> CheckResult:
-    outcome, reason, billable = entry
-    if outcome is CheckOutcome.PASSED:
-        return CheckResult.passed(billable=billable, provider_reference=reference)
-    if outcome is CheckOutcome.FAILED:
-        assert reason is not None
-        return CheckResult.failed(reason, billable=billable, provider_reference=reference)
-    assert reason is not None
-    return CheckResult.unavailable(reason, provider_reference=reference)
-
-
-def _error_entry(code: str) -> Entry:
-    return _ERRORS.get(code.split(".", 1)[0], _BAD)
-
-
-class _TencentFaceIdVerifier:
+class _TencentFaceIdVerifier(CloudCheck, TencentAdapter):
     """Shared body of the FaceID verifiers; see the module docstring."""
 
-    name: ClassVar[str]
-    check_type: ClassVar[str]
-    sandbox: ClassVar[bool] = False
+    _label: ClassVar[str] = "tencent faceid"
     _action: ClassVar[str]
-    _results: ClassVar[Mapping[str, Entry]]
+    _results: ClassVar[CodeTable[Entry]]
 
     def __init__(
         self,
@@ -186,25 +161,17 @@ class _TencentFaceIdVerifier:
         token: str | None = None,
         host: str = _HOST,
         max_attempts: int = 3,
-        backoff_base: float = 0.2,
-        breaker: CircuitBreaker | None = None,
-        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-        clock: Callable[[], float] = time.time,
-        timeout: httpx.Timeout = DEFAULT_TIMEOUT,
-        scheme: str = "https",
+        **options: Unpack[AdapterOptions],
     ) -> None:
-        if not secret_id or not secret_key:
-            raise ValueError("secret_id and secret_key must not be empty")
-        self._client = client
-        self._secret_id = secret_id
-        self._secret_key = secret_key
-        self._token = token
-        self._host = host
-        self._retry = RetryPolicy(max_attempts, backoff_base, sleep)
-        self.breaker = breaker if breaker is not None else CircuitBreaker()
-        self._clock = clock
-        self._timeout = timeout
-        self._scheme = scheme
+        super().__init__(
+            client,
+            secret_id=secret_id,
+            secret_key=secret_key,
+            token=token,
+            host=host,
+            max_attempts=max_attempts,
+            **options,
+        )
 
     @classmethod
     def from_env(cls, client: httpx.AsyncClient, env: Mapping[str, str]) -> Self:
@@ -214,82 +181,24 @@ class _TencentFaceIdVerifier:
         Raises:
             ValueError: naming the missing variables (never their values).
         """
-        values = read_env(env, [ENV_SECRET_ID, ENV_SECRET_KEY])
-        return cls(
-            client,
-            secret_id=values[ENV_SECRET_ID],
-            secret_key=values[ENV_SECRET_KEY],
-            token=optional_env(env, ENV_TOKEN),
-        )
+        credentials, _ = tencent.credentials_from_env(env)
+        return cls(client, **credentials)
 
-    def _payload(self, subject: Subject) -> dict[str, str] | None:
+    def _request(self, subject: Subject) -> dict[str, str] | None:
         return {"IdCard": subject.id_number, "Name": subject.real_name}
 
-    async def check(self, subject: Subject, *, attempt_key: str) -> CheckResult:
-        """Ask FaceID, with retries, back-off and the circuit breaker.
-
-        Args:
-            subject: The canonical identity fields; sent in the JSON body only.
-            attempt_key: Not sent (FaceID has no de-duplication parameter).
-
-        Returns:
-            The result mapped as in the module docstring, or ``unavailable`` / ``circuit_open``.
-
-        Raises:
-            httpx.HTTPError: a non-retriable transport problem (a configuration error).
-        """
-        payload = self._payload(subject)
-        if payload is None:
-            return CheckResult.unavailable("phone_unsupported")
-        answer = await call_through(self.breaker, lambda: self._ask(payload), lambda a: a[0])
-        if answer is None:
-            return CheckResult.unavailable("circuit_open")
-        result, code = answer
-        logger.info(
-            "tencent faceid check finished",
-            extra={
-                "verifier": self.name,
-                "outcome": result.outcome.value,
-                "reason": result.reason,
-                "provider_code": code,
-            },
+    async def _ask(self, request: dict[str, str]) -> dict[str, Any]:
+        return await self.signed_call(
+            service=_SERVICE, action=self._action, version=_VERSION, region=None, payload=request
         )
-        return result
 
-    async def _ask(self, payload: dict[str, str]) -> tuple[CheckResult, str | None]:
-        try:
-            response = await self._retry.run(lambda: self._call(payload))
-        except ProviderTransportError as exc:
-            return CheckResult.unavailable("registry_unavailable"), exc.reason
-        except ProviderResponseError:
-            return CheckResult.unavailable("registry_bad_response"), None
-        reference = uuid_reference(response.get("RequestId"))
-        code = tencent.error_code(response)
+    def _map(self, answer: dict[str, Any]) -> tuple[CheckResult, str | None]:
+        reference = uuid_reference(answer.get("RequestId"))
+        code = tencent.error_code(answer)
         if code is not None:
-            return _build(_error_entry(code), reference), code
-        result = response.get("Result")
-        entry = self._results.get(result) if isinstance(result, str) else None
-        return _build(entry or _BAD, reference), None
-
-    def _call(self, payload: dict[str, str]) -> Awaitable[dict[str, Any]]:
-        return tencent.call(
-            self._client,
-            host=self._host,
-            service=_SERVICE,
-            action=self._action,
-            version=_VERSION,
-            region=None,
-            payload=payload,
-            secret_id=self._secret_id,
-            secret_key=self._secret_key,
-            token=self._token,
-            clock=self._clock,
-            request_timeout=self._timeout,
-            scheme=self._scheme,
-        )
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(host={self._host!r}, breaker={self.breaker!r})"
+            return _ERRORS(code).result(reference), code
+        result = answer.get("Result")
+        return self._results(result if isinstance(result, str) else None).result(reference), None
 
 
 class TencentIdCardVerifier(_TencentFaceIdVerifier):
@@ -302,12 +211,9 @@ class TencentIdCardVerifier(_TencentFaceIdVerifier):
         token: The STS session token (``X-TC-Token``), with temporary credentials.
         host: The API host, ``faceid.tencentcloudapi.com`` by default.
         max_attempts: Calls in all, retries included (at least 1).
-        backoff_base: Seconds; see :class:`~app.providers.RetryPolicy`.
-        breaker: The circuit breaker; a new ``CircuitBreaker()`` if ``None``.
-        sleep: Awaited for back-off delays; tests inject a fake.
-        clock: Current Unix time for ``X-TC-Timestamp``; tests inject a fake.
-        timeout: Per-request timeouts.
-        scheme: ``"https"``; tests may use ``"http"``.
+        **options: ``backoff_base``, ``breaker``, ``sleep``, ``clock`` (for
+            ``X-TC-Timestamp``), ``timeout``, ``scheme``; see
+            :class:`~app.providers.base.ProviderAdapter`.
 
     Raises:
         ValueError: empty credentials, ``max_attempts`` < 1 or ``backoff_base`` < 0.
@@ -316,7 +222,7 @@ class TencentIdCardVerifier(_TencentFaceIdVerifier):
     name: ClassVar[str] = "tencent_faceid_id2"
     check_type: ClassVar[str] = "id_registry"
     _action: ClassVar[str] = "IdCardVerification"
-    _results: ClassVar[Mapping[str, Entry]] = _ID_RESULTS
+    _results: ClassVar[CodeTable[Entry]] = _ID_RESULTS
 
 
 class TencentPhoneVerifier(_TencentFaceIdVerifier):
@@ -328,9 +234,9 @@ class TencentPhoneVerifier(_TencentFaceIdVerifier):
     name: ClassVar[str] = "tencent_faceid_phone3"
     check_type: ClassVar[str] = "carrier_3e"
     _action: ClassVar[str] = "PhoneVerification"
-    _results: ClassVar[Mapping[str, Entry]] = _PHONE_RESULTS
+    _results: ClassVar[CodeTable[Entry]] = _PHONE_RESULTS
 
-    def _payload(self, subject: Subject) -> dict[str, str] | None:
+    def _request(self, subject: Subject) -> dict[str, str] | None:
         phone = mainland_mobile(subject.phone)
         if phone is None:
             return None

@@ -39,11 +39,11 @@ from app.providers.aliyun import (
     canonical_headers,
     sign_acs3,
 )
+from app.providers.breaker import CircuitBreaker
 from app.senders.aliyun_sms import AliyunSmsSender
 from app.senders.base import OutgoingSms, Sender, SendResult
 from app.verifiers.aliyun_cloudauth import AliyunId2MetaVerifier, AliyunMobile3MetaVerifier
 from app.verifiers.base import CheckOutcome, CheckResult, Subject, Verifier, run_check
-from app.verifiers.breaker import CircuitBreaker
 
 ACCESS_KEY_ID = "LTAItestTESTtest0000"
 ACCESS_KEY_SECRET = "test-access-key-secret-000000"

@@ -35,11 +35,11 @@ import httpx
 import pytest
 
 from app.providers import ProviderResponseError, ProviderTransportError
+from app.providers.breaker import BreakerState, CircuitBreaker
 from app.providers.tencent import call, sign_tc3
 from app.senders.base import OutgoingSms, Sender, SendResult
 from app.senders.tencent_sms import TencentSmsSender
 from app.verifiers.base import CheckOutcome, CheckResult, Subject, Verifier, run_check
-from app.verifiers.breaker import BreakerState, CircuitBreaker
 from app.verifiers.tencent_faceid import TencentIdCardVerifier, TencentPhoneVerifier
 
 SECRET_ID = "AKIDtestTESTtestTESTtestTESTtest0000"

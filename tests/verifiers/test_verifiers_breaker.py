@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from app.verifiers.breaker import BreakerState, CircuitBreaker
+from app.providers.breaker import BreakerState, CircuitBreaker
 
 
 @dataclass

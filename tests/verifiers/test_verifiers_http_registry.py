@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 import httpx
 import pytest
 
+from app.providers.breaker import BreakerState, CircuitBreaker
 from app.verifiers.base import CheckResult, Subject, run_check
-from app.verifiers.breaker import BreakerState, CircuitBreaker
 from app.verifiers.http_registry import HttpCarrierVerifier, HttpIdRegistryVerifier
 
 BASE_URL = "https://registry.test/api/"

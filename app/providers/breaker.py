@@ -1,4 +1,4 @@
-"""A small circuit breaker for adapters that call out to a provider.
+"""A small circuit breaker for adapters that call out to a provider (verifiers and senders).
 
 States
 ------
@@ -17,7 +17,7 @@ States
 Usage::
 
     if not breaker.allow():
-        return CheckResult.unavailable("circuit_open")
+        return CheckResult.unavailable("circuit_open")  # or a sender's retriable refusal
     ...  # call the provider
     breaker.record_success()  # or breaker.record_failure()
 
@@ -32,11 +32,9 @@ import threading
 import time
 from collections.abc import Awaitable, Callable
 from enum import StrEnum
-from typing import Final, TypeVar
+from typing import TypeVar
 
-from app.verifiers.base import CheckResult
-
-__all__ = ["BreakerState", "CircuitBreaker"]
+__all__ = ["BreakerState", "CircuitBreaker", "call_through"]
 
 
 class BreakerState(StrEnum):
@@ -137,22 +135,25 @@ class CircuitBreaker:
         )
 
 
-#: Check reasons that say the upstream is not working (as opposed to an answer from a working
-#: upstream, even a negative one): these, and exceptions, count against the breaker.
-UPSTREAM_FAILURES: Final = frozenset(
-    {"registry_unavailable", "registry_maintenance", "registry_bad_response"}
-)
-
 _T = TypeVar("_T")
 
 
 async def call_through(
     breaker: CircuitBreaker,
     call: Callable[[], Awaitable[_T]],
-    result_of: Callable[[_T], CheckResult],
+    upstream_failed: Callable[[_T], bool],
 ) -> _T | None:
-    """Run ``call`` behind ``breaker``: None while the breaker is open; otherwise the answer,
-    recorded as a failure when it (or an exception) says the upstream is not working."""
+    """Run ``call`` behind ``breaker``.
+
+    Returns:
+        ``None`` while the breaker is open (nothing is called); otherwise the answer, recorded
+        as a failure when ``upstream_failed(answer)`` says the provider is not working (down,
+        timed out, garbled), and as a success otherwise (a definite answer, even a negative
+        one, comes from a working provider).
+
+    Raises:
+        Exception: whatever ``call`` raises, recorded as a failure.
+    """
     if not breaker.allow():
         return None
     try:
@@ -160,7 +161,7 @@ async def call_through(
     except Exception:
         breaker.record_failure()
         raise
-    if result_of(answer).reason in UPSTREAM_FAILURES:
+    if upstream_failed(answer):
         breaker.record_failure()
     else:
         breaker.record_success()
