@@ -7,7 +7,7 @@ CLI) commits, so each request or job is one transaction.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
 from sqlalchemy import event, text
@@ -127,3 +127,30 @@ async def session_scope(factory: async_sessionmaker[AsyncSession]) -> AsyncItera
             await session.rollback()
             raise
         await run_after_commit(session)
+
+
+class LazySession:
+    """A :func:`session_scope` begun only when first asked for (``await lazy()``), so that a
+    request answered from memory never checks out a connection. Ended, with the scope's
+    commit-or-rollback, by :meth:`scope`'s block."""
+
+    def __init__(self, factory: async_sessionmaker[AsyncSession], stack: AsyncExitStack) -> None:
+        self._factory = factory
+        self._stack = stack
+        self._session: AsyncSession | None = None
+
+    @property
+    def opened(self) -> bool:
+        return self._session is not None
+
+    async def __call__(self) -> AsyncSession:
+        if self._session is None:
+            self._session = await self._stack.enter_async_context(session_scope(self._factory))
+        return self._session
+
+    @classmethod
+    @asynccontextmanager
+    async def scope(cls, factory: async_sessionmaker[AsyncSession]) -> AsyncIterator[LazySession]:
+        """A lazy session for the block; its transaction (if begun) ends with the block."""
+        async with AsyncExitStack() as stack:
+            yield cls(factory, stack)

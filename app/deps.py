@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.requests import HTTPConnection
 
 from app import faults
-from app.db import session_scope
+from app.db import LazySession
 from app.errors import ProblemError
 from app.models import Client
 from app.ratelimit import raise_refusal
@@ -36,15 +36,25 @@ async def get_runtime(request: Request) -> Runtime:  # async: no thread-pool hop
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 
 
-async def get_session(runtime: RuntimeDep, request: Request) -> AsyncIterator[AsyncSession]:
-    """One transaction per request, committed before the response is sent."""
-    async with session_scope(runtime.sessions) as session:
-        yield session
-    route = request.scope.get("route")
-    faults.reached(f"committed {request.method} {getattr(route, 'path', request.url.path)}")
+async def get_lazy_session(runtime: RuntimeDep, request: Request) -> AsyncIterator[LazySession]:
+    """At most one transaction per request, begun when first needed (a request answered from
+    memory checks out no connection) and committed before the response is sent."""
+    async with LazySession.scope(runtime.sessions) as lazy:
+        yield lazy
+    if lazy.opened:
+        route = request.scope.get("route")
+        faults.reached(f"committed {request.method} {getattr(route, 'path', request.url.path)}")
 
 
-SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
+LazySessionDep = Annotated[LazySession, Depends(get_lazy_session, scope="function")]
+
+
+async def get_session(lazy: LazySessionDep) -> AsyncSession:
+    """The request's transaction (see :func:`get_lazy_session`), begun now."""
+    return await lazy()
+
+
+SessionDep = Annotated[AsyncSession, Depends(get_session)]
 
 _bearer = HTTPBearer(
     auto_error=False,
@@ -108,7 +118,7 @@ async def refuse_guessers(runtime: Runtime, address: str) -> None:
 
 
 async def get_client(
-    session: SessionDep,
+    session: LazySessionDep,
     runtime: RuntimeDep,
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
@@ -137,7 +147,7 @@ async def get_client(
         # At most every few minutes per process and key: a write per request would cost more
         # than the request. Part of the request's transaction (an error answer loses it).
         runtime.key_last_use.put(used[0], True)
-        await clients.note_use(session, used[0])
+        await clients.note_use(await session(), used[0])
     if claimed_id is not None and (
         client is None or not hmac.compare_digest(claimed_id.encode(), client.id.encode())
     ):

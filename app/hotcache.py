@@ -1,30 +1,46 @@
 """Per-process caches for the hot read paths: API-key authentication and token introspection.
 
-Backends introspect a token on every request they serve, so introspection must not cost three
-database round trips each time. What is cached, and why it stays correct:
+Backends introspect a token on every request they serve, so a repeated introspection must not
+touch the database, nor wait on Redis for anything but the client's shared request quota. What
+is cached, and why it stays correct:
 
 - **API keys** (only with Redis, ``api_key_cache_seconds``): the keyed hash of a key -> its
-  client's columns and the key's expiry, under a shared epoch of their own, exactly as token
-  states below: revoking or rotating a key and disabling a client move it after the commit, so
-  every process stops accepting the key at once. Without Redis keys are read on every request.
-- **Token signatures** (``token_cache_seconds``): (client, token) -> its verified claims. A pure
-  function of the token and the published keys (public keys are never changed, only retired
-  after their tokens expire); ``exp`` and ``nbf`` are checked again on every use.
+  client's columns and the key's expiry. Revoking or rotating a key and disabling a client
+  invalidate every process's entries (below) before the change is answered.
+- **Token signatures** (kept until the token's ``exp``; none with ``token_cache_seconds=0``):
+  (client, token) -> its verified claims. A pure function of the token and the published keys
+  (public keys are never changed, only retired after their tokens expire), so a token's
+  signature is verified once per process; ``exp`` and ``nbf`` are checked again on every use.
 - **Token states** (only with Redis, ``token_cache_seconds``): jti -> (revoked, verification
-  status, verification expiry). Every change that can make a token inactive (revocation,
-  erasure, correction, a verification leaving ``verified``) moves a shared **epoch** in Redis
-  (a new random value) after its transaction commits and before its caller is answered; if
-  Redis cannot be told, the caller gets 503 and retries. Each introspection reads the
-  epoch (one Redis ``GET``) and uses a cached state only if it was read under the same epoch,
-  so a revocation is seen by every process at once. An entry is stored under the epoch read
-  *before* its database read, so a revocation committed in between cannot hide behind it.
-  Without Redis, or when Redis does not answer, token states are always read from the database.
+  status, verification expiry). Revocation, erasure, correction, a verification leaving
+  ``verified`` and emergency revocations invalidate every process's entries before the
+  change is answered.
+
+**Pushed invalidation.** Each API process keeps one Redis pub/sub subscription
+(:class:`Invalidations`) to a channel of its deployment. A change that can make a cached entry
+wrong, once its transaction has committed and before its caller is answered, clears this
+process's entries and PUBLISHes; every subscribed process clears its entries and
+**acknowledges** (``RPUSH`` to a list named in the message); the changer waits until as many
+acknowledgements as PUBLISH reported receivers have arrived. So when the caller hears "done",
+every process that could answer from a cache has already dropped the entry - across hosts,
+whatever the network delays. If Redis cannot be told, or an acknowledgement does not arrive in
+time, the caller gets 503 (:class:`EpochNotMoved`) and retries; the change itself is committed.
+
+A process answers from these caches only while its subscription is confirmed and heard from
+(a ``PING`` every second when the channel is quiet; silent for 3 s counts as down). When the
+subscription is down, not yet confirmed, or being re-established, every lookup reads the
+database; entries are kept under a local **epoch** that moves on every invalidation and every
+loss or (re)start of the subscription, and an entry is stored under the epoch read *before*
+its database read, so a change committed in between cannot hide behind it. Without Redis there
+is nobody to tell: API keys and token states are read from the database on every request.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -32,7 +48,7 @@ from datetime import datetime
 from typing import Any, Generic, TypeVar
 
 import redis.asyncio
-from cachetools import TTLCache
+from cachetools import TLRUCache, TTLCache
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app import metrics
@@ -49,8 +65,14 @@ API_KEY_STATES = "api_key_states"
 V = TypeVar("V")
 
 _MAX_ENTRIES = 100_000
-#: A stalled Redis must not stall introspection: past this, states come from the database.
+#: A stalled Redis must not stall a change for long: past this, the changer answers 503.
 REDIS_TIMEOUT_SECONDS = 0.5
+#: How long a changer waits for every subscribed process to acknowledge an invalidation.
+ACK_TIMEOUT_SECONDS = 2.0
+#: A quiet subscription is pinged this often; silent for ``STALE_AFTER_SECONDS``, it is down.
+HEARTBEAT_SECONDS = 1.0
+STALE_AFTER_SECONDS = 3.0
+_RECONNECT_MAX_SECONDS = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,29 +83,212 @@ class TokenState:
     expires_at: datetime | None
 
 
-class EpochCache(Generic[V]):
-    """key -> value, valid while a shared epoch in Redis is unchanged (see the module doc).
+class EpochNotMoved(Exception):
+    """A change committed, but other processes could not be told (or did not confirm)."""
 
-    ``name`` names the epoch's Redis key and the cache's lookup metric."""
+
+class Invalidations:
+    """This process's subscription to its deployment's invalidation channel, and the way to
+    publish on it (see the module doc). Without Redis it does nothing and is never healthy."""
+
+    def __init__(self, client: redis.asyncio.Redis | None, prefix: str) -> None:
+        self._redis = client
+        self._prefix = prefix
+        db = client.connection_pool.connection_kwargs.get("db", 0) if client is not None else 0
+        # Pub/sub channels ignore the database number: name it, so that deployments sharing
+        # one Redis server (in other databases) never hear each other.
+        self.channel = f"{prefix}|{db}|invalidate"
+        #: The subscription's connection name (``CLIENT LIST``): which processes listen.
+        self.client_name = f"{prefix}|invalidations"
+        self._subscriber: redis.asyncio.Redis | None = None
+        if client is not None:
+            pool = client.connection_pool
+            self._subscriber = redis.asyncio.Redis(
+                connection_pool=redis.asyncio.ConnectionPool(
+                    connection_class=pool.connection_class,
+                    **{**pool.connection_kwargs, "client_name": self.client_name},
+                )
+            )
+        self._caches: dict[str, list[EpochCache[Any]]] = {}
+        self._task: asyncio.Task[None] | None = None
+        self._subscribed = False
+        self._heard = 0.0
+        self._confirmed = asyncio.Event()
+        self._lost = asyncio.Event()
+
+    @property
+    def enabled(self) -> bool:
+        return self._redis is not None
+
+    @property
+    def healthy(self) -> bool:
+        """Whether cached entries may be served: subscribed, and heard from lately."""
+        return self._subscribed and time.monotonic() - self._heard < STALE_AFTER_SECONDS
+
+    async def ready(self, within: float = 5.0) -> bool:
+        """Wait (at most ``within`` seconds) until the subscription is confirmed."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(within):
+                await self._confirmed.wait()
+        return self.healthy
+
+    async def lost(self) -> None:
+        """Return once the subscription is (or was seen to be) down."""
+        await self._lost.wait()
+
+    def register(self, name: str, cache: EpochCache[Any]) -> None:
+        self._caches.setdefault(name, []).append(cache)
+
+    def start(self) -> None:
+        """Subscribe in the background (API processes; idempotent). Until the subscription is
+        confirmed, nothing is served from the caches."""
+        if self._redis is not None and (self._task is None or self._task.done()):
+            self._task = asyncio.get_running_loop().create_task(
+                self._listen(), name="cache-invalidations"
+            )
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        self._down()
+        if self._subscriber is not None:
+            await self._subscriber.connection_pool.disconnect()
+
+    def _invalidate_all(self) -> None:
+        for caches in self._caches.values():
+            for cache in caches:
+                cache.invalidate()
+
+    def _down(self) -> None:
+        if self._subscribed:
+            metrics.INVALIDATION_SUBSCRIBED.set(0)
+        self._subscribed = False
+        self._confirmed.clear()
+        self._lost.set()
+        self._invalidate_all()
+
+    async def _listen(self) -> None:
+        assert self._subscriber is not None
+        delay = 0.1
+        while True:
+            pubsub = self._subscriber.pubsub()
+            try:
+                await pubsub.subscribe(self.channel)
+                while True:
+                    message = await pubsub.get_message(timeout=HEARTBEAT_SECONDS)
+                    now = time.monotonic()
+                    if message is None:
+                        if self._subscribed and now - self._heard >= STALE_AFTER_SECONDS:
+                            raise TimeoutError("invalidation subscription silent")
+                        await pubsub.ping()
+                        continue
+                    self._heard = now
+                    kind = message.get("type")
+                    if kind == "subscribe":
+                        # Whatever was published before this point was missed: start afresh.
+                        self._invalidate_all()
+                        self._subscribed = True
+                        self._lost.clear()
+                        self._confirmed.set()
+                        metrics.INVALIDATION_SUBSCRIBED.set(1)
+                        metrics.INVALIDATION_SUBSCRIPTIONS.inc()
+                        delay = 0.1
+                    elif kind == "message":
+                        await self._apply(message["data"])
+            except asyncio.CancelledError:
+                raise
+            except (redis.RedisError, OSError, TimeoutError) as exc:
+                logger.warning(
+                    "cache invalidation subscription lost", extra={"error_type": type(exc).__name__}
+                )
+            finally:
+                self._down()
+                await asyncio.shield(pubsub.aclose())
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, _RECONNECT_MAX_SECONDS)
+
+    async def _apply(self, data: bytes | str) -> None:
+        text = data.decode() if isinstance(data, bytes) else str(data)
+        name, _, ack = text.partition(" ")
+        caches = self._caches.get(name)
+        if caches is None:  # a kind this version does not know: drop everything
+            self._invalidate_all()
+        else:
+            for cache in caches:
+                cache.invalidate()
+        if ack and self._redis is not None:
+            key = self._ack_key(ack)
+            async with self._redis.pipeline(transaction=False) as pipe:
+                pipe.rpush(key, 1)
+                pipe.expire(key, 60)
+                await pipe.execute()
+
+    def _ack_key(self, nonce: str) -> str:
+        return f"{self._prefix}|ack|{nonce}"
+
+    async def publish(self, name: str) -> None:
+        """Tell every subscribed process to drop its ``name`` entries, and wait until each has
+        confirmed. Raises :class:`EpochNotMoved` when Redis cannot be told (after a few tries)
+        or a confirmation does not arrive within :data:`ACK_TIMEOUT_SECONDS`."""
+        if self._redis is None:
+            return
+        nonce = uuid.uuid4().hex
+        error = "none"
+        receivers: int | None = None
+        for attempt in range(3):
+            try:
+                async with asyncio.timeout(REDIS_TIMEOUT_SECONDS):
+                    receivers = int(await self._redis.publish(self.channel, f"{name} {nonce}"))
+                break
+            except (redis.RedisError, OSError, TimeoutError) as exc:
+                error = type(exc).__name__
+                await asyncio.sleep(0.05 * (attempt + 1))
+        if receivers is None:
+            # Other processes keep their entries until they expire (token_cache_seconds).
+            logger.error("cache invalidation not published", extra={"error_type": error})
+            raise EpochNotMoved
+        key = self._ack_key(nonce)
+        confirmed = 0
+        try:
+            async with asyncio.timeout(ACK_TIMEOUT_SECONDS):
+                while confirmed < receivers:
+                    if await self._redis.blpop([key], timeout=ACK_TIMEOUT_SECONDS) is not None:
+                        confirmed += 1
+        except (redis.RedisError, OSError, TimeoutError) as exc:
+            error = type(exc).__name__
+        if confirmed < receivers:
+            logger.error(
+                "cache invalidation not confirmed by every process",
+                extra={"error_type": error, "receivers": receivers, "confirmed": confirmed},
+            )
+            raise EpochNotMoved
+
+
+class EpochCache(Generic[V]):
+    """key -> value, served only while this process's invalidation subscription is healthy and
+    no invalidation has arrived since the value was read (see the module doc). ``name`` names
+    the kind of entry on the invalidation channel; ``metric`` the cache's lookup metric."""
 
     def __init__(
         self,
-        client: redis.asyncio.Redis | None,
-        prefix: str,
+        bus: Invalidations | None,
         ttl: float,
         *,
         name: str = "token",
         metric: str = "token_state",
     ) -> None:
-        self._redis = client
-        # Outside the rate limits' ``prefix:*`` keys (which a limits reset deletes); "|" cannot
-        # occur in a prefix, so no other deployment's key can collide with it.
-        self._key = f"{prefix}|{name}-epoch"
-        self._entries: TTLCache[str, tuple[bytes, V]] | None = (
-            TTLCache(_MAX_ENTRIES, ttl) if client is not None and ttl > 0 else None
+        self._bus = bus
+        self.name = name
+        self._epoch = 0
+        self._entries: TTLCache[str, tuple[int, V]] | None = (
+            TTLCache(_MAX_ENTRIES, ttl) if bus is not None and bus.enabled and ttl > 0 else None
         )
         self._hit = metrics.CACHE_LOOKUPS.labels(metric, "hit")
         self._miss = metrics.CACHE_LOOKUPS.labels(metric, "miss")
+        if bus is not None:
+            bus.register(name, self)
 
     @property
     def enabled(self) -> bool:
@@ -91,93 +296,73 @@ class EpochCache(Generic[V]):
 
     @property
     def shared(self) -> bool:
-        """Whether other processes may cache under this epoch (Redis is configured): then
-        every change must move it, even where this process itself does not cache."""
-        return self._redis is not None
+        """Whether other processes may cache these entries (Redis is configured): then every
+        change must be published, even where this process itself does not cache."""
+        return self._bus is not None and self._bus.enabled
 
-    async def epoch(self) -> bytes | None:
-        """The current epoch, or None when states must come from the database.
+    def epoch(self) -> int | None:
+        """The local epoch to read under, or None when values must come from the database."""
+        if self._entries is None or self._bus is None or not self._bus.healthy:
+            return None
+        return self._epoch
 
-        Epochs are random values, never a counter: if the key is lost (a Redis restart without
-        persistence, eviction, a flush), the next value cannot match an old entry."""
-        if self._redis is None or self._entries is None:
-            return None
-        try:
-            async with asyncio.timeout(REDIS_TIMEOUT_SECONDS):
-                value = await self._redis.get(self._key)
-                if value is None:  # first use, or lost: start a new one (racing ones agree)
-                    await self._redis.set(self._key, uuid.uuid4().hex, nx=True)
-                    value = await self._redis.get(self._key)
-        except (redis.RedisError, OSError, TimeoutError) as exc:
-            logger.warning("token epoch unreadable", extra={"error_type": type(exc).__name__})
-            return None
-        if value is None:
-            return None
-        return value.encode() if isinstance(value, str) else bytes(value)
-
-    def get(self, jti: str, epoch: bytes | None) -> V | None:
+    def get(self, key: str, epoch: int | None) -> V | None:
         if epoch is None or self._entries is None:
             return None
-        entry = self._entries.get(jti)
-        if entry is None or entry[0] != epoch:
+        entry = self._entries.get(key)
+        if entry is None or entry[0] != self._epoch:
             self._miss.inc()
             return None
         self._hit.inc()
         return entry[1]
 
-    def put(self, jti: str, epoch: bytes | None, state: V) -> None:
-        if epoch is not None and self._entries is not None:
-            self._entries[jti] = (epoch, state)
+    def put(self, key: str, epoch: int | None, value: V) -> None:
+        if epoch is not None and self._entries is not None and epoch == self._epoch:
+            self._entries[key] = (epoch, value)
 
-    async def bump(self) -> None:
-        """Invalidate every process's cached states (called after a commit that revoked).
-
-        Raises :class:`EpochNotMoved` when Redis cannot be told after a few tries: the caller
-        must not be told that the revocation is in force everywhere (an API caller gets 503 and
-        retries; the retry moves the epoch again)."""
+    def invalidate(self) -> None:
+        """Drop this process's entries and move the epoch (a value read before is not kept)."""
+        self._epoch += 1
         if self._entries is not None:
             self._entries.clear()
-        if self._redis is None:
-            return
-        for attempt in range(3):
-            try:
-                async with asyncio.timeout(REDIS_TIMEOUT_SECONDS):
-                    await self._redis.set(self._key, uuid.uuid4().hex)
-                return
-            except (redis.RedisError, OSError, TimeoutError) as exc:
-                error = type(exc).__name__
-                await asyncio.sleep(0.05 * (attempt + 1))
-        # Other processes keep their entries until they expire (token_cache_seconds).
-        logger.error("token epoch not moved", extra={"error_type": error})
-        raise EpochNotMoved
+
+    async def bump(self) -> None:
+        """Invalidate every process's entries (called after a commit that changed them).
+
+        Raises :class:`EpochNotMoved` when other processes could not be told: the caller must
+        not be told that the change is in force everywhere (an API caller gets 503 and
+        retries; the retry publishes again)."""
+        self.invalidate()
+        if self.shared:
+            assert self._bus is not None
+            await self._bus.publish(self.name)
 
     def clear(self) -> None:
         """Drop this process's entries (tests start each case from an empty cache)."""
-        if self._entries is not None:
-            self._entries.clear()
+        self.invalidate()
 
 
 class TokenStates(EpochCache[TokenState]):
-    """jti -> :class:`TokenState`, valid while the shared revocation epoch is unchanged."""
+    """client:jti -> :class:`TokenState`, dropped everywhere on every change that may make a
+    token inactive."""
+
+    def __init__(self, bus: Invalidations | None, ttl: float) -> None:
+        super().__init__(bus, ttl, name="token", metric="token_state")
 
 
 class ApiKeyStates(EpochCache[dict[str, Any]]):
-    """keyed hash of an API key -> its client's columns and the key's id and expiry, valid
-    while the shared API-key epoch is unchanged."""
+    """keyed hash of an API key -> its client's columns and the key's id and expiry, dropped
+    everywhere when a key is revoked or rotated or a client disabled."""
 
-    def __init__(self, client: redis.asyncio.Redis | None, prefix: str, ttl: float) -> None:
-        super().__init__(client, prefix, ttl, name="api-key", metric="api_key")
-
-
-class EpochNotMoved(Exception):
-    """A revocation committed, but other processes could not be told through Redis."""
+    def __init__(self, bus: Invalidations | None, ttl: float) -> None:
+        super().__init__(bus, ttl, name="api-key", metric="api_key")
 
 
 def tokens_changed(session: AsyncSession) -> None:
     """Record that this transaction may have made tokens inactive: once it commits, the
-    session scope bumps the epoch before the caller is answered."""
+    session scope invalidates every process's token states before the caller is answered."""
     states = session.info.get(TOKEN_STATES)
-    if isinstance(states, TokenStates) and states.enabled:
+    if isinstance(states, TokenStates) and states.shared:
         after_commit(session, "token_states", states.bump)
 
 
@@ -225,3 +410,34 @@ class TtlMap:
     def clear(self) -> None:
         if self._cache is not None:
             self._cache.clear()
+
+
+class ClaimsCache:
+    """(client id, token) -> the token's verified claims, kept until the token expires (a
+    token's signature is verified once per process); counted as ``token_claims``."""
+
+    def __init__(self, enabled: bool = True, maxsize: int = _MAX_ENTRIES) -> None:
+        self._cache: TLRUCache[tuple[str, str], dict[str, Any]] | None = (
+            TLRUCache(maxsize, ttu=_until_exp, timer=time.time) if enabled else None
+        )
+        self._hit = metrics.CACHE_LOOKUPS.labels("token_claims", "hit")
+        self._miss = metrics.CACHE_LOOKUPS.labels("token_claims", "miss")
+
+    def get(self, key: tuple[str, str]) -> dict[str, Any] | None:
+        if self._cache is None:
+            return None
+        value = self._cache.get(key)
+        (self._miss if value is None else self._hit).inc()
+        return value
+
+    def put(self, key: tuple[str, str], claims: dict[str, Any]) -> None:
+        if self._cache is not None:
+            self._cache[key] = claims
+
+    def clear(self) -> None:
+        if self._cache is not None:
+            self._cache.clear()
+
+
+def _until_exp(_key: Any, claims: dict[str, Any], _now: float) -> float:
+    return float(claims["exp"])

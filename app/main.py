@@ -42,6 +42,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         owned = runtime is None
         rt = app.state.runtime = runtime or build_runtime(settings)
+        rt.start()
         worker_task = None
         if owned and rt.settings.run_worker:
             rt.worker = worker = Worker(rt)

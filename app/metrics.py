@@ -43,6 +43,16 @@ CACHE_LOOKUPS = Counter(
     ["cache", "result"],
     registry=REGISTRY,
 )
+INVALIDATION_SUBSCRIBED = Gauge(
+    "realname_cache_invalidation_subscribed",
+    "1 while this process hears pushed cache invalidations (and may answer from its caches)",
+    registry=REGISTRY,
+)
+INVALIDATION_SUBSCRIPTIONS = Counter(
+    "realname_cache_invalidation_subscriptions_total",
+    "Confirmed (re)subscriptions to the cache-invalidation channel (each drops every entry)",
+    registry=REGISTRY,
+)
 BILLABLE_CALLS = Counter(
     "realname_billable_calls_total",
     "Provider calls the provider bills, by provider action (verifier or sender name) and client",

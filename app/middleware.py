@@ -3,10 +3,11 @@ error answer. Kept at the ASGI level so that it also guards requests no route ma
 
 from __future__ import annotations
 
+import functools
 import logging
+import os
 import re
 import time
-import uuid
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -23,6 +24,16 @@ _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 
 class _BodyTooLarge(Exception):
     pass
+
+
+@functools.cache
+def _series(method: str, route: str, status: int | None) -> tuple[Any, Any]:
+    """The request counter's and latency histogram's series for one (method, route template,
+    status): looked up once, not per request. Bounded: route templates, not paths."""
+    return (
+        metrics.HTTP_REQUESTS.labels(method, route, str(status)),
+        metrics.HTTP_LATENCY.labels(method, route),
+    )
 
 
 class ServiceMiddleware:
@@ -46,7 +57,7 @@ class ServiceMiddleware:
             return
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         incoming = headers.get("x-request-id", "")
-        request_id = incoming if _SAFE_REQUEST_ID.match(incoming) else uuid.uuid4().hex
+        request_id = incoming if _SAFE_REQUEST_ID.match(incoming) else os.urandom(16).hex()
         token = request_id_var.set(request_id)
         started = time.perf_counter()
         status_holder: dict[str, Any] = {"status": None}
@@ -82,17 +93,16 @@ class ServiceMiddleware:
             route = scope.get("route")
             template = getattr(route, "path", None) or "unmatched"
             elapsed = time.perf_counter() - started
-            metrics.HTTP_REQUESTS.labels(
-                scope["method"], template, str(status_holder["status"])
-            ).inc()
-            metrics.HTTP_LATENCY.labels(scope["method"], template).observe(elapsed)
+            count, latency = _series(scope["method"], template, status_holder["status"])
+            count.inc()
+            latency.observe(elapsed)
             logger.info(
                 "request",
                 extra={
                     "method": scope["method"],
                     "route": template,
                     "status": status_holder["status"],
-                    "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+                    "duration_ms": round(elapsed * 1000, 2),
                 },
             )
             request_id_var.reset(token)

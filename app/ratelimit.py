@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import redis.asyncio
+from cachetools import TTLCache
 from limits import (
     RateLimitItem,
     RateLimitItemPerDay,
@@ -53,6 +54,12 @@ for i = 4, #ARGV do redis.call('ZADD', key, 'NX', now, ARGV[i]) end
 redis.call('EXPIRE', key, math.ceil(window))
 return 1
 """
+
+
+#: A process leases a client's shared quota in batches of 1/this of it (see hit_client).
+CLIENT_LEASE_FRACTION = 100
+#: How long an unused lease is kept (its units were counted when it was taken).
+CLIENT_LEASE_SECONDS = 60
 
 
 class RateLimits:
@@ -97,6 +104,10 @@ class RateLimits:
         self.sms_per_identity: list[RateLimitItem] = list(parse_many(settings.sms_identity_limits))
         self.failed_codes = RateLimitItemPerDay(settings.failed_codes_per_identity)
         self.client_default = settings.client_requests_per_minute
+        #: client id -> (requests left in this process's lease, until when it may be used).
+        self._client_leases: TTLCache[str, tuple[int, float]] = TTLCache(
+            100_000, CLIENT_LEASE_SECONDS
+        )
         self.admin_login: list[RateLimitItem] = list(parse_many(settings.admin_login_limits))
         self.admin_login_ip: list[RateLimitItem] = list(parse_many(settings.admin_login_ip_limits))
         self.admin_records = RateLimitItemPerHour(settings.admin_records_per_hour)
@@ -186,7 +197,25 @@ class RateLimits:
 
     # -- requests per client ----------------------------------------------------------------------
     async def hit_client(self, client_id: str, per_minute: int) -> Refusal | None:
-        item = RateLimitItemPerMinute(per_minute or self.client_default)
+        """Count one request of ``client_id`` against its per-minute quota.
+
+        Shared through Redis, a process takes the quota in batches of 1% (a **lease**: one
+        Redis call per batch, not per request) and counts requests against its lease in
+        memory; a quota under 200 a minute, or one with less than a batch left, is counted
+        request by request. So the quota holds across processes, and a client may be refused
+        (or admitted late) by at most 1% per process: units leased to a process are counted
+        when leased and used within :data:`CLIENT_LEASE_SECONDS`."""
+        quota = per_minute or self.client_default
+        now = time.monotonic()
+        left, until = self._client_leases.get(client_id, (0, now))
+        if left > 0 and until > now:
+            self._client_leases[client_id] = (left - 1, until)
+            return None
+        item = RateLimitItemPerMinute(quota)
+        batch = quota // CLIENT_LEASE_FRACTION if self.redis is not None else 0
+        if batch > 1 and await self.client_limiter.hit(item, "client", client_id, cost=batch):
+            self._client_leases[client_id] = (batch - 1, now + CLIENT_LEASE_SECONDS)
+            return None
         if await self.client_limiter.hit(item, "client", client_id):
             return None
         stats = await self.client_limiter.get_window_stats(item, "client", client_id)
@@ -239,6 +268,7 @@ class RateLimits:
     async def reset(self) -> None:
         await self.storage.reset()
         self._seen.clear()
+        self._client_leases.clear()
 
     async def close(self) -> None:
         if self._pool is not None:

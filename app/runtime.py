@@ -13,7 +13,15 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.crypto import Argon2Pool, Argon2Profile
 from app.db import create_engine, create_sessionmaker
-from app.hotcache import API_KEY_STATES, TOKEN_STATES, ApiKeyStates, TokenStates, TtlMap
+from app.hotcache import (
+    API_KEY_STATES,
+    TOKEN_STATES,
+    ApiKeyStates,
+    ClaimsCache,
+    Invalidations,
+    TokenStates,
+    TtlMap,
+)
 from app.identity import BlindIndexer
 from app.ratelimit import RateLimits
 from app.senders.registry import build_senders
@@ -37,8 +45,9 @@ def build_runtime(settings: Settings, *, engine: AsyncEngine | None = None) -> R
         parallelism=settings.identity_hash_parallelism,
     )
     limits = RateLimits(settings)
-    token_states = TokenStates(limits.redis, settings.redis_prefix, settings.token_cache_seconds)
-    api_keys = ApiKeyStates(limits.redis, settings.redis_prefix, settings.api_key_cache_seconds)
+    invalidations = Invalidations(limits.redis, settings.redis_prefix)
+    token_states = TokenStates(invalidations, settings.token_cache_seconds)
+    api_keys = ApiKeyStates(invalidations, settings.api_key_cache_seconds)
     policies = TtlMap("policy", 3600)
     sessions = create_sessionmaker(
         engine,
@@ -75,7 +84,8 @@ def build_runtime(settings: Settings, *, engine: AsyncEngine | None = None) -> R
         keyring=KeyRing(settings.master_key),
         token_states=token_states,
         api_keys=api_keys,
-        token_claims=TtlMap("token_claims", settings.token_cache_seconds),
+        token_claims=ClaimsCache(enabled=settings.token_cache_seconds > 0),
+        invalidations=invalidations,
         policies=policies,
         webhook_client=httpx.AsyncClient(
             timeout=httpx.Timeout(settings.webhook_timeout_seconds, connect=5.0),

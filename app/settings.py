@@ -80,11 +80,13 @@ class Settings(BaseSettings):
     hash_workers: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1)
 
     # -- hot-path caches (app/hotcache.py) --------------------------------------------------------
-    #: How long an API key's lookup is reused: a key revoked in the database stops working
-    #: within this time (0 = look up every request).
+    #: How long an API key's lookup is reused (with Redis; revocations through the service reach
+    #: every process at once): a key changed straight in the database stops working within
+    #: this time (0 = look up every request).
     api_key_cache_seconds: float = Field(default=10, ge=0, le=300)
-    #: How long a token's verified signature, and (with Redis) its state, are reused by
-    #: introspection; revocations reach every process at once through Redis regardless.
+    #: How long (with Redis) a token's state is reused by introspection; its verified signature
+    #: is kept until the token expires (0 = neither). Revocations reach every process at once
+    #: through Redis regardless.
     token_cache_seconds: float = Field(default=30, ge=0, le=3600)
 
     # -- verifiers and senders ----------------------------------------------------------------

@@ -160,7 +160,7 @@ class Outcome:
     #: ``(request.tag, body)`` of accepted answers, when the run was asked to keep them.
     kept: list[tuple[object, bytes]] = field(default_factory=list)
 
-    def _error(self, what: str) -> None:
+    def error(self, what: str) -> None:
         self.errors += 1
         if len(self.error_samples) < MAX_ERROR_SAMPLES:
             self.error_samples.append(what)
@@ -174,11 +174,11 @@ class Outcome:
             if keep:
                 self.kept.append((req.tag, body))
         else:
-            self._error(f"{status} {body[:300].decode('utf-8', 'replace')}")
+            self.error(f"{status} {body[:300].decode('utf-8', 'replace')}")
 
     def failed(self, exc: BaseException) -> None:
         self.statuses[type(exc).__name__] += 1
-        self._error(f"{type(exc).__name__}: {exc}")
+        self.error(f"{type(exc).__name__}: {exc}")
 
 
 async def closed_loop(

@@ -16,6 +16,9 @@ from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpx
+import jwt
+
 from bench import pgstats
 from bench.cpu import CpuMeter, CpuShare
 from bench.identities import People, registration_body
@@ -23,8 +26,13 @@ from bench.loadgen import Check, Outcome, Request, Target, closed_loop, encode_r
 from bench.pgstats import DbCost
 from bench.profile import Frames, Profiler
 from bench.stats import Summary, summarise
+from realname_sdk import TokenVerifier
 
 _CODE = re.compile(r"(?<![0-9])([0-9]{6})(?![0-9])")
+#: How many of the newest tokens the introspection scenarios ask about.
+INTROSPECTED_TOKENS = 1000
+#: How many tokens the SDK's offline verification is timed on.
+SDK_VERIFICATIONS = 3000
 
 
 def status_is(expected: int) -> Check:
@@ -50,12 +58,15 @@ class Measured:
     cpu: CpuShare
     outcome: Outcome
     db: DbCost | None = None
+    #: CPU milliseconds per operation where the bench itself does the work (SDK row).
+    own_cpu_ms: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "summary": self.summary.as_dict(),
             "cpu": self.cpu.__dict__,
             "db": self.db.__dict__ if self.db else None,
+            "own_cpu_ms": self.own_cpu_ms,
         }
 
 
@@ -372,23 +383,45 @@ class Bench:
         return result
 
     def _introspections(self) -> list[Request]:
+        """Introspections of the newest :data:`INTROSPECTED_TOKENS` tokens: a backend asks
+        about the tokens of its users who are active now, each many times."""
         if not self.pools.tokens:
             raise RuntimeError("no token to introspect")
         return [
             self.request(
                 "POST", "/v1/tokens/introspect", key, json.dumps({"token": token}).encode()
             )
-            for key, token in self.pools.tokens
+            for key, token in self.pools.tokens[-INTROSPECTED_TOKENS:]
         ]
 
     async def introspection(self) -> Measured:
-        """``POST /v1/tokens/introspect`` of live tokens, closed loop."""
-        return await self._cycled(
-            "introspection",
-            self._introspections(),
-            status_and(200, b'"active":true'),
-            self.d.introspection,
+        """``POST /v1/tokens/introspect`` of live tokens, closed loop (the warm-up cycles
+        through them several times, so each server process has seen most of them)."""
+        reqs = self._introspections()
+        check = status_and(200, b'"active":true')
+        # Each token over several connections: each server process sees most of them.
+        await closed_loop(
+            self.target,
+            iter(reqs * 4),
+            concurrency=self.concurrency,
+            duration=self.d.introspection,
+            check=check,
         )
+        return await self._cycled("introspection", reqs, check, self.d.introspection)
+
+    async def sdk_verification(self) -> Measured:
+        """Offline verification in the SDK: ``TokenVerifier.verify`` with the JWKS fetched once
+        and cached, in the bench process (one thread), over the issued tokens."""
+        tokens = [token for _, token in self.pools.tokens[-SDK_VERIFICATIONS:]]
+        if not tokens:
+            raise RuntimeError("no token to verify")
+        loop = asyncio.get_running_loop()
+        meter = CpuMeter(self.server_pid, self.database_name)
+        outcome, cpu_seconds = await loop.run_in_executor(None, verify_offline, self.target, tokens)
+        result = measured(outcome, meter.share())
+        if outcome.latencies:
+            result.own_cpu_ms = round(1000 * cpu_seconds / len(outcome.latencies), 4)
+        return result
 
     # -- mixed ------------------------------------------------------------------------------------
     async def introspection_at_rate(self, seconds: float) -> Measured:
@@ -443,6 +476,47 @@ class Bench:
         cpu = meter.share()
         await self._profile_stop("mixed")
         return measured(regs, cpu), measured(intro, cpu)
+
+
+def verify_offline(target: Target, tokens: list[str]) -> tuple[Outcome, float]:
+    """Verify each token with a :class:`realname_sdk.TokenVerifier` for its audience (one per
+    client, JWKS fetched before timing); the outcome and the thread's CPU seconds (what the
+    verifications cost, however busy the machine is)."""
+    base = f"http://{target.authority}"
+    outcome = Outcome()
+    with httpx.Client(timeout=10) as http:
+        verifiers: dict[str, TokenVerifier] = {}
+        for token in tokens:
+            audience = str(jwt.decode(token, options={"verify_signature": False})["aud"])
+            if audience not in verifiers:
+                # The issuer from the metadata; the keys from this server (the bench does not
+                # set the public URL the metadata's jwks_uri is built on).
+                issuer = http.get(base + "/.well-known/oauth-authorization-server").json()
+                verifiers[audience] = TokenVerifier(
+                    base + "/.well-known/jwks.json",
+                    audience=audience,
+                    issuer=str(issuer["issuer"]),
+                    http_client=http,
+                )
+                verifiers[audience].verify(token)  # fetches and caches the JWKS
+        jobs = [
+            (verifiers[str(jwt.decode(t, options={"verify_signature": False})["aud"])], t)
+            for t in tokens
+        ]
+        began, cpu_began = time.perf_counter(), time.thread_time()
+        for verifier, token in jobs:
+            started = time.perf_counter()
+            try:
+                verifier.verify(token)
+            except Exception as exc:  # counted, reported: any refusal is an error here
+                outcome.statuses[type(exc).__name__] += 1
+                outcome.error(type(exc).__name__)
+                continue
+            outcome.latencies.append(time.perf_counter() - started)
+            outcome.statuses["verified"] += 1
+        outcome.seconds = time.perf_counter() - began
+        cpu_seconds = time.thread_time() - cpu_began
+    return outcome, cpu_seconds
 
 
 def _field(body: bytes, name: str) -> str | None:

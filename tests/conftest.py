@@ -129,6 +129,9 @@ def migrated(settings: Settings) -> Settings:
 @pytest.fixture(scope="session")
 async def runtime(migrated: Settings) -> AsyncIterator[Runtime]:
     rt = build_runtime(migrated)
+    rt.start()
+    if rt.invalidations.enabled:  # caches serve only once the subscription is confirmed
+        assert await rt.invalidations.ready(), "no cache-invalidation subscription"
     yield rt
     await rt.close()
 

@@ -10,17 +10,19 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator, Mapping
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
 
 import anyio
 import httpx
+import redis
 from sqlalchemy import text
 from sqlmodel import SQLModel
 
+from app.hotcache import Invalidations
 from app.runtime import Runtime
 from app.settings import Settings
 
@@ -324,3 +326,29 @@ def new_person(**changes: object) -> dict[str, object]:
     }
     body.update(changes)
     return body
+
+
+def kill_redis_clients(redis_url: str, name: str) -> int:
+    """Close, server side, every Redis connection named ``name`` (``CLIENT SETNAME``), as a
+    network failure or a Redis restart would; how many there were."""
+    client = redis.Redis.from_url(redis_url)
+    try:
+        ids = [c["id"] for c in client.client_list() if c.get("name") == name]
+        for client_id in ids:
+            client.client_kill_filter(_id=client_id)
+        return len(ids)
+    finally:
+        client.close()
+
+
+@asynccontextmanager
+async def listening(runtime: Runtime, prefix: str) -> AsyncIterator[Invalidations]:
+    """A second process's subscription (on a channel of its own test prefix), started."""
+    bus = Invalidations(runtime.limits.redis, prefix)
+    bus.start()
+    try:
+        if bus.enabled:
+            assert await bus.ready()
+        yield bus
+    finally:
+        await bus.stop()

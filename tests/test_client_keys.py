@@ -5,6 +5,7 @@ change needs the admin role and a reason code, is audited, and is in force at on
 from __future__ import annotations
 
 import json
+import uuid
 from datetime import timedelta
 from typing import Any
 
@@ -18,7 +19,7 @@ from app.models import ApiKey, AuditEvent
 from app.models._types import utcnow
 from app.runtime import Runtime
 from app.settings import Settings
-from tests.support import new_person, run_cli
+from tests.support import listening, new_person, run_cli
 from tests.test_admin_api import admin_token, bearer
 from tests.ui.test_ui_pages import make_admin as make_ui_admin
 from tests.ui.test_ui_pages import sign_in as ui_sign_in
@@ -452,24 +453,26 @@ async def test_admin_ui_refuses_a_missing_reason_code(
     assert await works(http, key)
 
 
-async def test_a_process_that_does_not_cache_keys_still_moves_the_shared_epoch(
+async def test_a_process_that_does_not_cache_keys_still_tells_those_that_do(
     runtime: Runtime,
 ) -> None:
-    """With Redis, a change made where API keys are not cached (0 s) still tells the processes
-    that do cache them; without Redis nobody caches and there is no epoch."""
-    prefix = f"{runtime.settings.redis_prefix}:nocache"
-    caching = ApiKeyStates(runtime.limits.redis, prefix, 30)
-    not_caching = ApiKeyStates(runtime.limits.redis, prefix, 0)
-    before = await caching.epoch()
+    """With Redis, a change made where API keys are not cached (0 s) still drops the entries
+    of the processes that do cache them; without Redis nobody caches."""
+    prefix = f"{runtime.settings.redis_prefix}:nocache{uuid.uuid4().hex}"
+    async with listening(runtime, prefix) as mine, listening(runtime, prefix) as theirs:
+        caching = ApiKeyStates(mine, 30)
+        not_caching = ApiKeyStates(theirs, 0)
+        caching.put("hash", caching.epoch(), {"client": {}, "key_id": "key_1", "expires_at": None})
+        before = caching.get("hash", caching.epoch())
 
-    async with runtime.sessions() as session:
-        session.info[API_KEY_STATES] = not_caching
-        api_keys_changed(session)
-        await run_after_commit(session)
-    after = await caching.epoch()
+        async with runtime.sessions() as session:
+            session.info[API_KEY_STATES] = not_caching
+            api_keys_changed(session)
+            await run_after_commit(session)
 
+        after = caching.get("hash", caching.epoch())
     if runtime.limits.redis is None:
         assert (before, after, caching.enabled) == (None, None, False)
     else:
         assert before is not None
-        assert after != before
+        assert after is None

@@ -3,6 +3,8 @@ is never hidden behind them."""
 
 from __future__ import annotations
 
+import asyncio
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -15,6 +17,7 @@ from app.hotcache import EpochNotMoved, TokenState, TokenStates
 from app.runtime import Runtime
 from app.worker import Worker
 from tests.conftest import auth
+from tests.support import kill_redis_clients, listening
 from tests.test_tokens import introspect, token_for, verified
 
 
@@ -37,7 +40,7 @@ async def test_repeated_introspection_spares_the_database(
     http: httpx.AsyncClient, runtime: Runtime, make_client: Any, worker: Worker
 ) -> None:
     """The second introspection of a token does not verify the signature again; with Redis
-    (shared revocation epochs) it reads nothing from the database at all, without Redis it
+    (pushed invalidation) it reads nothing from the database at all, without Redis it
     reads only the API key and the token's state."""
     _, key = await make_client("test", level="L1")
     v = await verified(http, key, worker)
@@ -72,38 +75,51 @@ async def test_revocation_then_introspection_is_inactive_although_cached_active(
     assert (await introspect(http, key, other))["active"] is True
 
 
-async def test_a_state_read_under_an_older_epoch_is_not_served(runtime: Runtime) -> None:
-    """An entry stored under the epoch read before a revocation committed is not used once the
-    revocation has bumped the epoch (without Redis nothing is cached at all)."""
-    states = TokenStates(runtime.limits.redis, runtime.settings.redis_prefix + ":t", 30)
+async def test_a_state_read_before_another_process_changed_it_is_not_served(
+    runtime: Runtime,
+) -> None:
+    """An entry read before another process published a change is not served after that
+    process was answered, even when stored late (without Redis nothing is cached at all)."""
+    prefix = f"{runtime.settings.redis_prefix}:t{uuid.uuid4().hex}"
     active = TokenState("ver_1", revoked=False, status="verified", expires_at=None)
-    before = await states.epoch()
-    states.put("cli_1:tok_1", before, active)
-    assert states.get("cli_1:tok_1", await states.epoch()) == (active if before else None)
-    # Another process revokes: it bumps the shared epoch (here: a second instance).
-    await TokenStates(runtime.limits.redis, runtime.settings.redis_prefix + ":t", 30).bump()
-    after = await states.epoch()
-    assert states.get("cli_1:tok_1", after) is None
-    assert states.enabled is (runtime.settings.redis_url is not None)
+    async with listening(runtime, prefix) as mine, listening(runtime, prefix) as theirs:
+        states, other = TokenStates(mine, 30), TokenStates(theirs, 30)
+        before = states.epoch()
+        states.put("cli_1:tok_1", before, active)
+        assert states.get("cli_1:tok_1", states.epoch()) == (active if before is not None else None)
+        assert states.enabled is (runtime.settings.redis_url is not None)
+
+        await other.bump()  # returns once this process has acknowledged
+
+        assert states.get("cli_1:tok_1", states.epoch()) is None
+        states.put("cli_1:tok_1", before, active)  # a database read that began before
+        assert states.get("cli_1:tok_1", states.epoch()) is None
 
 
-async def test_a_lost_epoch_key_never_revives_old_entries(runtime: Runtime) -> None:
-    """If Redis loses the epoch (a restart without persistence, eviction), entries stored
-    under the old value are not served again: epochs are random, not a counter."""
-    prefix = runtime.settings.redis_prefix + ":lost"
-    states = TokenStates(runtime.limits.redis, prefix, 30)
-    await states.bump()
-    before = await states.epoch()
+async def test_a_lost_subscription_serves_nothing_and_never_revives_old_entries(
+    runtime: Runtime,
+) -> None:
+    """While the invalidation subscription is down nothing is served from the cache, and
+    entries from before the loss are not served once it is back (changes may have been
+    missed meanwhile)."""
+    prefix = f"{runtime.settings.redis_prefix}:lost{uuid.uuid4().hex}"
     active = TokenState("ver_1", revoked=False, status="verified", expires_at=None)
-    states.put("cli_1:tok_1", before, active)
-    if runtime.limits.redis is None:
-        assert before is None
-        return
-    await runtime.limits.redis.delete(f"{prefix}|token-epoch")
-    again = await states.epoch()
-    assert again is not None
-    assert again != before
-    assert states.get("cli_1:tok_1", again) is None
+    async with listening(runtime, prefix) as bus:
+        states = TokenStates(bus, 30)
+        if not bus.enabled:
+            assert states.epoch() is None
+            return
+        states.put("cli_1:tok_1", states.epoch(), active)
+        assert states.get("cli_1:tok_1", states.epoch()) == active
+        assert runtime.settings.redis_url is not None
+
+        assert kill_redis_clients(runtime.settings.redis_url, bus.client_name) == 1
+        async with asyncio.timeout(5):  # the loss is seen on the subscription's next read
+            await bus.lost()
+        assert states.epoch() is None
+
+        assert await bus.ready()
+        assert states.get("cli_1:tok_1", states.epoch()) is None
 
 
 async def test_revocation_that_cannot_reach_other_processes_answers_503_then_retry_works(
@@ -135,3 +151,32 @@ async def test_revocation_that_cannot_reach_other_processes_answers_503_then_ret
     retry = await http.post("/v1/tokens/revoke", json={"token": token}, headers=auth(key))
     assert retry.status_code == 200
     assert await introspect(http, key, token) == {"active": False}
+
+
+async def test_a_busy_clients_quota_is_counted_from_leases_and_still_holds(
+    runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With Redis, a client allowed 200 requests a minute is counted in leases of 2 (one
+    Redis call per two requests) and still gets exactly 200; without Redis, one by one."""
+    limits = runtime.limits
+    calls: list[int] = []
+    hit = limits.client_limiter.hit
+
+    async def counted(*args: Any, cost: int = 1) -> bool:
+        calls.append(cost)
+        return await hit(*args, cost=cost)
+
+    monkeypatch.setattr(limits.client_limiter, "hit", counted)
+    client_id = f"cli_{uuid.uuid4().hex}"
+
+    answers = [await limits.hit_client(client_id, 200) for _ in range(201)]
+
+    assert answers[:200] == [None] * 200
+    refusal = answers[200]
+    assert refusal is not None
+    assert 1 <= refusal.retry_after <= 60
+    if limits.redis is None:
+        assert calls == [1] * 201
+    else:
+        assert calls[:100] == [2] * 100
+        assert len(calls) <= 102  # then the last lease is refused, and one by one

@@ -25,7 +25,14 @@ from app.db import create_engine, create_sessionmaker, session_scope
 from app.services import clients
 from app.services.audit import AUDIT_KEYS
 from app.settings import Settings
-from tests.support import Service, launch, new_person, scratch_postgres
+from tests.support import (
+    Service,
+    kill_redis_clients,
+    launch,
+    new_person,
+    run_cli,
+    scratch_postgres,
+)
 from tests.test_e2e_verifiers import api, inbox_code, wait_status
 
 pytestmark = pytest.mark.e2e
@@ -50,10 +57,15 @@ async def scale_engine(settings: Settings, scale_database: str) -> AsyncIterator
 
 @contextlib.contextmanager
 def two_processes(
-    settings: Settings, database: str, tmp_path: Path, *, b_runs_worker: bool = True
+    settings: Settings,
+    database: str,
+    tmp_path: Path,
+    *,
+    b_runs_worker: bool = True,
+    prefix: str | None = None,
 ) -> Iterator[tuple[Service, Service]]:
     """Processes A and B on one database and one Redis (a key prefix of this test's own)."""
-    prefix = f"scale{uuid.uuid4().hex}"
+    prefix = prefix or f"scale{uuid.uuid4().hex}"
     env = {
         **FAST,
         "REALNAME_DATABASE_URL": database,
@@ -222,16 +234,18 @@ async def test_client_quota_is_shared_by_both_processes(
                 assert int(refused.headers["Retry-After"]) >= 1
 
 
-def cache_hits(metrics_text: str, cache: str) -> float:
-    """``realname_cache_lookups_total{cache=…,result="hit"}`` from a /metrics answer."""
+def metric(metrics_text: str, name: str, *labels: str) -> float:
+    """The value of ``name`` (with every one of ``labels``, e.g. ``'cache="api_key"'``) in a
+    /metrics answer; 0 when absent."""
     for line in metrics_text.splitlines():
-        if (
-            line.startswith("realname_cache_lookups_total{")
-            and f'cache="{cache}"' in line
-            and 'result="hit"' in line
-        ):
+        if line.startswith((name + "{", name + " ")) and all(label in line for label in labels):
             return float(line.rsplit(" ", 1)[1])
     return 0.0
+
+
+def cache_hits(metrics_text: str, cache: str) -> float:
+    """``realname_cache_lookups_total{cache=…,result="hit"}`` from a /metrics answer."""
+    return metric(metrics_text, "realname_cache_lookups_total", f'cache="{cache}"', 'result="hit"')
 
 
 async def verified_token(client: httpx.AsyncClient) -> tuple[str, str]:
@@ -268,3 +282,75 @@ async def test_revocation_through_a_is_seen_at_once_by_b_which_cached_the_token_
                 assert r.status_code == 200, r.text
                 answer = (await cb.post("/v1/tokens/introspect", json={"token": token})).json()
                 assert answer == {"active": False}, revoke
+
+
+async def test_api_key_revoked_through_another_process_is_refused_at_once_by_b_which_cached_it(
+    settings: Settings, scale_database: str, scale_engine: AsyncEngine, tmp_path: Path
+) -> None:
+    """B answers a client from its cached API key; once the key's revocation (by the CLI, a
+    third process) has returned, B refuses the key on its very next request."""
+    client_id, key = await new_client(settings, scale_engine, level="L1")
+    prefix = f"scale{uuid.uuid4().hex}"
+    with two_processes(settings, scale_database, tmp_path, prefix=prefix) as (_, b):
+        async with api(b.base, key) as cb:
+            before = cache_hits((await cb.get("/metrics")).text, "api_key")
+            for _ in range(3):
+                assert (await cb.get("/v1/verifications/ver_missing")).status_code == 404
+            after = cache_hits((await cb.get("/metrics")).text, "api_key")
+            assert after - before >= 2, "B did not serve the repeats from its cache"
+            async with scale_engine.connect() as conn:
+                key_id = (
+                    await conn.execute(
+                        text("SELECT id FROM api_keys WHERE client_id = :c"), {"c": client_id}
+                    )
+                ).scalar_one()
+            env = {
+                "REALNAME_DATABASE_URL": scale_database,
+                "REALNAME_REDIS_URL": REDIS_URL,
+                "REALNAME_REDIS_PREFIX": prefix,
+            }
+            revoked = await asyncio.to_thread(
+                run_cli, settings, "clients", "revoke-key", key_id, "--reason-code", "other", **env
+            )
+            assert revoked.returncode == 0, revoked.stderr
+            refused = await cb.get("/v1/verifications/ver_missing")
+            assert refused.status_code == 401, refused.text
+
+
+async def test_b_whose_subscription_was_lost_does_not_answer_from_entries_of_before(
+    settings: Settings, scale_database: str, scale_engine: AsyncEngine, tmp_path: Path
+) -> None:
+    """When B's invalidation subscription is cut (as by a network failure or a Redis restart),
+    B reads token states from the database until it has subscribed again, and then drops what
+    it had cached: a change it may have missed meanwhile (here: a revocation written straight
+    into the database, which tells nobody) is seen on its next introspection."""
+    _, key = await new_client(settings, scale_engine, level="L1")
+    prefix = f"scale{uuid.uuid4().hex}"
+    with two_processes(settings, scale_database, tmp_path, prefix=prefix) as (a, b):
+        async with api(a.base, key) as ca, api(b.base, key) as cb:
+            _, token = await verified_token(ca)
+            for _ in range(3):
+                answer = (await cb.post("/v1/tokens/introspect", json={"token": token})).json()
+                assert answer["active"] is True
+            page = (await cb.get("/metrics")).text
+            subscriptions = metric(page, SUBSCRIPTIONS)
+            assert metric(page, "realname_cache_invalidation_subscribed") == 1
+            assert cache_hits(page, "token_state") >= 2
+
+            assert kill_redis_clients(REDIS_URL, f"{prefix}|invalidations") == 2  # A's and B's
+            for _ in range(400):  # B subscribes again (and drops its entries) within seconds
+                if metric((await cb.get("/metrics")).text, SUBSCRIPTIONS) > subscriptions:
+                    break
+                await asyncio.sleep(0.05)
+            else:
+                raise AssertionError("B did not subscribe again")
+            async with scale_engine.begin() as conn:
+                await conn.execute(
+                    text("UPDATE service_tokens SET revoked_at = now() WHERE revoked_at IS NULL")
+                )
+
+            answer = (await cb.post("/v1/tokens/introspect", json={"token": token})).json()
+            assert answer == {"active": False}
+
+
+SUBSCRIPTIONS = "realname_cache_invalidation_subscriptions_total"

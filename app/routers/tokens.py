@@ -10,11 +10,11 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
-from app.deps import CurrentClient, RuntimeDep, SessionDep
+from app.deps import CurrentClient, LazySessionDep, RuntimeDep, SessionDep
 from app.errors import ProblemError, problems
 from app.routers.idempotency import idempotent
 from app.schemas.tokens import Introspection, Jwks, TokenIn, TokenOut
-from app.services import emergency, keys, tokens, verifications
+from app.services import emergency, keys, tokens
 
 router = APIRouter(tags=["tokens"])
 
@@ -102,13 +102,12 @@ async def issue_token(
     await emergency.ensure_issuing(
         session, client.id, runtime.settings.issuance_retry_after_seconds
     )
-    verification = await verifications.get_for_client(session, client, verification_id)
-    issued = await tokens.issue(session, runtime, client, verification)
+    issued = await tokens.issue(session, runtime, client, verification_id)
     return TokenOut(
         access_token=issued.token,
         expires_in=issued.expires_in,
-        verification_id=verification.id,
-        level=verification.level,
+        verification_id=issued.verification_id,
+        level=issued.level,
     )
 
 
@@ -121,7 +120,7 @@ async def issue_token(
     openapi_extra=TOKEN_BODY,
 )
 async def introspect(
-    body: TokenRequest, client: CurrentClient, session: SessionDep, runtime: RuntimeDep
+    body: TokenRequest, client: CurrentClient, session: LazySessionDep, runtime: RuntimeDep
 ) -> Any:
     return await tokens.introspect(session, runtime, client, body.token)
 

@@ -2,10 +2,10 @@
 revoke one, rotate one with an overlap window.
 
 Every change is one transaction with its audit event (who, and a reason code from
-:data:`REASON_CODES`), and every change that can stop a key moves the shared API-key epoch after
-the commit (``app.hotcache.api_keys_changed``), so every process refuses the key on its next
-request. Plain keys are returned once, by :func:`add_key` and :func:`rotate_key`; only their
-keyed hashes are stored.
+:data:`REASON_CODES`), and every change that can stop a key invalidates every process's cached
+keys after the commit (``app.hotcache.api_keys_changed``), so every process refuses the key on
+its next request. Plain keys are returned once, by :func:`add_key` and :func:`rotate_key`; only
+their keyed hashes are stored.
 """
 
 from __future__ import annotations

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
+from typing import Any
 
 from sqlalchemy import or_, update
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import make_transient_to_detached
+from sqlalchemy.orm import instrumentation, make_transient_to_detached
 from sqlmodel import col, select
 
 from app.crypto import API_KEY_PREFIXES, generate_api_key, hash_api_key
@@ -80,7 +81,7 @@ def _well_formed(api_key: str) -> bool:
 
 
 async def authenticate(
-    session: AsyncSession,
+    session: Callable[[], Awaitable[AsyncSession]],
     master_key: bytes,
     api_key: str,
     cache: ApiKeyStates | None = None,
@@ -88,32 +89,30 @@ async def authenticate(
     before_lookup: Callable[[], Awaitable[None]] | None = None,
 ) -> Client | None:
     """The active client owning ``api_key``, or None. One indexed lookup by keyed hash, reused
-    from ``cache`` while the shared API-key epoch is unchanged (a revoke, rotation or disable
-    moves it: see app.hotcache). A rotated key works until its ``expires_at``. ``used`` is
-    called with the key's id when the key is accepted (see :func:`note_use`).
-    ``before_lookup`` is awaited before any database read (and for a malformed key): the
-    guard that refuses an address that failed too often, at no cost to the database."""
+    from ``cache`` until a revoke, rotation or disable invalidates it in every process (see
+    app.hotcache); ``session`` is asked for only on a miss. A rotated key works until its
+    ``expires_at``. ``used`` is called with the key's id when the key is accepted (see
+    :func:`note_use`). ``before_lookup`` is awaited before any database read (and for a
+    malformed key): the guard that refuses an address that failed too often, at no cost to
+    the database."""
     if not _well_formed(api_key):
         if before_lookup is not None:
             await before_lookup()
         return None
     key_hash = hash_api_key(master_key, api_key)
     now = utcnow()
-    epoch = await cache.epoch() if cache is not None else None
+    epoch = cache.epoch() if cache is not None else None
     cached = cache.get(key_hash, epoch) if cache is not None else None
     if cached is not None:
         if cached["expires_at"] is not None and cached["expires_at"] <= now:
             return None
-        # A detached copy per request: requests never share one ORM instance.
-        client = Client(**cached["client"])
-        make_transient_to_detached(client)
         if used is not None:
             used(cached["key_id"])
-        return client
+        return _detached(cached["client"])
     if before_lookup is not None:
         await before_lookup()
     row = (
-        await session.execute(
+        await (await session()).execute(
             select(Client, ApiKey.id, ApiKey.revoked_at, ApiKey.expires_at)
             .join(ApiKey, col(ApiKey.client_id) == col(Client.id))
             .where(ApiKey.key_hash == key_hash)
@@ -137,6 +136,23 @@ async def authenticate(
     if used is not None:
         used(key_id)
     return found
+
+
+_CLIENT_CLASS = instrumentation.manager_of_class(Client)
+
+
+def _detached(columns: dict[str, Any]) -> Client:
+    """A detached copy of a cached client per request (requests never share one ORM
+    instance), built without validating again what was read from the database and validated
+    then: SQLAlchemy's own constructor for a mapped instance plus pydantic's instance fields
+    (about 5 µs, against 45 µs for ``Client(**columns)``)."""
+    client: Client = _CLIENT_CLASS.new_instance()
+    object.__setattr__(client, "__pydantic_fields_set__", set(columns))
+    object.__setattr__(client, "__pydantic_extra__", None)
+    object.__setattr__(client, "__pydantic_private__", None)
+    client.__dict__.update(columns)
+    make_transient_to_detached(client)
+    return client
 
 
 async def note_use(session: AsyncSession, key_id: str) -> None:

@@ -133,14 +133,25 @@ class KeyRing:
         self._active_at = 0.0
         self._public: dict[str, Ed25519PublicKey] = {}
 
-    async def signing_key(self, session: AsyncSession) -> ActiveKey:
+    def cached_active(self) -> ActiveKey | None:
+        """The active key if this process read it lately (no database, nothing created)."""
         if self._active is not None and time.monotonic() - self._active_at < ACTIVE_CACHE_SECONDS:
             return self._active
+        return None
+
+    async def signing_key(self, session: AsyncSession) -> ActiveKey:
+        cached = self.cached_active()
+        if cached is not None:
+            return cached
         key = await active(session) or await create(session, self._master)
         raw = unseal(self._master, KEY_SEAL, key.private_key_sealed, key.kid.encode())
         self._active = ActiveKey(key.kid, Ed25519PrivateKey.from_private_bytes(raw))
         self._active_at = time.monotonic()
         return self._active
+
+    def cached_public_key(self, kid: str) -> Ed25519PublicKey | None:
+        """The public key ``kid`` if this process has read it already (no database)."""
+        return self._public.get(kid)
 
     async def public_key(self, session: AsyncSession, kid: str) -> Ed25519PublicKey | None:
         cached = self._public.get(kid)

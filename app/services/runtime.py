@@ -15,7 +15,7 @@ import httpx
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.crypto import Argon2Pool, Suite
-from app.hotcache import ApiKeyStates, TokenStates, TtlMap
+from app.hotcache import ApiKeyStates, ClaimsCache, Invalidations, TokenStates, TtlMap
 from app.identity import BlindIndexer
 from app.ratelimit import RateLimits
 from app.senders.registry import Senders
@@ -47,16 +47,17 @@ class Runtime:
     senders: Senders
     keyring: KeyRing
     token_states: TokenStates
-    #: API key hash -> client columns (epoch-checked); (client id, token) -> verified claims.
-    #: See app.hotcache.
+    #: API key hash -> client columns; (client id, token) -> verified claims. See app.hotcache.
     api_keys: ApiKeyStates
-    token_claims: TtlMap
+    token_claims: ClaimsCache
     #: Published collection-rules versions (immutable once published).
     policies: TtlMap
     #: Webhook deliveries' own client: no proxies from the environment, no redirects.
     webhook_client: httpx.AsyncClient
     #: Keys whose last use this process wrote lately (app.services.clients.LAST_USE_EVERY).
     key_last_use: TtlMap
+    #: This process's subscription to pushed cache invalidations (app.hotcache).
+    invalidations: Invalidations
     #: The in-process outbox worker, when this process runs one (set by its entry point).
     worker: WorkerHandle | None = None
 
@@ -74,7 +75,12 @@ class Runtime:
         """The crypto suite new personal-data values are made with (see ``app.crypto``)."""
         return self.settings.crypto_suite
 
+    def start(self) -> None:
+        """Begin what a serving process runs in the background (inside its event loop)."""
+        self.invalidations.start()
+
     async def close(self) -> None:
+        await self.invalidations.stop()
         self.identity_hasher.close()
         self.password_hasher.close()
         await self.http_client.aclose()

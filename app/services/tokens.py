@@ -5,14 +5,15 @@ at once."""
 from __future__ import annotations
 
 import secrets
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import jwt
+from sqlalchemy import exists, false, update
 from sqlalchemy import select as sa_select
-from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
@@ -48,6 +49,8 @@ class Issued:
     token: str
     expires_in: int
     jti: str
+    verification_id: str
+    level: str
 
 
 def subject_for(master_key: bytes, client_id: str, identity_id: str) -> str:
@@ -105,11 +108,34 @@ async def _refuse(session: AsyncSession, verification: Verification, detail: str
 
 
 async def issue(
-    session: AsyncSession, runtime: Runtime, client: Client, verification: Verification
+    session: AsyncSession, runtime: Runtime, client: Client, verification_id: str
 ) -> Issued:
-    """Sign a token for ``verification``; 409 verification_not_verified unless it is verified."""
-    # Under the row lock, so a revocation racing this issue is either seen or sees the token.
-    await session.refresh(verification, with_for_update=True)
+    """Sign a token for the client's verification ``verification_id``: 404 not_found for a
+    missing one or another client's, 409 verification_not_verified unless it is verified."""
+    # Only a key this process holds already: reading (or creating) the active key waits until
+    # the checks have passed, so that a refused request never leaves a key it rolled back.
+    cached = runtime.keyring.cached_active()
+    usable = (
+        exists().where(col(SigningKey.kid) == cached.kid, col(SigningKey.withdrawn_at).is_(None))
+        if cached is not None
+        else false()
+    )
+    # One statement: the verification under its row lock (so a revocation racing this issue
+    # is either seen or sees the token), its identity, and whether the cached signing key is
+    # still there and not withdrawn (by a revocation of every token in another process).
+    row = (
+        await session.execute(
+            select(Verification, Identity, usable.label("key_usable"))
+            .outerjoin(Identity, col(Identity.id) == col(Verification.identity_id))
+            .where(col(Verification.id) == verification_id)
+            .where(col(Verification.client_id) == client.id)
+            .with_for_update(of=Verification)
+            .execution_options(populate_existing=True)
+        )
+    ).first()
+    if row is None:
+        raise ProblemError("not_found", "No such verification")
+    verification, identity, key_usable = row
     now = utcnow()
     if verification.status != Status.VERIFIED:
         await _refuse(
@@ -121,15 +147,13 @@ async def issue(
         await _refuse(session, verification, "The verification has lapsed; verify again")
     if await _correction_pending(session, verification):
         await _refuse(session, verification, "A correction of this user's identity is pending")
-    assert verification.identity_id is not None
-    identity = await session.get(Identity, verification.identity_id)
     assert identity is not None
     settings = runtime.settings
-    key = await runtime.keyring.signing_key(session)
-    if await session.scalar(select(SigningKey.withdrawn_at).where(SigningKey.kid == key.kid)):
-        # Withdrawn by a revocation of every token in another process: take the new key.
+    if cached is None or not key_usable:
         runtime.keyring.forget_active()
         key = await runtime.keyring.signing_key(session)
+    else:
+        key = cached
     jti = "tok_" + secrets.token_hex(16)
     expires_at = now + timedelta(seconds=settings.token_ttl_seconds)
     claims = {
@@ -168,11 +192,22 @@ async def issue(
         actor_id=client.id,
         data={"jti": jti, "kid": key.kid, "level": verification.level},
     )
-    return Issued(token, settings.token_ttl_seconds, jti)
+    return Issued(token, settings.token_ttl_seconds, jti, verification.id, verification.level)
+
+
+#: Where a read-only path gets its session from, only when it needs one (app.db.LazySession).
+SessionSource = Callable[[], Awaitable[AsyncSession]]
+
+
+def _source(session: AsyncSession) -> SessionSource:
+    async def given() -> AsyncSession:
+        return session
+
+    return given
 
 
 async def _decode(
-    session: AsyncSession, runtime: Runtime, client: Client, token: str, *, verify_exp: bool = True
+    session: SessionSource, runtime: Runtime, client: Client, token: str, *, verify_exp: bool = True
 ) -> dict[str, Any] | None:
     if not isinstance(token, str) or len(token) > 4096:
         return None
@@ -183,7 +218,9 @@ async def _decode(
             return None
         typ = str(header.get("typ", "")).lower()
         at_jwt = typ in (ACCESS_TOKEN_TYP, "application/" + ACCESS_TOKEN_TYP)
-        public = await runtime.keyring.public_key(session, kid)
+        public = runtime.keyring.cached_public_key(kid) or await runtime.keyring.public_key(
+            await session(), kid
+        )
         if public is None:
             return None
         claims: dict[str, Any] = jwt.decode(
@@ -204,7 +241,7 @@ async def _decode(
 
 
 async def _claims_for_introspection(
-    session: AsyncSession, runtime: Runtime, client: Client, token: str
+    session: SessionSource, runtime: Runtime, client: Client, token: str
 ) -> dict[str, Any] | None:
     """Verified claims, reusing an earlier verification of the same token for this client
     (``exp``/``nbf`` are checked again each time)."""
@@ -222,16 +259,16 @@ async def _claims_for_introspection(
 
 
 async def _token_state(
-    session: AsyncSession, runtime: Runtime, client: Client, jti: str
+    session: SessionSource, runtime: Runtime, client: Client, jti: str
 ) -> TokenState | None:
     states = runtime.token_states
     key = f"{client.id}:{jti}"
-    epoch = await states.epoch()  # read before the database: see app.hotcache
+    epoch = states.epoch()  # read before the database: see app.hotcache
     cached = states.get(key, epoch)
     if cached is not None:
         return cached
     row = (
-        await session.execute(
+        await (await session()).execute(
             sa_select(
                 col(ServiceToken.verification_id),
                 col(ServiceToken.revoked_at),
@@ -263,10 +300,10 @@ _ANSWERED_CLAIMS = ("client_id", "sub", "aud", "iss", "exp", "iat", "nbf", "jti"
 
 
 async def introspect(
-    session: AsyncSession, runtime: Runtime, client: Client, token: str
+    session: SessionSource, runtime: Runtime, client: Client, token: str
 ) -> dict[str, Any]:
     """RFC 7662: active only if signed by us, for this client, unexpired, unrevoked, and its
-    verification still verified."""
+    verification still verified. ``session`` is asked for only when a cache cannot answer."""
     claims = await _claims_for_introspection(session, runtime, client, token)
     if claims is None:
         return INACTIVE
@@ -284,7 +321,7 @@ async def introspect(
 
 async def revoke(session: AsyncSession, runtime: Runtime, client: Client, token: str) -> None:
     """RFC 7009: revoke the client's own token; unknown or foreign tokens are ignored."""
-    claims = await _decode(session, runtime, client, token, verify_exp=False)
+    claims = await _decode(_source(session), runtime, client, token, verify_exp=False)
     if claims is None:
         return
     result = await session.execute(
