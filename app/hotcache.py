@@ -61,6 +61,8 @@ AFTER_COMMIT = "after_commit"
 TOKEN_STATES = "token_states"  # noqa: S105 (a dictionary key, not a secret)
 #: ``session.info`` key under which a runtime's sessions find its :class:`ApiKeyStates`.
 API_KEY_STATES = "api_key_states"
+#: ``session.info`` key under which a runtime's sessions find its :class:`MeasureStates`.
+MEASURE_STATES = "measure_states"
 
 V = TypeVar("V")
 
@@ -356,6 +358,23 @@ class ApiKeyStates(EpochCache[dict[str, Any]]):
 
     def __init__(self, bus: Invalidations | None, ttl: float) -> None:
         super().__init__(bus, ttl, name="api-key", metric="api_key")
+
+
+class MeasureStates(EpochCache[frozenset[tuple[str, str]]]):
+    """The emergency measures in force, as (kind, scope) pairs: read by every registration,
+    token issue and check, changed only by an operator's emergency action, which drops them
+    everywhere before it is answered (so a suspension or quarantine holds at once)."""
+
+    def __init__(self, bus: Invalidations | None, ttl: float) -> None:
+        super().__init__(bus, ttl, name="emergency", metric="emergency_measures")
+
+
+def measures_changed(session: AsyncSession) -> None:
+    """Record that this transaction started or ended an emergency measure: once it commits,
+    every process drops the measures it holds before the caller is answered."""
+    states = session.info.get(MEASURE_STATES)
+    if isinstance(states, MeasureStates) and states.shared:
+        after_commit(session, "measure_states", states.bump)
 
 
 def tokens_changed(session: AsyncSession) -> None:

@@ -15,10 +15,12 @@ from app.crypto import Argon2Pool, Argon2Profile
 from app.db import create_engine, create_sessionmaker
 from app.hotcache import (
     API_KEY_STATES,
+    MEASURE_STATES,
     TOKEN_STATES,
     ApiKeyStates,
     ClaimsCache,
     Invalidations,
+    MeasureStates,
     TokenStates,
     TtlMap,
 )
@@ -37,6 +39,10 @@ from app.verifiers.registry import build_verifiers
 __all__ = ["Runtime", "build_runtime"]
 
 
+#: How long a process keeps the emergency measures in force (an action drops them at once).
+MEASURE_CACHE_SECONDS = 60.0
+
+
 def build_runtime(settings: Settings, *, engine: AsyncEngine | None = None) -> Runtime:
     engine = engine or create_engine(settings)
     profile = Argon2Profile(
@@ -48,6 +54,7 @@ def build_runtime(settings: Settings, *, engine: AsyncEngine | None = None) -> R
     invalidations = Invalidations(limits.redis, settings.redis_prefix)
     token_states = TokenStates(invalidations, settings.token_cache_seconds)
     api_keys = ApiKeyStates(invalidations, settings.api_key_cache_seconds)
+    measures = MeasureStates(invalidations, MEASURE_CACHE_SECONDS)
     policies = TtlMap("policy", 3600)
     sessions = create_sessionmaker(
         engine,
@@ -55,6 +62,7 @@ def build_runtime(settings: Settings, *, engine: AsyncEngine | None = None) -> R
             POLICY_REFS: policies,
             TOKEN_STATES: token_states,
             API_KEY_STATES: api_keys,
+            MEASURE_STATES: measures,
             AUDIT_KEYS: settings.audit_chain_keys,
         },
     )
@@ -84,6 +92,7 @@ def build_runtime(settings: Settings, *, engine: AsyncEngine | None = None) -> R
         keyring=KeyRing(settings.master_key),
         token_states=token_states,
         api_keys=api_keys,
+        measures=measures,
         token_claims=ClaimsCache(enabled=settings.token_cache_seconds > 0),
         invalidations=invalidations,
         policies=policies,

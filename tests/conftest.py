@@ -149,6 +149,7 @@ async def _clean_tables(request: pytest.FixtureRequest) -> AsyncIterator[None]:
     rt: Runtime = request.getfixturevalue("runtime")
     await rt.limits.reset()
     rt.api_keys.clear()
+    rt.measures.clear()
     rt.token_claims.clear()
     rt.policies.clear()
     tables = [

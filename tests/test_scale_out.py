@@ -317,6 +317,46 @@ async def test_api_key_revoked_through_another_process_is_refused_at_once_by_b_w
             assert refused.status_code == 401, refused.text
 
 
+async def test_suspension_by_another_process_is_in_force_at_once_in_b_which_cached_the_measures(
+    settings: Settings, scale_database: str, scale_engine: AsyncEngine, tmp_path: Path
+) -> None:
+    """B answers registrations with the emergency measures it holds in memory; once a
+    suspension of issuance (by the CLI, a third process) has returned, B refuses the very next
+    registration with 503 issuance_suspended, and once it is resumed B accepts again."""
+    client_id, key = await new_client(settings, scale_engine, level="L1")
+    prefix = f"scale{uuid.uuid4().hex}"
+    env = {
+        "REALNAME_DATABASE_URL": scale_database,
+        "REALNAME_REDIS_URL": REDIS_URL,
+        "REALNAME_REDIS_PREFIX": prefix,
+    }
+    with two_processes(settings, scale_database, tmp_path, prefix=prefix) as (_, b):
+        async with api(b.base, key) as cb:
+            before = cache_hits((await cb.get("/metrics")).text, "emergency_measures")
+            for _ in range(3):
+                created = await cb.post("/v1/verifications", json=new_person())
+                assert created.status_code == 201, created.text
+            after = cache_hits((await cb.get("/metrics")).text, "emergency_measures")
+            assert after - before >= 2, "B did not hold the measures in memory"
+            for action, status in (("suspend-issuance", 503), ("resume-issuance", 201)):
+                done = await asyncio.to_thread(
+                    run_cli,
+                    settings,
+                    "emergency",
+                    action,
+                    "--client-id",
+                    client_id,
+                    "--reason-code",
+                    "security_incident",
+                    **env,
+                )
+                assert done.returncode == 0, done.stderr
+                answer = await cb.post("/v1/verifications", json=new_person())
+                assert answer.status_code == status, (action, answer.text)
+                if status == 503:
+                    assert answer.json()["code"] == "issuance_suspended"
+
+
 async def test_b_whose_subscription_was_lost_does_not_answer_from_entries_of_before(
     settings: Settings, scale_database: str, scale_engine: AsyncEngine, tmp_path: Path
 ) -> None:

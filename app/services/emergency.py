@@ -28,7 +28,7 @@ from sqlmodel import col, select
 
 from app import faults
 from app.errors import ProblemError
-from app.hotcache import tokens_changed
+from app.hotcache import MEASURE_STATES, MeasureStates, measures_changed, tokens_changed
 from app.models import AuditHead, Client, EmergencyMeasure, ServiceToken, SigningKey, Verification
 from app.models._types import utcnow
 from app.services import audit, events, operator_notices
@@ -185,20 +185,32 @@ async def in_force(session: AsyncSession) -> list[EmergencyMeasure]:
     )
 
 
+async def _active(session: AsyncSession) -> frozenset[tuple[str, str]]:
+    """The measures in force as (kind, scope) pairs: from this process's copy while its
+    invalidation subscription is healthy (every action drops it everywhere before it is
+    answered), else from the database."""
+    cache = session.info.get(MEASURE_STATES)
+    epoch = cache.epoch() if isinstance(cache, MeasureStates) else None
+    if epoch is not None:
+        assert isinstance(cache, MeasureStates)
+        held = cache.get("active", epoch)
+        if held is not None:
+            return held
+    rows = await session.execute(
+        select(EmergencyMeasure.kind, EmergencyMeasure.scope).where(
+            col(EmergencyMeasure.ended_at).is_(None)
+        )
+    )
+    active = frozenset((str(kind), str(scope)) for kind, scope in rows)
+    if isinstance(cache, MeasureStates):
+        cache.put("active", epoch, active)
+    return active
+
+
 async def ensure_issuing(session: AsyncSession, client_id: str, retry_after: int) -> None:
     """Refuse (503 issuance_suspended) while issuance is suspended for all or for this client."""
-    suspended = (
-        await session.execute(
-            select(EmergencyMeasure.scope)
-            .where(
-                EmergencyMeasure.kind == SUSPENDED,
-                col(EmergencyMeasure.ended_at).is_(None),
-                col(EmergencyMeasure.scope).in_([ALL, client_id]),
-            )
-            .limit(1)
-        )
-    ).first()
-    if suspended is not None:
+    active = await _active(session)
+    if (SUSPENDED, ALL) in active or (SUSPENDED, client_id) in active:
         raise ProblemError(
             "issuance_suspended",
             "New verifications and tokens are suspended by the operator; retry later",
@@ -208,12 +220,7 @@ async def ensure_issuing(session: AsyncSession, client_id: str, retry_after: int
 
 async def quarantined(session: AsyncSession) -> set[str]:
     """Names of the verifiers and senders now in quarantine."""
-    rows = await session.execute(
-        select(EmergencyMeasure.scope).where(
-            EmergencyMeasure.kind == QUARANTINED, col(EmergencyMeasure.ended_at).is_(None)
-        )
-    )
-    return {str(r[0]) for r in rows}
+    return {scope for kind, scope in await _active(session) if kind == QUARANTINED}
 
 
 def cutoff_subquery(client_id: Any) -> Any:
@@ -305,6 +312,7 @@ async def act(
             kind=kind, scope=scope, reason_code=reason, started_at=now, started_by=actor_id
         )
         session.add(measure)
+        measures_changed(session)
         await session.flush()
         measure.started_seq = await _announce(
             session,
@@ -322,6 +330,7 @@ async def act(
             code = "not_suspended" if kind == SUSPENDED else "not_quarantined"
             raise ProblemError(code)
         existing.ended_at, existing.ended_by, existing.end_reason_code = now, actor_id, reason
+        measures_changed(session)
         existing.ended_seq = await _announce(
             session,
             settings=settings,

@@ -15,7 +15,14 @@ import httpx
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.crypto import Argon2Pool, Suite
-from app.hotcache import ApiKeyStates, ClaimsCache, Invalidations, TokenStates, TtlMap
+from app.hotcache import (
+    ApiKeyStates,
+    ClaimsCache,
+    Invalidations,
+    MeasureStates,
+    TokenStates,
+    TtlMap,
+)
 from app.identity import BlindIndexer
 from app.ratelimit import RateLimits
 from app.senders.registry import Senders
@@ -50,6 +57,8 @@ class Runtime:
     #: API key hash -> client columns; (client id, token) -> verified claims. See app.hotcache.
     api_keys: ApiKeyStates
     token_claims: ClaimsCache
+    #: The emergency measures in force (kind, scope), dropped everywhere by every action.
+    measures: MeasureStates
     #: Published collection-rules versions (immutable once published).
     policies: TtlMap
     #: Webhook deliveries' own client: no proxies from the environment, no redirects.
