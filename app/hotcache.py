@@ -63,6 +63,8 @@ TOKEN_STATES = "token_states"  # noqa: S105 (a dictionary key, not a secret)
 API_KEY_STATES = "api_key_states"
 #: ``session.info`` key under which a runtime's sessions find its :class:`MeasureStates`.
 MEASURE_STATES = "measure_states"
+#: ``session.info`` key under which a runtime's sessions find its :class:`EndpointStates`.
+ENDPOINT_STATES = "endpoint_states"
 
 V = TypeVar("V")
 
@@ -375,6 +377,22 @@ def measures_changed(session: AsyncSession) -> None:
     states = session.info.get(MEASURE_STATES)
     if isinstance(states, MeasureStates) and states.shared:
         after_commit(session, "measure_states", states.bump)
+
+
+class EndpointStates(EpochCache[tuple[str, tuple[tuple[str, str | None], ...]]]):
+    """client id -> its mode and its enabled webhook endpoints (id, event filter): read with
+    every event, dropped everywhere when an endpoint is created, deleted or disabled."""
+
+    def __init__(self, bus: Invalidations | None, ttl: float) -> None:
+        super().__init__(bus, ttl, name="endpoints", metric="webhook_endpoints")
+
+
+def endpoints_changed(session: AsyncSession) -> None:
+    """Record that this transaction created, deleted or disabled a webhook endpoint: once it
+    commits, every process drops the endpoints it holds before the caller is answered."""
+    states = session.info.get(ENDPOINT_STATES)
+    if isinstance(states, EndpointStates) and states.shared:
+        after_commit(session, "endpoint_states", states.bump)
 
 
 def tokens_changed(session: AsyncSession) -> None:

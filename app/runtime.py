@@ -15,10 +15,12 @@ from app.crypto import Argon2Pool, Argon2Profile
 from app.db import create_engine, create_sessionmaker
 from app.hotcache import (
     API_KEY_STATES,
+    ENDPOINT_STATES,
     MEASURE_STATES,
     TOKEN_STATES,
     ApiKeyStates,
     ClaimsCache,
+    EndpointStates,
     Invalidations,
     MeasureStates,
     TokenStates,
@@ -39,7 +41,8 @@ from app.verifiers.registry import build_verifiers
 __all__ = ["Runtime", "build_runtime"]
 
 
-#: How long a process keeps the emergency measures in force (an action drops them at once).
+#: How long a process keeps the emergency measures in force and each client's webhook endpoints
+#: (every change drops them at once, everywhere).
 MEASURE_CACHE_SECONDS = 60.0
 
 
@@ -55,6 +58,7 @@ def build_runtime(settings: Settings, *, engine: AsyncEngine | None = None) -> R
     token_states = TokenStates(invalidations, settings.token_cache_seconds)
     api_keys = ApiKeyStates(invalidations, settings.api_key_cache_seconds)
     measures = MeasureStates(invalidations, MEASURE_CACHE_SECONDS)
+    endpoints = EndpointStates(invalidations, MEASURE_CACHE_SECONDS)
     policies = TtlMap("policy", 3600)
     sessions = create_sessionmaker(
         engine,
@@ -63,6 +67,7 @@ def build_runtime(settings: Settings, *, engine: AsyncEngine | None = None) -> R
             TOKEN_STATES: token_states,
             API_KEY_STATES: api_keys,
             MEASURE_STATES: measures,
+            ENDPOINT_STATES: endpoints,
             AUDIT_KEYS: settings.audit_chain_keys,
         },
     )
@@ -93,6 +98,7 @@ def build_runtime(settings: Settings, *, engine: AsyncEngine | None = None) -> R
         token_states=token_states,
         api_keys=api_keys,
         measures=measures,
+        endpoints=endpoints,
         token_claims=ClaimsCache(enabled=settings.token_cache_seconds > 0),
         invalidations=invalidations,
         policies=policies,

@@ -150,6 +150,7 @@ async def _clean_tables(request: pytest.FixtureRequest) -> AsyncIterator[None]:
     await rt.limits.reset()
     rt.api_keys.clear()
     rt.measures.clear()
+    rt.endpoints.clear()
     rt.token_claims.clear()
     rt.policies.clear()
     tables = [

@@ -75,6 +75,23 @@ async def test_deliveries_verify_with_the_standardwebhooks_library(
     assert r.received[0].path == "/hooks/realname"
 
 
+async def test_an_endpoint_added_after_earlier_events_gets_the_very_next_one(
+    http: httpx.AsyncClient, api_key: str, worker: Worker, runtime: Runtime
+) -> None:
+    """Events read the client's endpoints from the process's copy while its invalidation
+    subscription holds; adding an endpoint drops that copy, so the next event reaches it."""
+    await start(http, api_key, worker, **new_person())
+    await start(http, api_key, worker, **new_person())  # with Redis: the second from the copy
+    async with receiver() as r:
+        endpoint = await register(http, api_key, r.url)
+        v = await start(http, api_key, worker, **new_person())
+        await worker.run_until_idle()
+        payloads = verified_payloads(r, endpoint["secret"])
+    assert [(p["type"], p["data"]["verification_id"]) for p in payloads] == [
+        ("verification.verified", v["id"])
+    ]
+
+
 async def test_a_wrong_secret_does_not_verify(
     http: httpx.AsyncClient, api_key: str, worker: Worker
 ) -> None:

@@ -23,6 +23,7 @@ from sqlmodel import col, select
 from app import metrics
 from app.db import session_scope
 from app.errors import ProblemError
+from app.hotcache import endpoints_changed
 from app.models import Event, OutboxJob, WebhookAttempt, WebhookDelivery, WebhookEndpoint
 from app.models._types import utcnow
 from app.services import audit, events, webhooks
@@ -211,6 +212,7 @@ async def _track_endpoint(
         )
     ).first()
     if disabled is not None:
+        endpoints_changed(session)
         # Its queued deliveries end here; their jobs finish when next claimed.
         await session.execute(
             update(WebhookDelivery)

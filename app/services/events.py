@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
 from app.errors import ProblemError
-from app.hotcache import after_commit
+from app.hotcache import ENDPOINT_STATES, EndpointStates, after_commit
 from app.models import Client, Event, OutboxJob, Status, Verification, WebhookDelivery
 from app.models import WebhookEndpoint as Endpoint
 from app.models._types import utcnow
@@ -86,7 +86,40 @@ async def emit(
     """
     if type not in EVENT_TYPES:
         raise ValueError(f"unknown event type {type!r}")
-    # One statement for the client's mode and its endpoints.
+    livemode, subscribers = await _subscribers(session, client_id)
+    event = Event(
+        client_id=client_id,
+        type=type,
+        livemode=livemode,
+        verification_id=verification.id if verification else None,
+        external_user_id=verification.external_user_id if verification else None,
+        status=status or (verification.status if verification else None),
+        reason=reason,
+        level=verification.level if verification else None,
+        jti=jti,
+    )
+    session.add(event)
+    if endpoints is not None:
+        targets = [e.id for e in endpoints]
+    else:
+        targets = [eid for eid, filt in subscribers if subscribed(filt, type)]
+    for endpoint_id in targets:
+        queue_delivery(session, event, endpoint_id)
+    return event
+
+
+async def _subscribers(
+    session: AsyncSession, client_id: str
+) -> tuple[bool, tuple[tuple[str, str | None], ...]]:
+    """Whether the client is live, and its enabled endpoints with their event filters: from
+    this process's copy while its invalidation subscription is healthy (every endpoint change
+    drops it everywhere before it is answered), else in one statement from the database."""
+    cache = session.info.get(ENDPOINT_STATES)
+    epoch = cache.epoch() if isinstance(cache, EndpointStates) else None
+    if isinstance(cache, EndpointStates):
+        held = cache.get(client_id, epoch)
+        if held is not None:
+            return held[0] == "live", held[1]
     rows = (
         await session.execute(
             select(Client.mode, Endpoint.id, Endpoint.events)
@@ -102,25 +135,11 @@ async def emit(
     ).all()
     if not rows:
         raise ValueError("no such client")
-    event = Event(
-        client_id=client_id,
-        type=type,
-        livemode=rows[0][0] == "live",
-        verification_id=verification.id if verification else None,
-        external_user_id=verification.external_user_id if verification else None,
-        status=status or (verification.status if verification else None),
-        reason=reason,
-        level=verification.level if verification else None,
-        jti=jti,
-    )
-    session.add(event)
-    if endpoints is not None:
-        targets = [e.id for e in endpoints]
-    else:
-        targets = [eid for _, eid, filt in rows if eid is not None and subscribed(filt, type)]
-    for endpoint_id in targets:
-        queue_delivery(session, event, endpoint_id)
-    return event
+    mode = str(rows[0][0])
+    subscribers = tuple((str(eid), filt) for _, eid, filt in rows if eid is not None)
+    if isinstance(cache, EndpointStates):
+        cache.put(client_id, epoch, (mode, subscribers))
+    return mode == "live", subscribers
 
 
 def queue_delivery(

@@ -18,6 +18,7 @@ from app.crypto import Argon2Pool, Suite
 from app.hotcache import (
     ApiKeyStates,
     ClaimsCache,
+    EndpointStates,
     Invalidations,
     MeasureStates,
     TokenStates,
@@ -59,6 +60,8 @@ class Runtime:
     token_claims: ClaimsCache
     #: The emergency measures in force (kind, scope), dropped everywhere by every action.
     measures: MeasureStates
+    #: Each client's mode and enabled webhook endpoints, dropped everywhere by every change.
+    endpoints: EndpointStates
     #: Published collection-rules versions (immutable once published).
     policies: TtlMap
     #: Webhook deliveries' own client: no proxies from the environment, no redirects.

@@ -18,6 +18,7 @@ from sqlmodel import col, func, select
 
 from app.crypto import seal, unseal
 from app.errors import ProblemError
+from app.hotcache import endpoints_changed
 from app.models import Client, Event, WebhookAttempt, WebhookDelivery, WebhookEndpoint
 from app.models._types import utcnow
 from app.services import audit, events
@@ -116,6 +117,7 @@ async def create(
     endpoint.secret_sealed = seal_secret(settings.master_key, endpoint.id, secret)
     session.add(endpoint)
     await session.flush()
+    endpoints_changed(session)
     await _audit(session, "webhook_endpoint.created", endpoint, client.id)
     return Created(endpoint, secret)
 
@@ -168,6 +170,7 @@ async def delete(session: AsyncSession, client: Client, endpoint_id: str) -> Non
     endpoint = await get_for_client(session, client, endpoint_id, lock=True)
     endpoint.deleted_at = utcnow()
     session.add(endpoint)
+    endpoints_changed(session)
     await _audit(session, "webhook_endpoint.deleted", endpoint, client.id)
 
 
