@@ -71,8 +71,10 @@ V = TypeVar("V")
 _MAX_ENTRIES = 100_000
 #: A stalled Redis must not stall a change for long: past this, the changer answers 503.
 REDIS_TIMEOUT_SECONDS = 0.5
-#: How long a changer waits for every subscribed process to acknowledge an invalidation.
-ACK_TIMEOUT_SECONDS = 2.0
+#: How long a changer waits for every subscribed process to acknowledge an invalidation (a
+#: round), and how many rounds it publishes before it gives up (503 to its caller).
+ACK_TIMEOUT_SECONDS = 1.0
+PUBLISH_ROUNDS = 3
 #: A quiet subscription is pinged this often; silent for ``STALE_AFTER_SECONDS``, it is down.
 HEARTBEAT_SECONDS = 1.0
 STALE_AFTER_SECONDS = 3.0
@@ -235,9 +237,32 @@ class Invalidations:
     async def publish(self, name: str) -> None:
         """Tell every subscribed process to drop its ``name`` entries, and wait until each has
         confirmed. Raises :class:`EpochNotMoved` when Redis cannot be told (after a few tries)
-        or a confirmation does not arrive within :data:`ACK_TIMEOUT_SECONDS`."""
+        or a confirmation is still missing after :data:`PUBLISH_ROUNDS` rounds.
+
+        A round that is not confirmed by every receiver is published again (with a new nonce):
+        a process that was shutting down, or whose subscription broke, is no longer counted by
+        the next PUBLISH (and one whose subscription is down serves nothing from its caches),
+        while a live one confirms the next round too."""
         if self._redis is None:
             return
+        receivers, confirmed = 0, 0
+        for _ in range(PUBLISH_ROUNDS):
+            receivers, confirmed = await self._publish_once(name)
+            if confirmed >= receivers:
+                return
+            logger.warning(
+                "cache invalidation not confirmed by every process; publishing again",
+                extra={"receivers": receivers, "confirmed": confirmed},
+            )
+        logger.error(
+            "cache invalidation not confirmed by every process",
+            extra={"receivers": receivers, "confirmed": confirmed},
+        )
+        raise EpochNotMoved
+
+    async def _publish_once(self, name: str) -> tuple[int, int]:
+        """One PUBLISH and the wait for its confirmations: ``(receivers, confirmed)``."""
+        assert self._redis is not None
         nonce = uuid.uuid4().hex
         error = "none"
         receivers: int | None = None
@@ -255,19 +280,12 @@ class Invalidations:
             raise EpochNotMoved
         key = self._ack_key(nonce)
         confirmed = 0
-        try:
+        with contextlib.suppress(redis.RedisError, OSError, TimeoutError):
             async with asyncio.timeout(ACK_TIMEOUT_SECONDS):
                 while confirmed < receivers:
                     if await self._redis.blpop([key], timeout=ACK_TIMEOUT_SECONDS) is not None:
                         confirmed += 1
-        except (redis.RedisError, OSError, TimeoutError) as exc:
-            error = type(exc).__name__
-        if confirmed < receivers:
-            logger.error(
-                "cache invalidation not confirmed by every process",
-                extra={"error_type": error, "receivers": receivers, "confirmed": confirmed},
-            )
-            raise EpochNotMoved
+        return receivers, confirmed
 
 
 class EpochCache(Generic[V]):
