@@ -86,6 +86,8 @@ class FuzzContext:
     run_worker: Callable[[], Coroutine[Any, Any, int]]
     reset_limits: Callable[[], Coroutine[Any, Any, None]]
     lift_emergency: Callable[[], Coroutine[Any, Any, None]]
+    #: Empty the process's caches (a scenario must not depend on what earlier ones cached).
+    forget: Callable[[], None]
 
 
 #: What generated cases carry in ``Authorization``; the bridge swaps in the running test's
@@ -267,6 +269,7 @@ async def fuzz_context(runtime: Runtime, make_client: Any) -> FuzzContext:
                 text("UPDATE emergency_measures SET ended_at = :now WHERE ended_at IS NULL"),
                 {"now": utcnow()},
             )
+        runtime.measures.clear()  # written behind the service's back: nobody else was told
 
     return FuzzContext(
         api_key=api_key,
@@ -275,7 +278,21 @@ async def fuzz_context(runtime: Runtime, make_client: Any) -> FuzzContext:
         run_worker=Worker(runtime).run_once,
         reset_limits=runtime.limits.reset,
         lift_emergency=lift_emergency,
+        forget=lambda: forget_caches(runtime),
     )
+
+
+def forget_caches(runtime: Runtime) -> None:
+    """What the process holds in memory between requests, dropped as a fresh process would
+    start: verified token claims, API keys, token states, emergency measures, webhook
+    endpoints, published policies and the throttle of API-key last-use writes."""
+    runtime.token_claims.clear()
+    runtime.api_keys.clear()
+    runtime.token_states.clear()
+    runtime.measures.clear()
+    runtime.endpoints.clear()
+    runtime.policies.clear()
+    runtime.key_last_use.clear()
 
 
 @pytest.fixture
@@ -480,6 +497,7 @@ class APIWorkflow(schema.as_state_machine()):  # type: ignore[misc]
     def setup(self) -> None:
         APIWorkflow.scenarios += 1
         run_on(_bound().loop, _bound().context.reset_limits())
+        _bound().context.forget()
 
     def before_call(self, case: ApiCase) -> None:
         if case.meta is None or not case.meta.generation.mode.is_positive:
