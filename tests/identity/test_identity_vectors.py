@@ -1,4 +1,4 @@
-"""Shared test vectors (copied from /work/shared/vectors) run against the identity parsers."""
+"""The test vectors (ID numbers and mobile numbers, in vectors/) run against the parsers."""
 
 from __future__ import annotations
 
