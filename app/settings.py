@@ -135,6 +135,10 @@ class Settings(BaseSettings):
     sandbox_message_ttl_seconds: int = Field(default=3600, ge=60, le=3600)
     #: Run the outbox worker inside each API process (set false when running `realname worker`).
     run_worker: bool = True
+    #: Run the automated checks inside the registration's own transaction when every verifier
+    #: they need answers in process (the sandbox registry): the answer already carries the
+    #: outcome, and nothing is queued for the worker. Checks that need a provider are queued.
+    inline_checks: bool = True
     worker_poll_seconds: float = Field(default=1.0, gt=0)
     #: Jobs one worker runs at once (a stalled provider call holds one slot, not the worker).
     worker_concurrency: int = Field(default=8, ge=1, le=256)

@@ -26,12 +26,12 @@ from pathlib import Path
 from sqlalchemy import or_, update
 from sqlmodel import col, select
 
-from app import faults, metrics
+from app import faults
 from app.crypto import as_suite
 from app.db import session_scope
 from app.models import Check, Client, OutboxJob, SmsCode, Status, Verification
 from app.models._types import utcnow
-from app.senders.base import DELIVERY_UNKNOWN, OutgoingSms, SendResult
+from app.senders.base import DELIVERY_UNKNOWN, SendResult
 from app.services import (
     audit,
     checks,
@@ -50,7 +50,6 @@ logger = logging.getLogger(__name__)
 
 SWEEP_SECONDS = 15.0
 SMS_MAX_ATTEMPTS = 6
-SMS_BODY = "【实名核验】您的验证码是 {code}, {ttl_minutes} 分钟内有效。请勿告诉他人。"
 
 
 @dataclass(frozen=True)
@@ -358,13 +357,7 @@ class Worker:
         if held:  # Art. 25: the sender is not called while quarantined; the code may expire
             await self._retry(job, "sender_quarantined")
             return
-        message = OutgoingSms(
-            message_id=job.id,
-            phone=payload["phone"],
-            template=codes.SMS_TEMPLATE,
-            params={"code": str(payload["code"]), "ttl_minutes": str(payload["ttl_minutes"])},
-            body=SMS_BODY.format(code=payload["code"], ttl_minutes=payload["ttl_minutes"]),
-        )
+        message = codes.message(job.id, payload)
         faults.reached("before_sms_send")
         try:
             result = await sender.send(message)
@@ -373,18 +366,7 @@ class Worker:
                 "sender raised", extra={"sender": sender.name, "error_type": type(exc).__name__}
             )
             result = SendResult(delivered=False, retriable=True, reason="sender_error")
-        logger.info(
-            "sms send finished",
-            extra={
-                "job_id": job.id,
-                "sender": sender.name,
-                "delivered": result.delivered,
-                "reason": result.reason,
-            },
-        )
-        metrics.SMS_SENDS.labels(
-            sender.name, "delivered" if result.delivered else result.reason or "failed"
-        ).inc()
+        codes.sent(sender.name, job.id, result)
         if not sender.sandbox and (result.delivered or result.reason == DELIVERY_UNKNOWN):
             costs.record_billable(self.runtime.settings, sender.name, client.id)
         faults.reached("after_sms_send")

@@ -166,6 +166,18 @@ async def _clean_tables(request: pytest.FixtureRequest) -> AsyncIterator[None]:
 
 
 @pytest.fixture
+def queued_checks(runtime: Runtime, monkeypatch: pytest.MonkeyPatch) -> Runtime:
+    """Test keys' checks go through the outbox worker, as live providers' always do, instead of
+    running in the registration's transaction (``inline_checks``): for tests of the worker's
+    pipeline (leases, crashes, retries) and of the states a verification passes through
+    before its checks have run."""
+    monkeypatch.setattr(
+        runtime, "settings", runtime.settings.model_copy(update={"inline_checks": False})
+    )
+    return runtime
+
+
+@pytest.fixture
 async def http(runtime: Runtime) -> AsyncIterator[httpx.AsyncClient]:
     """The app over httpx's ASGI transport (in process)."""
     application = create_app(runtime=runtime)

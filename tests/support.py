@@ -54,6 +54,7 @@ def service_env(settings: Settings, **extra: str) -> dict[str, str]:
         REALNAME_IDENTITY_HASH_MEMORY_KIB=str(settings.identity_hash_memory_kib),
         REALNAME_IDENTITY_HASH_TIME_COST=str(settings.identity_hash_time_cost),
         REALNAME_DEV_KEYS_FILE=str(settings.dev_keys_file),
+        REALNAME_INLINE_CHECKS=str(settings.inline_checks).lower(),
     )
     env.update(extra)
     return env

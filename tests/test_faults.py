@@ -175,6 +175,7 @@ async def test_crash_after_verification_commit_replays_the_same_verification(
     assert_audit_chain_verifies(runtime.settings)
 
 
+@pytest.mark.usefixtures("queued_checks")
 async def test_crash_before_sms_send_delivers_the_code_once_after_restart(
     runtime: Runtime, make_client: MakeClient, tmp_path: Path
 ) -> None:
@@ -202,6 +203,7 @@ async def test_crash_before_sms_send_delivers_the_code_once_after_restart(
     assert_audit_chain_verifies(runtime.settings)
 
 
+@pytest.mark.usefixtures("queued_checks")
 async def test_crash_after_sms_send_does_not_duplicate_the_message(
     runtime: Runtime, make_client: MakeClient, tmp_path: Path
 ) -> None:
@@ -443,7 +445,7 @@ _FOOTPRINT = {
     "identities": "SELECT count(*) FROM identities",
     "client_identities": "SELECT count(*) FROM client_identities",
     "idempotency_keys": "SELECT count(*) FROM idempotency_keys",
-    "run_checks_jobs": "SELECT count(*) FROM outbox_jobs WHERE kind = 'run_checks'",
+    "checks": "SELECT count(*) FROM checks",
     "created_events": "SELECT count(*) FROM audit_events WHERE action = 'verification.created'",
 }
 

@@ -302,6 +302,7 @@ async def test_live_key_with_registry_down_ends_in_review(
     assert v["checks"][0]["status"] == "unavailable"
 
 
+@pytest.mark.usefixtures("queued_checks")
 async def test_lost_worker_lease_sends_the_message_once(
     http: httpx.AsyncClient, l2_key: str, runtime: Runtime, worker: Worker
 ) -> None:
@@ -340,6 +341,7 @@ async def test_lost_worker_lease_sends_the_message_once(
     assert pending == 0
 
 
+@pytest.mark.usefixtures("queued_checks")
 async def test_crash_after_commit_loses_no_check(
     http: httpx.AsyncClient, api_key: str, runtime: Runtime
 ) -> None:
@@ -427,6 +429,7 @@ async def test_failed_codes_at_one_client_do_not_lock_another(runtime: Runtime) 
     assert not await runtime.limits.failed_codes_exhausted("cli_b", "idn_1")
 
 
+@pytest.mark.usefixtures("queued_checks")
 async def test_no_sms_goes_out_for_a_verification_that_moved_on(
     http: httpx.AsyncClient, l2_key: str, runtime: Runtime, worker: Worker
 ) -> None:

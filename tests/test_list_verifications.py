@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
+import pytest
 
 from tests.conftest import auth
 from tests.support import new_person
@@ -45,6 +46,7 @@ async def test_other_clients_verifications_are_not_listed(
     assert [v["id"] for v in page["data"]] == [own["id"]]
 
 
+@pytest.mark.usefixtures("queued_checks")
 async def test_filters_by_external_user_status_and_creation_time(
     http: httpx.AsyncClient, make_client: Any
 ) -> None:

@@ -357,6 +357,7 @@ class VerificationLifecycle(RuleBasedStateMachine):
         assert report.ok, report
 
 
+@pytest.mark.usefixtures("queued_checks")
 def test_verification_lifecycle_holds_its_invariants(runtime: Runtime) -> None:
     """Random sequences of integrator calls keep the lifecycle and token invariants."""
     harness = Harness(runtime.settings)

@@ -99,6 +99,7 @@ async def test_no_token_unless_verified(
     assert r.json()["missing_checks"] == ["id_registry"]
 
 
+@pytest.mark.usefixtures("queued_checks")
 async def test_pending_verification_gets_no_token(http: httpx.AsyncClient, api_key: str) -> None:
     """A verification still pending its checks gets no token."""
     vid = (await http.post("/v1/verifications", json=GOOD, headers=auth(api_key))).json()["id"]
@@ -378,6 +379,7 @@ ACTIONS = st.lists(
     suppress_health_check=[HealthCheck.function_scoped_fixture],
     database=None,
 )
+@pytest.mark.usefixtures("queued_checks")
 @given(actions=ACTIONS, name=st.sampled_from(["张三", "不一致", "服务异常"]))
 async def test_token_only_ever_for_verified(
     http: httpx.AsyncClient, make_client: Any, runtime: Runtime, actions: list[str], name: str

@@ -15,7 +15,7 @@ from app.services import sandbox, verifications
 
 router = APIRouter(prefix="/v1/sandbox", tags=["sandbox"])
 
-#: The six-digit code in a message the worker wrote (``app.worker.SMS_BODY``).
+#: The six-digit code in a message the service wrote (``app.services.codes.SMS_BODY``).
 _CODE = re.compile(r"(?<![0-9])[0-9]{6}(?![0-9])")
 
 

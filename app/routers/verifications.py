@@ -18,6 +18,7 @@ from app.routers.params import DateTimeQuery
 from app.schemas.network_identity import NetworkIdentityCreate, VerificationRequest
 from app.schemas.text import SafeStr
 from app.schemas.verification import ConsentReceiptOut, VerificationOut, VerificationPage
+from app.services import checks as checks_service
 from app.services import (
     consent,
     emergency,
@@ -117,9 +118,20 @@ async def create_verification(
     else:
         assert prepared.canonical is not None
         assert prepared.prepared is not None
+        inline = checks_service.runs_inline(runtime, client.mode)
         verification, checks = await verifications.create(
-            session, runtime, client, body, prepared.canonical, prepared.prepared
+            session,
+            runtime,
+            client,
+            body,
+            prepared.canonical,
+            prepared.prepared,
+            queue=not inline,
         )
+        if inline:
+            await checks_service.run_now(
+                session, runtime, client, verification, checks, prepared.canonical
+            )
     background.add_task(runtime.notify_worker)  # after the commit: the checks start at once
     return await verifications.present(session, verification, checks)
 

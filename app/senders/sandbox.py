@@ -28,6 +28,10 @@ class SandboxSender:
         self._sessions = sessions
         self._ttl = timedelta(seconds=min(ttl_seconds, 3600))
 
+    #: Delivers inside the caller's transaction (``deliver_in``): a registration's first code
+    #: reaches the inbox with its commit, without a job for the worker.
+    inline: ClassVar[bool] = True
+
     async def send(self, message: OutgoingSms) -> SendResult:
         async with session_scope(self._sessions) as session:
             exists = (
@@ -40,15 +44,22 @@ class SandboxSender:
             job = await session.get(OutboxJob, message.message_id)
             if job is None or job.verification_id is None:
                 return SendResult(delivered=False, retriable=False, reason="unknown_message")
-            now = utcnow()
-            session.add(
-                SandboxMessage(
-                    message_id=message.message_id,
-                    verification_id=job.verification_id,
-                    to_masked=mask_phone(message.phone),
-                    body=message.body,
-                    created_at=now,
-                    expires_at=now + self._ttl,
-                )
+            return self.deliver_in(session, message, job.verification_id)
+
+    def deliver_in(
+        self, session: AsyncSession, message: OutgoingSms, verification_id: str
+    ) -> SendResult:
+        """Put ``message`` (for ``verification_id``) in the inbox as part of ``session``'s
+        transaction: it is there exactly when that transaction commits."""
+        now = utcnow()
+        session.add(
+            SandboxMessage(
+                message_id=message.message_id,
+                verification_id=verification_id,
+                to_masked=mask_phone(message.phone),
+                body=message.body,
+                created_at=now,
+                expires_at=now + self._ttl,
             )
+        )
         return SendResult(delivered=True, provider_reference=message.message_id)

@@ -120,15 +120,27 @@ async def _ask_chain(
     return answer
 
 
-async def process(runtime: Runtime, verification_id: str) -> bool:
-    """Run the pending automated checks in level order, then record and transition. True when
-    that queued a job due now (the code's SMS)."""
-    loaded = await _load(runtime, verification_id)
-    if loaded is None:
-        return False
-    verification, client, checks, subject = loaded
-    async with runtime.sessions() as session:
-        quarantine = await emergency.quarantined(session)
+def runs_inline(runtime: Runtime, mode: str) -> bool:
+    """Whether a ``mode`` client's automated checks run in the registration's own transaction:
+    every verifier of every automated check answers in process (``inline``), and
+    ``REALNAME_INLINE_CHECKS`` is on."""
+    return runtime.settings.inline_checks and all(
+        getattr(verifier, "inline", False)
+        for check_type in AUTOMATED
+        for verifier in runtime.verifiers.chain(mode, check_type)
+    )
+
+
+async def _ask_all(
+    runtime: Runtime,
+    client: Client,
+    verification_id: str,
+    checks: Iterable[Check],
+    subject: Subject,
+    quarantine: Collection[str],
+) -> dict[str, Answer]:
+    """Ask the pending automated checks in level order, stopping at the first that does not
+    pass."""
     by_type = {c.type: c for c in checks}
     results: dict[str, Answer] = {}
     for check_type in AUTOMATED:
@@ -140,13 +152,42 @@ async def process(runtime: Runtime, verification_id: str) -> bool:
             client,
             check_type,
             subject,
-            attempt_key=f"{verification.id}:{check_type}:{check.attempts + 1}",
-            verification_id=verification.id,
+            attempt_key=f"{verification_id}:{check_type}:{check.attempts + 1}",
+            verification_id=verification_id,
             quarantine=quarantine,
         )
         results[check_type] = answer
         if answer.result.outcome is not CheckOutcome.PASSED:
             break
+    return results
+
+
+async def run_now(
+    session: AsyncSession,
+    runtime: Runtime,
+    client: Client,
+    verification: Verification,
+    checks: list[Check],
+    subject: Subject,
+) -> bool:
+    """Run a new verification's checks in the caller's transaction (its verifiers answer in
+    process: :func:`runs_inline`), record them and move it on, as the worker would; True when
+    that queued a job due now (the code's SMS)."""
+    quarantine = await emergency.quarantined(session)
+    answers = await _ask_all(runtime, client, verification.id, checks, subject, quarantine)
+    return await _apply(session, runtime, verification, checks, answers, subject, client)
+
+
+async def process(runtime: Runtime, verification_id: str) -> bool:
+    """Run the pending automated checks in level order, then record and transition. True when
+    that queued a job due now (the code's SMS)."""
+    loaded = await _load(runtime, verification_id)
+    if loaded is None:
+        return False
+    verification, client, checks, subject = loaded
+    async with runtime.sessions() as session:
+        quarantine = await emergency.quarantined(session)
+    results = await _ask_all(runtime, client, verification.id, checks, subject, quarantine)
     async with session_scope(runtime.sessions) as session:
         try:
             return await _record(session, runtime, verification_id, results, subject)
@@ -214,6 +255,21 @@ async def _record(
     if verification is None or verification.status != Status.PENDING:
         return False
     checks = await checks_of(session, verification_id)
+    return await _apply(session, runtime, verification, checks, answers, subject)
+
+
+async def _apply(
+    session: AsyncSession,
+    runtime: Runtime,
+    verification: Verification,
+    checks: list[Check],
+    answers: dict[str, Answer],
+    subject: Subject,
+    client: Client | None = None,
+) -> bool:
+    """Record ``answers`` on ``checks`` of the ``pending`` ``verification`` (held by this
+    transaction) and move it on; True when that queued a job due now. ``client`` is the
+    verification's, when the caller holds it."""
     by_type = {c.type: c for c in checks}
     for check_type, answer in answers.items():
         record_answer(by_type[check_type], answer.verifier, answer.result)
@@ -224,7 +280,7 @@ async def _record(
     if decision.status is not Status.AWAITING_CODE:
         return decision.retry_in is not None and decision.retry_in <= 0  # a later run is polled
     assert verification.phone_bidx is not None
-    client = await session.get(Client, verification.client_id)
+    client = client or await session.get(Client, verification.client_id)
     assert client is not None
     refusal = await runtime.limits.hit_sms(
         client.mode, client.id, verification.phone_bidx, verification.identity_id
@@ -233,5 +289,5 @@ async def _record(
         by_type[lifecycle.CODE_CHECK].reason = "rate_limited"
         await session.flush()
         return False
-    await codes.issue(session, runtime, verification, subject.phone)
+    await codes.issue(session, runtime, verification, subject.phone, mode=client.mode)
     return True

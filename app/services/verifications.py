@@ -391,8 +391,11 @@ async def create(
     body: VerificationCreate,
     subject: Subject,
     prepared: Prepared,
+    *,
+    queue: bool = True,
 ) -> tuple[Verification, list[Check]]:
-    """Create a ``pending`` verification with its checks, audit event and sealed subject."""
+    """Create a ``pending`` verification with its checks, audit event and sealed subject; with
+    ``queue``, the job that runs the checks (else the caller runs them in this transaction)."""
     level = resolve_level(client, body.level)
     await precheck_sms(runtime, client, level, prepared)
     policy = await consented_policy(session, runtime, body.consent.policy_version)
@@ -410,7 +413,7 @@ async def create(
         policy=policy,
         seal=lambda aad: subject.seal(runtime.master_key, aad, runtime.suite),
         check_types=LEVEL_CHECKS[level],
-        job_kind="run_checks",
+        job_kind="run_checks" if queue else None,
         identity_id=identity_id,
         bidx_version=prepared.bidx_version,
         bidx_suite=prepared.bidx_suite,
@@ -434,14 +437,15 @@ async def create_pending(
     policy: PolicyRef,
     seal: Callable[[bytes], str],
     check_types: Iterable[str],
-    job_kind: str,
+    job_kind: str | None,
     audit_data: Mapping[str, object] | None = None,
     **fields: Any,
 ) -> tuple[Verification, list[Check]]:
     """What every intake path does once its input is accepted: store a ``pending`` verification
     (``fields`` are the path's own columns) with its sealed copy (``seal`` is given the
     verification's id, the associated data that binds it to the row) and its checks, queue the
-    job that runs them, start the correction of the user's earlier verifications, and audit
+    job that runs them (``job_kind``; None when the caller runs them in this transaction),
+    start the correction of the user's earlier verifications, and audit
     ``verification.created`` (with ``audit_data`` after the level)."""
     now = utcnow()
     verification = Verification(
@@ -465,8 +469,9 @@ async def create_pending(
         for check_type in check_types
     ]
     session.add_all(checks)
-    # Checks run after the commit, in the worker: queued here so a crash cannot lose them.
-    session.add(OutboxJob(kind=job_kind, verification_id=verification.id, run_after=now))
+    if job_kind is not None:
+        # Checks run after the commit, in the worker: queued here so a crash cannot lose them.
+        session.add(OutboxJob(kind=job_kind, verification_id=verification.id, run_after=now))
     await session.flush()
     await _start_correction(session, client, verification)
     await audit.record(

@@ -106,6 +106,10 @@ class Verifier(Protocol):
     #: True for verifiers that never reach a real authority; the only ones test-mode clients use.
     sandbox: ClassVar[bool]
 
+    # Optional: ``inline: ClassVar[bool]``, True for a verifier that answers in process without
+    # I/O (the mock registry); when every verifier a registration needs is inline, its checks
+    # run in the registration's own transaction (``REALNAME_INLINE_CHECKS``). Absent: False.
+
     async def check(self, subject: Subject, *, attempt_key: str) -> CheckResult:
         """Check ``subject`` against the authority.
 

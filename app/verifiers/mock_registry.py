@@ -314,6 +314,8 @@ class _MockVerifier:
     name: ClassVar[str]
     check_type: ClassVar[str]
     sandbox: ClassVar[bool] = True
+    #: Answers in process, without I/O: a registration may run it in its own transaction.
+    inline: ClassVar[bool] = True
     _sends_phone: ClassVar[bool]
 
     def __init__(
