@@ -31,8 +31,8 @@ from app.ratelimit import RateLimits
 from app.senders.registry import build_senders
 from app.services.audit import AUDIT_KEYS
 from app.services.clients import LAST_USE_EVERY
-from app.services.events import WAKE_WORKER
 from app.services.keys import KeyRing
+from app.services.outbox import WAKE_WORKER
 from app.services.policies import POLICY_REFS
 from app.services.runtime import Runtime
 from app.settings import Settings
@@ -114,6 +114,6 @@ def build_runtime(settings: Settings, *, engine: AsyncEngine | None = None) -> R
     async def wake_worker() -> None:
         runtime.notify_worker()
 
-    # Events queue deliveries deep inside services: their commit wakes the worker this way.
+    # Jobs are queued deep inside services: their commit wakes the worker this way.
     sessions.kw["info"][WAKE_WORKER] = wake_worker
     return runtime

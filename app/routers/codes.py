@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, BackgroundTasks
+from fastapi import APIRouter
 
 from app.deps import CurrentClient, RuntimeDep, SessionDep
 from app.errors import problems
@@ -60,9 +60,7 @@ async def resend_code(
     client: CurrentClient,
     session: SessionDep,
     runtime: RuntimeDep,
-    background: BackgroundTasks,
 ) -> VerificationOut:
     verification = await verifications.get_for_client(session, client, verification_id)
     await codes.resend(session, runtime, client, verification)
-    background.add_task(runtime.notify_worker)
     return await verifications.present(session, verification)

@@ -110,7 +110,6 @@ async def create_verification(
     client: CurrentClient,
     session: SessionDep,
     runtime: RuntimeDep,
-    background: BackgroundTasks,
     prepared: Intake,
 ) -> VerificationOut:
     if isinstance(body, NetworkIdentityCreate):
@@ -132,7 +131,6 @@ async def create_verification(
             await checks_service.run_now(
                 session, runtime, client, verification, checks, prepared.canonical
             )
-    background.add_task(runtime.notify_worker)  # after the commit: the checks start at once
     return await verifications.present(session, verification, checks)
 
 

@@ -19,7 +19,7 @@ from app import metrics
 from app.db import session_scope
 from app.models import Check, Client, OutboxJob, Status, Verification
 from app.models._types import utcnow
-from app.services import codes, costs, emergency, lifecycle
+from app.services import codes, costs, emergency, lifecycle, outbox
 from app.services.runtime import Runtime
 from app.services.verifications import checks_of
 from app.verifiers.base import CheckOutcome, CheckResult, Subject, run_check
@@ -229,12 +229,14 @@ async def settle(
         Status(verification.status), checks, runtime.settings, no_retry=no_retry
     )
     if decision.retry_in is not None:
-        session.add(
+        outbox.queue(
+            session,
             OutboxJob(
                 kind=job_kind,
                 verification_id=verification.id,
                 run_after=utcnow() + timedelta(seconds=decision.retry_in),
-            )
+            ),
+            wake=decision.retry_in <= 0,
         )
         await session.flush()
     elif decision.status in (Status.REJECTED, Status.NEEDS_REVIEW):

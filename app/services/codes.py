@@ -32,7 +32,7 @@ from app.models import Check, Client, OutboxJob, SmsCode, Status, Verification
 from app.models._types import utcnow
 from app.ratelimit import raise_refusal
 from app.senders.base import OutgoingSms, SendResult
-from app.services import audit, emergency, lifecycle
+from app.services import audit, emergency, lifecycle, outbox
 from app.services.runtime import Runtime
 from app.services.verifications import checks_of
 from app.verifiers.base import CheckOutcome, Subject
@@ -145,7 +145,7 @@ async def issue(
             job.id.encode(),
             runtime.suite,
         )
-        session.add(job)
+        outbox.queue(session, job)
     await session.flush()
     await audit.record(
         session,

@@ -22,10 +22,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
 from app.errors import ProblemError
-from app.hotcache import ENDPOINT_STATES, EndpointStates, after_commit
+from app.hotcache import ENDPOINT_STATES, EndpointStates
 from app.models import Client, Event, OutboxJob, Status, Verification, WebhookDelivery
 from app.models import WebhookEndpoint as Endpoint
 from app.models._types import utcnow
+from app.services import outbox
 
 #: Statuses whose reaching is announced (``pending`` is where verifications start).
 ANNOUNCED_STATUSES: Final = tuple(s for s in Status if s != Status.PENDING)
@@ -43,8 +44,6 @@ EVENT_TYPES: Final = (
     PING,
 )
 WEBHOOK_JOB: Final = "webhook"
-#: Session-info key of a callable that wakes the in-process worker (set by the runtime).
-WAKE_WORKER: Final = "wake_worker"
 ERASED_USER: Final = "[erased]"
 
 
@@ -152,10 +151,7 @@ def queue_delivery(
             event_id=event.id, endpoint_id=endpoint_id, client_id=event.client_id
         )
         session.add(delivery)
-    session.add(OutboxJob(kind=WEBHOOK_JOB, lane=endpoint_id, payload=delivery.id))
-    wake = session.info.get(WAKE_WORKER)
-    if wake is not None:
-        after_commit(session, WAKE_WORKER, wake)
+    outbox.queue(session, OutboxJob(kind=WEBHOOK_JOB, lane=endpoint_id, payload=delivery.id))
     return delivery
 
 

@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.models import OutboxJob
 from app.models._types import utcnow
+from app.services import outbox
 from app.settings import Settings
 from app.webhooks import signing
 
@@ -44,7 +45,9 @@ def queue(session: AsyncSession, settings: Settings, type: str, data: dict[str, 
         "created_at": utcnow().isoformat().replace("+00:00", "Z"),
         "data": data,
     }
-    session.add(OutboxJob(kind=JOB_KIND, payload=json.dumps(notice, separators=(",", ":"))))
+    outbox.queue(
+        session, OutboxJob(kind=JOB_KIND, payload=json.dumps(notice, separators=(",", ":")))
+    )
 
 
 async def deliver(settings: Settings, client: httpx.AsyncClient, payload: str) -> bool:

@@ -53,7 +53,7 @@ from app.schemas.verification import (
     VerificationCreate,
     VerificationOut,
 )
-from app.services import audit, consent, erasure, lifecycle, policies, tokens
+from app.services import audit, consent, erasure, lifecycle, outbox, policies, tokens
 from app.services.policies import PolicyRef
 from app.services.runtime import Runtime
 from app.services.tokens import ADULT_ON_SEAL, seal_adult_on
@@ -471,7 +471,9 @@ async def create_pending(
     session.add_all(checks)
     if job_kind is not None:
         # Checks run after the commit, in the worker: queued here so a crash cannot lose them.
-        session.add(OutboxJob(kind=job_kind, verification_id=verification.id, run_after=now))
+        outbox.queue(
+            session, OutboxJob(kind=job_kind, verification_id=verification.id, run_after=now)
+        )
     await session.flush()
     await _start_correction(session, client, verification)
     await audit.record(

@@ -232,12 +232,10 @@ async def decide(
     ctx: Reviewer,
     session: SessionDep,
     runtime: RuntimeDep,
-    background: BackgroundTasks,
 ) -> AdminVerification:
     verification = await review.decide(
         session, runtime, ctx.admin.id, verification_id, action, Reason(body.code, body.note)
     )
-    background.add_task(runtime.notify_worker)  # an approval may have queued a code
     return row_out(verification)
 
 
