@@ -352,7 +352,10 @@ def cmd_audit_verify(args: argparse.Namespace, settings: Settings) -> int:
                 "checked": report.checked,
                 "checkpoints": report.checkpoints,
                 "first_broken_seq": report.first_broken_seq,
+                "chain": report.chain,
+                "position": report.position,
                 "problem": report.problem,
+                "chains": report.chains,
             }
         )
     )

@@ -29,7 +29,7 @@ from app.hotcache import (
 from app.identity import BlindIndexer
 from app.ratelimit import RateLimits
 from app.senders.registry import build_senders
-from app.services.audit import AUDIT_KEYS
+from app.services.audit import AUDIT_CHAINS, AUDIT_KEYS, Chains
 from app.services.clients import LAST_USE_EVERY
 from app.services.keys import KeyRing
 from app.services.outbox import WAKE_WORKER
@@ -69,6 +69,7 @@ def build_runtime(settings: Settings, *, engine: AsyncEngine | None = None) -> R
             MEASURE_STATES: measures,
             ENDPOINT_STATES: endpoints,
             AUDIT_KEYS: settings.audit_chain_keys,
+            AUDIT_CHAINS: Chains(settings.audit_chains),
         },
     )
     http_client = httpx.AsyncClient(

@@ -195,6 +195,9 @@ class Settings(BaseSettings):
     audit_signing_keys: SecretStr = SecretStr("")
     #: Where the worker writes a signed audit checkpoint every ``audit_checkpoint_seconds``.
     audit_checkpoint_dir: Path | None = None
+    #: How many audit chains concurrent writers spread over on PostgreSQL (each transaction
+    #: locks one free chain head; a checkpoint signs them all). SQLite keeps to one.
+    audit_chains: int = Field(default=8, ge=1, le=64)
     audit_checkpoint_seconds: float = Field(default=3600, ge=10)
     #: ``Retry-After`` of a request refused while issuance is suspended.
     issuance_retry_after_seconds: int = Field(default=300, ge=1)

@@ -114,6 +114,9 @@ def settings(
         password_hash_time_cost=1,
         password_hash_parallelism=1,
         redis_url=os.environ.get("REALNAME_TEST_REDIS_URL") or None,
+        # One audit chain, so that tests can name events by their place in it whatever the
+        # worker writes meanwhile; tests/test_audit_chains.py runs several.
+        audit_chains=1,
         check_retry_backoff_seconds=0.01,
         webhook_timeout_seconds=2,
         _env_file=None,

@@ -105,7 +105,7 @@ async def test_removed_tail_with_rewound_head_is_caught_by_a_checkpoint(
     assert _verify(runtime)[0] == 0  # the chain alone cannot tell
     code, report = _verify(runtime, tmp_path / "cp.json")
     assert code == 1
-    assert report["first_broken_seq"] == last
+    assert (report["chain"], report["position"]) == (1, last)
     assert "removed" in str(report["problem"])
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import httpx
@@ -73,18 +74,19 @@ async def test_untouched_chain_verifies(
 
 
 @pytest.mark.parametrize(
-    "tamper",
+    ("tamper", "named_seq"),
     [
-        'UPDATE audit_events SET data = \'{"level":"L3"}\' WHERE seq = 2',
-        "UPDATE audit_events SET action = 'verification.erased' WHERE seq = 2",
-        "DELETE FROM audit_events WHERE seq = 2",
+        ('UPDATE audit_events SET data = \'{"level":"L3"}\' WHERE seq = 2', 2),
+        ("UPDATE audit_events SET action = 'verification.erased' WHERE seq = 2", 2),
+        ("DELETE FROM audit_events WHERE seq = 2", 3),
     ],
     ids=["data", "action", "deleted"],
 )
 async def test_tampering_is_caught_at_the_changed_row(
-    http: httpx.AsyncClient, api_key: str, runtime: Runtime, tamper: str
+    http: httpx.AsyncClient, api_key: str, runtime: Runtime, tamper: str, named_seq: int
 ) -> None:
-    """`realname audit verify` exits non-zero and names the first broken event."""
+    """`realname audit verify` exits non-zero and names the first broken place: its chain and
+    position, and the changed event (or, for a deleted one, the event after the gap)."""
     await http.post("/v1/verifications", json=GOOD, headers=auth(api_key))
     await http.post(
         "/v1/verifications",
@@ -97,7 +99,9 @@ async def test_tampering_is_caught_at_the_changed_row(
         await conn.execute(text(tamper))
     broken = run_cli(runtime.settings, "audit", "verify")
     assert broken.returncode == 1
-    assert '"first_broken_seq": 2' in broken.stdout
+    report = json.loads(broken.stdout)
+    assert (report["chain"], report["position"]) == (1, 2)
+    assert report["first_broken_seq"] == named_seq
 
 
 async def test_removing_the_newest_events_is_caught(

@@ -4,7 +4,8 @@ from sqlmodel import Field, SQLModel
 
 
 class AuditHead(SQLModel, table=True):
-    """The single row holding the chain's tip; locked (FOR UPDATE) by every audit writer."""
+    """The tip of one audit chain (``id`` = the chain's number, ``seq`` = its length); an audit
+    writer locks one head (FOR UPDATE) for the rest of its transaction."""
 
     __tablename__ = "audit_head"
 

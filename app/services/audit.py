@@ -9,10 +9,16 @@ is not in the database either) are written elsewhere (``realname audit checkpoin
 worker to a directory); ``verify_chain(..., checkpoints=…)`` then also catches events removed
 from the tail with the head rewound, which no chain alone can show.
 
-Every writer locks the chain head (``SELECT … FOR UPDATE`` on PostgreSQL; SQLite serialises
-writers with ``BEGIN IMMEDIATE``), so events form one gap-free chain in commit order. The lock
-is held only for the short tail of a transaction: slow work (hashing, provider calls) happens
-before any audit event is written.
+Events form several chains (``REALNAME_AUDIT_CHAINS``, one head row each), so concurrent
+writers do not queue behind one row: a writer locks whichever head no other transaction holds
+(``FOR UPDATE SKIP LOCKED`` on PostgreSQL; only when every head is taken does it wait for one,
+and a new chain is started while fewer than the configured number exist). Within a chain,
+events are gap-free (``chain_seq``) in commit order; SQLite serialises writers anyway
+(``BEGIN IMMEDIATE``) and so keeps to one chain. A transaction keeps the chain it locked for its
+later events. A checkpoint signs every chain's head at one instant, so what one chain alone
+could not show (its tail removed and its head rewound) the checkpoint does, for each chain.
+The lock is held only for the short tail of a transaction: slow work (hashing, provider
+calls) happens before any audit event is written.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import base64
 import hashlib
 import hmac
 import json
+import random
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -29,10 +36,10 @@ from typing import Any
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
+from app.db import insert_ignoring_conflicts
 from app.logging import request_id_var
 from app.models import Admin, AuditEvent, AuditHead, Client
 from app.models._types import utcnow
@@ -40,6 +47,10 @@ from app.models._types import utcnow
 GENESIS = "0" * 64
 #: ``session.info`` key under which a runtime's sessions carry the chain keys by version.
 AUDIT_KEYS = "audit_keys"
+#: ``session.info`` key: how many chains writers may spread over (``REALNAME_AUDIT_CHAINS``).
+AUDIT_CHAINS = "audit_chains"
+#: ``session.info`` key of the chain head this session's current transaction holds.
+_HELD = "audit_held_head"
 CHECKPOINT_TYPE = "realname.audit-checkpoint"
 
 #: Keys that may never appear in an audit event's data (defence in depth: callers pass ids and
@@ -48,11 +59,15 @@ _FORBIDDEN_KEYS = frozenset({"real_name", "id_number", "phone", "code", "name", 
 
 
 def _canonical(event: AuditEvent, data: Mapping[str, Any]) -> bytes:
+    # "seq" is the position in the chain. Chain 1 is the chain of every event written before
+    # there were several, and its events keep the form they were linked in (no "chain").
     fields: dict[str, Any] = {} if event.key_version is None else {"key_version": event.key_version}
+    if event.chain != 1:
+        fields["chain"] = event.chain
     return json.dumps(
         {
             **fields,
-            "seq": event.seq,
+            "seq": event.chain_seq,
             "occurred_at": event.occurred_at.isoformat(),
             "actor_type": event.actor_type,
             "actor_id": event.actor_id,
@@ -87,6 +102,89 @@ def compute_hash(prev_hash: str, event: AuditEvent, keys: Mapping[int, bytes]) -
     return hmac.new(key, message, hashlib.sha256).hexdigest()
 
 
+class Chains:
+    """How many chains writers may spread over (``REALNAME_AUDIT_CHAINS``), and how many this
+    process has seen started: one per runtime, shared by its sessions."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = max(1, limit)
+        #: Chains known to exist: tried in turn (1, 2, …) when every chain seen is held.
+        self.started = 0
+
+
+def _chains(session: AsyncSession) -> Chains:
+    chains = session.info.get(AUDIT_CHAINS)
+    if session.get_bind().dialect.name == "sqlite" or not isinstance(chains, Chains):
+        return Chains(1)  # SQLite serialises writers itself: more chains would buy nothing
+    return chains
+
+
+def _transaction_key(session: AsyncSession) -> tuple[object, object]:
+    sync = session.sync_session
+    return sync.get_transaction(), sync.get_nested_transaction()
+
+
+async def _lock_head(session: AsyncSession) -> AuditHead:
+    """The head this transaction holds (locked by its first event), else the lowest-numbered
+    free one, locked now.
+
+    Chains are started one at a time, only when every existing one is held by another
+    transaction: a quiet deployment writes chain 1 only, a busy one as many chains as it has
+    concurrent writers, up to the limit; past it, a writer waits for a head chosen at random."""
+    held = session.info.get(_HELD)
+    if held is not None and held[0] == _transaction_key(session):
+        head: AuditHead = held[1]
+        return head
+    chains = _chains(session)
+    query = select(AuditHead).execution_options(populate_existing=True)
+    found = None
+    if chains.limit > 1:
+        free = (
+            query.where(col(AuditHead.id) <= chains.limit)
+            .order_by(col(AuditHead.id))
+            .limit(1)
+            .with_for_update(skip_locked=True)
+        )
+        found = (await session.execute(free)).scalar_one_or_none()
+    while found is None and chains.started < chains.limit:
+        chains.started += 1
+        found = await _lock_chain(session, chains.started, wait=chains.limit == 1)
+    if found is None:
+        chain = random.randint(1, chains.limit)  # noqa: S311 (spreads waiters; not secret)
+        found = await _lock_chain(session, chain)
+    assert found is not None  # waited for
+    session.info[_HELD] = (_transaction_key(session), found)
+    return found
+
+
+async def _lock_chain(session: AsyncSession, chain: int, *, wait: bool = True) -> AuditHead | None:
+    """Lock ``chain``'s head, starting the chain (from the genesis hash) if it has none; with
+    ``wait`` false, None when another transaction holds it."""
+    locked = (
+        select(AuditHead)
+        .where(AuditHead.id == chain)
+        .execution_options(populate_existing=True)
+        .with_for_update(skip_locked=not wait)
+    )
+    head = (await session.execute(locked)).scalar_one_or_none()
+    if head is None:
+        await session.execute(
+            insert_ignoring_conflicts(session, AuditHead, ["id"]).values(
+                id=chain, seq=0, hash=GENESIS
+            )
+        )
+        head = (await session.execute(locked)).scalar_one_or_none()
+    return head
+
+
+async def lock_trail(session: AsyncSession) -> None:
+    """Hold chain 1's head until the transaction ends: serialises rare actions (emergency
+    measures) with each other; this transaction's events then go to chain 1."""
+    head = await _lock_chain(session, 1)
+    assert head is not None  # waited for
+    session.info[_HELD] = (_transaction_key(session), head)
+
+
 async def record(
     session: AsyncSession,
     *,
@@ -97,25 +195,15 @@ async def record(
     actor_id: str | None,
     data: Mapping[str, Any] | None = None,
 ) -> AuditEvent:
-    """Append one event to the chain inside the caller's transaction."""
+    """Append one event to a chain inside the caller's transaction."""
     payload = dict(data or {})
     keys = chain_keys(session)
     if leaked := _FORBIDDEN_KEYS.intersection(payload):
         raise ValueError(f"audit data may not carry personal fields: {sorted(leaked)}")
-    locked = select(AuditHead).where(AuditHead.id == 1).with_for_update()
-    head = (await session.execute(locked)).scalar_one_or_none()
-    if head is None:
-        # The migration seeds the head; if it was removed, recreate it without racing.
-        await session.execute(
-            text(
-                "INSERT INTO audit_head (id, seq, hash) SELECT 1, 0, :genesis "
-                "WHERE NOT EXISTS (SELECT 1 FROM audit_head WHERE id = 1)"
-            ),
-            {"genesis": GENESIS},
-        )
-        head = (await session.execute(locked)).scalar_one()
+    head = await _lock_head(session)
     event = AuditEvent(
-        seq=head.seq + 1,
+        chain=head.id,
+        chain_seq=head.seq + 1,
         occurred_at=utcnow(),
         actor_type=actor_type,
         actor_id=actor_id,
@@ -129,7 +217,7 @@ async def record(
         hash="",
     )
     event.hash = compute_hash(head.hash, event, keys) or ""
-    head.seq, head.hash = event.seq, event.hash
+    head.seq, head.hash = event.chain_seq, event.hash
     session.add(event)
     await session.flush()
     return event
@@ -208,11 +296,22 @@ def event_out(event: AuditEvent) -> dict[str, Any]:
 class ChainReport:
     ok: bool
     checked: int
+    #: The row number of the first event that does not hold (or that follows a missing one).
     first_broken_seq: int | None = None
     problem: str | None = None
-    head_seq: int = 0
-    head_hash: str = GENESIS
     checkpoints: int = 0
+    chains: int = 0
+    #: Where the break is: the chain and the position in it (also for events that are gone).
+    chain: int | None = None
+    position: int | None = None
+
+
+def _checkpoint_heads(doc: Mapping[str, Any]) -> list[tuple[int, int, str]]:
+    """(chain, position, hash) of each head a checkpoint signed; a checkpoint from before there
+    were several chains signed chain 1's."""
+    if "chains" in doc:
+        return [(int(h["chain"]), int(h["seq"]), str(h["hash"])) for h in doc["chains"]]
+    return [(1, int(doc["seq"]), str(doc["hash"]))]
 
 
 async def verify_chain(
@@ -222,72 +321,98 @@ async def verify_chain(
     checkpoints: Sequence[Mapping[str, Any]] = (),
     public_keys: Mapping[int, Ed25519PublicKey] | None = None,
 ) -> ChainReport:
-    """Recompute every link; report the first event whose hash or link does not hold.
+    """Recompute every link of every chain; report the first event whose hash or link does not
+    hold, an event missing from its chain, or a chain shorter than its head says.
 
     Each of ``checkpoints`` (already read from files) must carry a valid signature under
-    ``public_keys`` and name an event that still exists with the hash it had then."""
+    ``public_keys`` and name, for each chain, an event that still exists with the hash it had
+    then."""
     keys = chain_keys(session)
-    expected: dict[int, str] = {}
+    expected: dict[tuple[int, int], str] = {}
     for doc in checkpoints:
         problem = checkpoint_problem(doc, public_keys or {})
         if problem is not None:
             return ChainReport(False, 0, None, problem)
-        seq, digest = int(doc["seq"]), str(doc["hash"])
-        if expected.get(seq, digest) != digest:
-            return ChainReport(False, 0, seq, "two checkpoints disagree about this event")
-        expected[seq] = digest
-    if expected.get(0, GENESIS) != GENESIS:
-        return ChainReport(False, 0, 0, "a checkpoint disagrees with the empty chain")
-    prev = GENESIS
-    expected_seq = 1
-    checked = 0
-    last_seq = 0
-    keyed_seen = False
-
-    def broken(seq: int | None, problem: str) -> ChainReport:
-        return ChainReport(False, checked, seq, problem, checkpoints=len(expected))
-
-    while True:
-        rows = (
-            (
-                await session.execute(
-                    select(AuditEvent)
-                    .where(AuditEvent.seq > last_seq)
-                    .order_by(col(AuditEvent.seq))
-                    .limit(batch)
+        for chain, position, digest in _checkpoint_heads(doc):
+            if expected.get((chain, position), digest) != digest:
+                return ChainReport(
+                    False,
+                    0,
+                    None,
+                    "two checkpoints disagree about this event",
+                    0,
+                    0,
+                    chain,
+                    position,
                 )
-            )
-            .scalars()
-            .all()
+            expected[(chain, position)] = digest
+    heads = {h.id: h for h in (await session.execute(select(AuditHead))).scalars()}
+    used = (await session.execute(select(AuditEvent.chain).distinct())).scalars()
+    chains = sorted(set(heads) | set(used) | {chain for chain, _ in expected})
+    checked = 0
+
+    def broken(seq: int | None, problem: str, chain: int, position: int) -> ChainReport:
+        return ChainReport(
+            False, checked, seq, problem, len(expected), len(chains), chain, position
         )
-        if not rows:
-            break
-        for event in rows:
-            if event.seq != expected_seq:
-                return broken(expected_seq, "event missing from the chain")
-            if event.prev_hash != prev:
-                return broken(event.seq, "link to the previous event broken")
-            if event.key_version is None and keyed_seen:
-                return broken(event.seq, "an unkeyed link after keyed ones")
-            keyed_seen = keyed_seen or event.key_version is not None
-            link = compute_hash(prev, event, keys)
-            if link is None:
-                return broken(event.seq, "the event's chain key version is not configured")
-            if not hmac.compare_digest(link, event.hash):
-                return broken(event.seq, "event content does not match its hash")
-            if expected.get(event.seq, event.hash) != event.hash:
-                return broken(event.seq, "event differs from a signed checkpoint")
-            prev = event.hash
-            expected_seq += 1
-            checked += 1
-            last_seq = event.seq
-    beyond = [seq for seq in expected if seq > last_seq]
-    if beyond:
-        return broken(last_seq + 1, "events covered by a signed checkpoint were removed")
-    head = await session.get(AuditHead, 1)
-    if head is not None and (head.seq != last_seq or head.hash != prev):
-        return broken(last_seq + 1, "events after the last one were removed")
-    return ChainReport(True, checked, head_seq=last_seq, head_hash=prev, checkpoints=len(expected))
+
+    for chain in chains:
+        if expected.get((chain, 0), GENESIS) != GENESIS:
+            return broken(None, "a checkpoint disagrees with the empty chain", chain, 0)
+        prev = GENESIS
+        last = 0
+        keyed_seen = False
+        while True:
+            query = (
+                select(AuditEvent)
+                .where(AuditEvent.chain == chain, col(AuditEvent.chain_seq) > last)
+                .order_by(col(AuditEvent.chain_seq))
+                .limit(batch)
+            )
+            rows = (await session.execute(query)).scalars().all()
+            if not rows:
+                break
+            for event in rows:
+                if event.chain_seq != last + 1:
+                    return broken(event.seq, "event missing from the chain", chain, last + 1)
+                if event.prev_hash != prev:
+                    return broken(
+                        event.seq, "link to the previous event broken", chain, event.chain_seq
+                    )
+                if event.key_version is None and keyed_seen:
+                    return broken(
+                        event.seq, "an unkeyed link after keyed ones", chain, event.chain_seq
+                    )
+                keyed_seen = keyed_seen or event.key_version is not None
+                link = compute_hash(prev, event, keys)
+                if link is None:
+                    return broken(
+                        event.seq,
+                        "the event's chain key version is not configured",
+                        chain,
+                        event.chain_seq,
+                    )
+                if not hmac.compare_digest(link, event.hash):
+                    return broken(
+                        event.seq, "event content does not match its hash", chain, event.chain_seq
+                    )
+                if expected.get((chain, event.chain_seq), event.hash) != event.hash:
+                    return broken(
+                        event.seq, "event differs from a signed checkpoint", chain, event.chain_seq
+                    )
+                prev = event.hash
+                last = event.chain_seq
+                checked += 1
+        if any(c == chain and position > last for c, position in expected):
+            return broken(
+                None, "events covered by a signed checkpoint were removed", chain, last + 1
+            )
+        head = heads.get(chain)
+        if head is None and last > 0:
+            return broken(None, "the chain's head was removed", chain, last)
+        if head is not None and (head.seq != last or head.hash != prev):
+            return broken(None, "events after the last one were removed", chain, last + 1)
+    return ChainReport(True, checked, checkpoints=len(expected), chains=len(chains))
 
 
 # -- signed checkpoints ------------------------------------------------------------------------
@@ -319,15 +444,19 @@ def _signed_part(doc: Mapping[str, Any]) -> bytes:
 
 
 def sign_checkpoint(
-    seq: int, digest: str, created_at: datetime, seeds: Mapping[int, bytes]
+    heads: Sequence[tuple[int, int, str]], created_at: datetime, seeds: Mapping[int, bytes]
 ) -> dict[str, Any]:
-    """A checkpoint of the chain at ``seq`` signed with the newest checkpoint key."""
+    """A checkpoint of every chain's head, ``(chain, position, hash)``, signed with the newest
+    checkpoint key; ``seq`` is how many events the chains hold together."""
     version = max(seeds)
     private = signing_keys(seeds)[version]
     doc: dict[str, Any] = {
         "type": CHECKPOINT_TYPE,
-        "seq": seq,
-        "hash": digest,
+        "seq": sum(position for _, position, _ in heads),
+        "chains": [
+            {"chain": chain, "seq": position, "hash": digest}
+            for chain, position, digest in sorted(heads)
+        ],
         "created_at": created_at.isoformat().replace("+00:00", "Z"),
         "key_version": version,
         "public_key": public_key_text(private.public_key()),
@@ -341,9 +470,11 @@ def checkpoint_problem(doc: Mapping[str, Any], keys: Mapping[int, Ed25519PublicK
     try:
         if doc.get("type") != CHECKPOINT_TYPE:
             return "not an audit checkpoint"
-        seq, digest = doc["seq"], doc["hash"]
-        if not isinstance(seq, int) or seq < 0 or not isinstance(digest, str):
-            return "checkpoint fields are malformed"
+        heads = doc.get("chains", [doc])
+        for head in heads:
+            seq, digest = head["seq"], head["hash"]
+            if not isinstance(seq, int) or seq < 0 or not isinstance(digest, str):
+                return "checkpoint fields are malformed"
         key = keys.get(int(doc["key_version"]))
         if key is None or public_key_text(key) != doc["public_key"]:
             return "checkpoint signed by a key that is not configured here"
@@ -358,7 +489,9 @@ def checkpoint_problem(doc: Mapping[str, Any], keys: Mapping[int, Ed25519PublicK
 async def checkpoint(
     session: AsyncSession, seeds: Mapping[int, bytes], now: datetime | None = None
 ) -> dict[str, Any]:
-    """Sign the current head of the chain."""
-    head = await session.get(AuditHead, 1)
-    seq, digest = (head.seq, head.hash) if head is not None else (0, GENESIS)
-    return sign_checkpoint(seq, digest, now or utcnow(), seeds)
+    """Sign the heads of every chain, read at one instant (one statement)."""
+    heads = [
+        (h.id, h.seq, h.hash)
+        for h in (await session.execute(select(AuditHead).order_by(col(AuditHead.id)))).scalars()
+    ]
+    return sign_checkpoint(heads or [(1, 0, GENESIS)], now or utcnow(), seeds)

@@ -29,7 +29,7 @@ from sqlmodel import col, select
 from app import faults
 from app.errors import ProblemError
 from app.hotcache import MEASURE_STATES, MeasureStates, measures_changed, tokens_changed
-from app.models import AuditHead, Client, EmergencyMeasure, ServiceToken, SigningKey, Verification
+from app.models import Client, EmergencyMeasure, ServiceToken, SigningKey, Verification
 from app.models._types import utcnow
 from app.services import audit, events, operator_notices
 from app.services.runtime import Runtime
@@ -157,6 +157,7 @@ async def _announce(
                 **data,
             },
         )
+    assert event.seq is not None  # flushed
     return event.seq
 
 
@@ -297,9 +298,9 @@ async def act(
         scope = client_id
     else:
         scope = ALL
-    # Serialise emergency actions with every audit writer (they are rare): two racing
+    # Serialise emergency actions with each other (they are rare): two racing
     # suspensions then find each other instead of both starting one.
-    await session.execute(select(AuditHead).where(AuditHead.id == 1).with_for_update())
+    await audit.lock_trail(session)
     now = now or utcnow()
     kind = {"suspend": SUSPENDED, "resume": SUSPENDED, "revoke": REVOKED}.get(
         action.split("-")[0], QUARANTINED

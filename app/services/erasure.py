@@ -62,6 +62,7 @@ async def receipt_of(session: AsyncSession, verification: Verification) -> Recei
     if event is None:
         return None
     data = json.loads(event.data)
+    assert event.seq is not None  # a stored row
     return Receipt(
         data["receipt_id"],
         event.occurred_at,
@@ -194,4 +195,5 @@ async def erase(
             )
             await session.execute(delete(Identity).where(col(Identity.id) == identity_id))
     first = events[0]
+    assert first.seq is not None  # flushed
     return Receipt(receipt_id, first.occurred_at, first.seq, first.hash, ids)

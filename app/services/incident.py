@@ -125,6 +125,8 @@ async def build(
             "ok": chain.ok,
             "checked": chain.checked,
             "first_broken_seq": chain.first_broken_seq,
+            "chain": chain.chain,
+            "position": chain.position,
             "problem": chain.problem,
             "checkpoint": await audit.checkpoint(session, seeds) if chain.ok else None,
         },
@@ -174,13 +176,15 @@ def to_markdown(report: Mapping[str, Any]) -> str:
     if chain["ok"]:
         cp = chain["checkpoint"]
         lines.append(
-            f"The chain verifies: {chain['checked']} events; head seq {cp['seq']}, "
-            f"hash `{cp['hash']}`, signed checkpoint (key {cp['key_version']}) in the JSON report."
+            f"The audit chains verify: {chain['checked']} events in {len(cp['chains'])} "
+            f"chain(s); their heads are in the signed checkpoint (key {cp['key_version']}) "
+            "in the JSON report."
         )
     else:
         lines.append(
             f"**The chain does not verify**: {chain['problem']} "
-            f"(event {chain['first_broken_seq']})."
+            f"(chain {chain['chain']}, position {chain['position']}, "
+            f"event {chain['first_broken_seq']})."
         )
     lines += ["", "## Facts to complete", ""]
     for _, heading in FACTS:

@@ -515,7 +515,7 @@ async def audit_log(
     known = await audit.actions(db)
     kept = {k: val for k, val in {"action": action, "subject_id": subject_id}.items() if val}
     next_url = None
-    if len(events) == AUDIT_PAGE and events[-1].seq > 1:
+    if len(events) == AUDIT_PAGE and (events[-1].seq or 0) > 1:
         next_url = f"{PREFIX}/audit?{urlencode({**kept, 'before': events[-1].seq})}"
     return render(
         request,
