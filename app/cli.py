@@ -15,7 +15,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from app.logging import configure_logging
-from app.settings import Settings, SettingsError, get_settings
+from app.settings import SERVE_ROLES, Settings, SettingsError, get_settings
 
 logger = logging.getLogger("app.cli")
 
@@ -122,10 +122,18 @@ def cmd_incident_report(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    import os
+
     import uvicorn
 
     from app import migrate
 
+    if args.role is not None:
+        # The app is built by uvicorn (in each worker process) from the environment: --role
+        # reaches it as the setting, over whatever REALNAME_SERVE_ROLE said.
+        os.environ["REALNAME_SERVE_ROLE"] = args.role
+    role = args.role or settings.serve_role
+    logger.info("serving", extra={"role": role, "workers": args.workers})
     if settings.env == "dev":
         migrate.upgrade(settings)
     uvicorn.run(
@@ -542,6 +550,13 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on")
     serve.add_argument("--port", type=int, default=8000, help="TCP port to listen on")
     serve.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
+    serve.add_argument(
+        "--role",
+        choices=SERVE_ROLES,
+        default=None,
+        help="what to answer: all (the whole API) or tokens (introspection, revocation, JWKS, "
+        "discovery, health, metrics; no worker); default: REALNAME_SERVE_ROLE, else all",
+    )
     serve.set_defaults(func=cmd_serve)
 
     mig = sub.add_parser("migrate", help="bring the database schema up to date")

@@ -137,6 +137,8 @@ class Argon2Pool:
 
     def __init__(self, profile: Argon2Profile, workers: int, *, niceness: int = 10) -> None:
         self.profile = profile
+        #: At most this many hashes at once (threads are started on demand, up to this many).
+        self.workers = workers
         self._hasher = profile.hasher()
         self._executor = ThreadPoolExecutor(
             max_workers=workers,

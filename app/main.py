@@ -27,13 +27,28 @@ from app.routers import (
     verifications,
 )
 from app.runtime import Runtime, build_runtime
-from app.settings import Settings, get_settings
+from app.settings import ServeRole, Settings, get_settings
 from app.worker import Worker
 
 
-def create_app(settings: Settings | None = None, *, runtime: Runtime | None = None) -> FastAPI:
-    """Build the app. Pass ``runtime`` to share one (tests); otherwise it is built at start-up."""
+def create_app(
+    settings: Settings | None = None,
+    *,
+    runtime: Runtime | None = None,
+    role: ServeRole | None = None,
+) -> FastAPI:
+    """Build the app. Pass ``runtime`` to share one (tests); otherwise it is built at start-up.
+
+    ``role`` (default: ``settings.serve_role``) says what it answers: ``all``, the whole API;
+    ``tokens``, the token path only (introspection, revocation, the JWKS and discovery
+    documents, health and metrics), every other path 404. A ``tokens`` process never runs the
+    in-process worker and hashes nothing (its runtime keeps no argon2 pool's worth of threads);
+    it subscribes to cache invalidations like any other API process.
+    """
     settings = runtime.settings if runtime is not None else (settings or get_settings())
+    role = role or settings.serve_role
+    if runtime is None and settings.serve_role != role:
+        settings = settings.model_copy(update={"serve_role": role})  # the runtime's hashers
     if runtime is None:
         # `serve --workers N` builds the app in each worker process: configure logging there.
         configure_logging(settings.log_level, json_lines=settings.log_json)
@@ -44,7 +59,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         rt = app.state.runtime = runtime or build_runtime(settings)
         rt.start()
         worker_task = None
-        if owned and rt.settings.run_worker:
+        if owned and role == "all" and rt.settings.run_worker:
             rt.worker = worker = Worker(rt)
             worker_task = asyncio.create_task(worker.run_forever(), name="outbox-worker")
         try:
@@ -65,6 +80,8 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         # Served offline by app.routers.docs instead of from a CDN.
         docs_url=None,
         redoc_url=None,
+        # A token-path process documents nothing: the whole API's processes serve the document.
+        openapi_url="/openapi.json" if role == "all" else None,
     )
     if runtime is not None:
         app.state.runtime = runtime
@@ -73,10 +90,15 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         ServiceMiddleware, max_body_bytes=settings.max_body_bytes, form_paths=tokens.FORM_PATHS
     )
     app.include_router(health.router)
+    if role == "tokens":
+        app.include_router(tokens.router)
+        app.include_router(discovery.router)
+        return app
     app.include_router(policies.router)
     app.include_router(verifications.router)
     app.include_router(codes.router)
     app.include_router(sandbox.router)
+    app.include_router(tokens.issuance)
     app.include_router(tokens.router)
     app.include_router(events.router)
     events.document_webhooks(app)

@@ -53,6 +53,8 @@ def build_runtime(settings: Settings, *, engine: AsyncEngine | None = None) -> R
         time_cost=settings.identity_hash_time_cost,
         parallelism=settings.identity_hash_parallelism,
     )
+    # A token-path process (``serve_role=tokens``) never hashes: one thread at most, never started.
+    hash_workers = settings.hash_workers if settings.serve_role == "all" else 1
     limits = RateLimits(settings)
     invalidations = Invalidations(limits.redis, settings.redis_prefix)
     token_states = TokenStates(invalidations, settings.token_cache_seconds)
@@ -82,14 +84,14 @@ def build_runtime(settings: Settings, *, engine: AsyncEngine | None = None) -> R
         engine=engine,
         sessions=sessions,
         blind=BlindIndexer(settings.blind_keys, settings.blind_key_version, settings.crypto_suite),
-        identity_hasher=Argon2Pool(profile, settings.hash_workers),
+        identity_hasher=Argon2Pool(profile, hash_workers),
         password_hasher=Argon2Pool(
             Argon2Profile(
                 memory_kib=settings.password_hash_memory_kib,
                 time_cost=settings.password_hash_time_cost,
                 parallelism=settings.password_hash_parallelism,
             ),
-            settings.hash_workers,
+            hash_workers,
         ),
         http_client=http_client,
         limits=limits,

@@ -9,7 +9,7 @@ import os
 import secrets
 from functools import cached_property
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
@@ -30,6 +30,10 @@ from app.settings_rules import (
 logger = logging.getLogger(__name__)
 
 DEV_KEYS_FILE = ".realname-dev-keys.json"
+
+#: What a `realname serve` process answers (``REALNAME_SERVE_ROLE``, ``serve --role``).
+ServeRole = Literal["all", "tokens"]
+SERVE_ROLES: tuple[ServeRole, ...] = get_args(ServeRole)
 
 
 class SettingsError(RuntimeError):
@@ -135,6 +139,10 @@ class Settings(BaseSettings):
     sandbox_message_ttl_seconds: int = Field(default=3600, ge=60, le=3600)
     #: Run the outbox worker inside each API process (set false when running `realname worker`).
     run_worker: bool = True
+    #: What `realname serve` answers: ``all`` (the whole API) or ``tokens`` (introspection,
+    #: revocation, the JWKS and discovery documents, health and metrics only: processes of the
+    #: token path's own, which never hash and never run the worker). ``serve --role`` wins.
+    serve_role: ServeRole = "all"
     #: Run the automated checks inside the registration's own transaction when every verifier
     #: they need answers in process (the sandbox registry): the answer already carries the
     #: outcome, and nothing is queued for the worker. Checks that need a provider are queued.

@@ -10,7 +10,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from datetime import date, timedelta
@@ -234,13 +234,21 @@ class Service:
                 self.proc.wait(timeout=10)
 
 
-def launch(settings: Settings, *, log_path: Path, command: str = "serve", **env: str) -> Service:
-    """Start `realname <command> --port <free port>` without waiting for it to be ready."""
+def launch(
+    settings: Settings,
+    *,
+    log_path: Path,
+    command: str = "serve",
+    args: Sequence[str] = (),
+    **env: str,
+) -> Service:
+    """Start `realname <command> --port <free port> [args]` without waiting for it to be
+    ready."""
     port = free_port()
     env.setdefault("REALNAME_PUBLIC_URL", f"http://127.0.0.1:{port}")
     with log_path.open("wb") as log:  # the child keeps its own copy of the descriptor
         proc = subprocess.Popen(
-            [REALNAME, command, "--port", str(port)],
+            [REALNAME, command, "--port", str(port), *args],
             env=service_env(settings, **env),
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -93,7 +93,7 @@ def test_every_service_runs_a_real_realname_subcommand() -> None:
         command = service["command"]
         assert command[0] == "realname"
         build_parser().parse_args(command[1:])  # exits (fails the test) on an unknown one
-    assert set(ours) == {"migrate", "api", "worker", "mock-registry", "sink"}
+    assert set(ours) == {"migrate", "api", "tokens", "worker", "mock-registry", "sink"}
 
 
 def test_the_topology_is_production_shaped() -> None:
@@ -104,7 +104,7 @@ def test_the_topology_is_production_shaped() -> None:
     assert {"healthcheck"} <= set(services["postgres"])
     assert {"healthcheck"} <= set(services["redis"])
     assert services["migrate"]["restart"] == "no"
-    for name in ("api", "worker"):
+    for name in ("api", "tokens", "worker"):
         assert services[name]["depends_on"]["migrate"] == {
             "condition": "service_completed_successfully"
         }
@@ -112,6 +112,25 @@ def test_the_topology_is_production_shaped() -> None:
     assert services["api"]["command"][services["api"]["command"].index("--workers") + 1]
     assert services["mock-registry"]["profiles"] == ["staging"]
     assert services["sink"]["profiles"] == ["staging"]
+
+
+def test_the_token_path_has_a_health_checked_service_of_its_own() -> None:
+    """`tokens` runs `realname serve --role tokens` from the API's image and environment, on a
+    port of its own that it publishes and whose /readyz its health check reads."""
+    services = interpolate(compose_file()["services"], compose_variables())
+    api, tokens = services["api"], services["tokens"]
+    args = build_parser().parse_args(tokens["command"][1:])
+    port = listening_port(tokens["command"])
+
+    assert (args.command, args.role, args.host) == ("serve", "tokens", "0.0.0.0")  # noqa: S104
+    assert build_parser().parse_args(api["command"][1:]).role is None  # the whole API
+    assert (tokens["image"], tokens["environment"]) == (api["image"], api["environment"])
+    assert port is not None
+    assert port != listening_port(api["command"])
+    assert tokens["ports"] == [f"{port}:{port}"]
+    assert tokens["healthcheck"]["test"][:3] == api["healthcheck"]["test"][:3]
+    assert f"http://127.0.0.1:{port}/readyz" in tokens["healthcheck"]["test"][-1]
+    assert tokens["depends_on"] == api["depends_on"]
 
 
 def test_images_and_python_dependencies_are_pinned() -> None:
@@ -204,8 +223,9 @@ def compose_database(settings: Any) -> Iterator[str]:
 def test_compose_services_serve_and_a_live_verification_reaches_verified(
     settings: Any, compose_database: str, tmp_path: Path
 ) -> None:
-    """migrate, api, worker, mock-registry and sink, run as compose would run them, serve:
-    /readyz is 200 and a live L2 verification reaches `verified`."""
+    """migrate, api, tokens, worker, mock-registry and sink, run as compose would run them,
+    serve: /readyz is 200, a live L2 verification reaches `verified`, and its token, issued by
+    the API, is active when introspected through the tokens service."""
     services = interpolate(compose_file()["services"], compose_variables())
     ours = {name: s for name, s in services.items() if name not in PROVIDED}
     ports = {
@@ -249,13 +269,15 @@ def test_compose_services_serve_and_a_live_verification_reaches_verified(
     with ExitStack() as stack:
         procs = {
             name: stack.enter_context(run_service(name, command_of(name), env_of(name), tmp_path))
-            for name in ("mock-registry", "sink", "worker", "api")
+            for name in ("mock-registry", "sink", "worker", "api", "tokens")
         }
         for name in ("mock-registry", "sink"):
             url = f"http://127.0.0.1:{ports[name]}/healthz"
             assert wait_http(url, procs[name], tmp_path / f"{name}.log") == 200
         api = f"http://127.0.0.1:{ports['api']}"
         ready = wait_http(api + "/readyz", procs["api"], tmp_path / "api.log")
+        tokens = f"http://127.0.0.1:{ports['tokens']}"
+        tokens_ready = wait_http(tokens + "/readyz", procs["tokens"], tmp_path / "tokens.log")
 
         with httpx.Client(
             base_url=api, headers={"Authorization": f"Bearer {api_key}"}, timeout=30
@@ -265,10 +287,17 @@ def test_compose_services_serve_and_a_live_verification_reaches_verified(
             vid = created_v.json()["id"]
             code = sms_code(f"http://127.0.0.1:{ports['sink']}", procs["worker"], tmp_path)
             submitted = http.post(f"/v1/verifications/{vid}/sms-code", json={"code": code})
+            issued = http.post(f"/v1/verifications/{vid}/tokens")
+            assert issued.status_code == 201, issued.text
+            token = issued.json()["access_token"]
+            introspected = http.post(tokens + "/v1/tokens/introspect", json={"token": token})
+            elsewhere = http.get(tokens + f"/v1/verifications/{vid}")
         assert procs["worker"].poll() is None
 
-    assert ready == 200
+    assert (ready, tokens_ready) == (200, 200)
     assert (submitted.status_code, submitted.json()["status"]) == (200, "verified")
+    assert (introspected.status_code, introspected.json()["active"]) == (200, True)
+    assert elsewhere.status_code == 404
 
 
 def sms_code(sink: str, worker: subprocess.Popen[bytes], logs: Path) -> str:

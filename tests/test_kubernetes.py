@@ -21,7 +21,11 @@ import pytest
 import yaml
 
 from app.cli import build_parser
+from app.main import create_app
+from app.settings import Settings
+from tests.conftest import TEST_BLIND_KEYS, TEST_SECRET
 from tests.support import REPO_ROOT
+from tests.test_serve_role import routed
 
 KUBERNETES = REPO_ROOT / "deploy" / "kubernetes"
 BASE = KUBERNETES / "base"
@@ -167,6 +171,90 @@ def test_the_api_has_probes_an_autoscaler_and_a_disruption_budget(
     assert service["spec"]["selector"].items() <= labels.items()
 
 
+def test_the_token_path_has_pods_probes_an_autoscaler_and_a_disruption_budget_of_its_own(
+    rendered: list[dict[str, Any]],
+) -> None:
+    """realname-tokens runs `serve --role tokens` with the API's probes; its Service, HPA and
+    PDB select its pods and not the API's (nor the API's theirs); it takes traffic on its port."""
+    tokens = one(rendered, "Deployment", "realname-tokens")
+    api = one(rendered, "Deployment", "realname-api")
+    [container] = containers(tokens)
+    [api_container] = containers(api)
+    labels = tokens["spec"]["template"]["metadata"]["labels"]
+    api_labels = api["spec"]["template"]["metadata"]["labels"]
+    args = build_parser().parse_args(container["command"][1:] + container["args"])
+    policy = one(rendered, "NetworkPolicy", "realname-tokens")
+
+    assert (args.command, args.role, args.workers) == ("serve", "tokens", 1)
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert container[probe] == api_container[probe], probe
+    assert one(rendered, "HorizontalPodAutoscaler", "realname-tokens")["spec"][
+        "scaleTargetRef"
+    ] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "realname-tokens"}
+    for selector in (
+        one(rendered, "Service", "realname-tokens")["spec"]["selector"],
+        one(rendered, "PodDisruptionBudget", "realname-tokens")["spec"]["selector"]["matchLabels"],
+        policy["spec"]["podSelector"]["matchLabels"],
+    ):
+        assert selector.items() <= labels.items()
+        assert not selector.items() <= api_labels.items()
+    assert not one(rendered, "Service", "realname-api")["spec"]["selector"].items() <= (
+        labels.items()
+    )
+    assert [p["port"] for r in policy["spec"]["ingress"] for p in r["ports"]] == [
+        container["ports"][0]["containerPort"]
+    ]
+
+
+def ingress_backend(ingress: dict[str, Any], path: str) -> str:
+    """The Service an Ingress sends ``path`` to: the longest ``Prefix`` path that matches it
+    element by element, as Kubernetes matches (``/v1/tokens/`` matches ``/v1/tokens/revoke``,
+    not ``/v1/tokensx``)."""
+    [rule] = ingress["spec"]["rules"]
+    parts = [p for p in path.split("/") if p]
+    best: tuple[int, str] | None = None
+    for candidate in rule["http"]["paths"]:
+        assert candidate["pathType"] == "Prefix"
+        prefix = [p for p in candidate["path"].split("/") if p]
+        if parts[: len(prefix)] == prefix and (best is None or len(prefix) > best[0]):
+            best = (len(prefix), candidate["backend"]["service"]["name"])
+    assert best is not None, path
+    return best[1]
+
+
+def test_the_ingress_sends_the_token_path_to_the_tokens_pods_and_the_rest_to_the_api(
+    rendered: list[dict[str, Any]],
+) -> None:
+    """Every path a tokens process routes (but its probes and metrics, read from the pods)
+    goes to realname-tokens, every other path of the whole API to realname-api, each through
+    a Service port that exists."""
+    ingress = one(rendered, "Ingress", "realname")
+    schema_only = Settings(
+        env="test",
+        database_url="sqlite://",  # never connected: no runtime is built for these apps
+        secret_key=TEST_SECRET,
+        blind_index_keys=TEST_BLIND_KEYS,
+        _env_file=None,
+    )
+    pods_only = {"/healthz", "/readyz", "/metrics"}
+    token_path = {p for _, p in routed(create_app(schema_only, role="tokens"))} - pods_only
+    whole = {p for _, p in routed(create_app(schema_only))} - pods_only
+
+    assert token_path == {
+        "/v1/tokens/introspect",
+        "/v1/tokens/revoke",
+        "/.well-known/jwks.json",
+        "/.well-known/oauth-authorization-server",
+    }
+    for path in whole:
+        expected = "realname-tokens" if path in token_path else "realname-api"
+        assert ingress_backend(ingress, path) == expected, path
+    for candidate in ingress["spec"]["rules"][0]["http"]["paths"]:
+        backend = candidate["backend"]["service"]
+        ports = one(rendered, "Service", backend["name"])["spec"]["ports"]
+        assert backend["port"]["name"] in {p["name"] for p in ports}
+
+
 def test_a_worker_and_a_migration_job_run_beside_the_api(rendered: list[dict[str, Any]]) -> None:
     """The worker is its own Deployment and API pods do not run the in-process worker."""
     config = one(rendered, "ConfigMap", "realname-config")["data"]
@@ -192,7 +280,7 @@ def test_secrets_are_referenced_never_kept_in_the_repository(
     assert not secret_settings & set(config)
 
 
-def test_only_the_api_worker_and_migration_reach_postgresql_and_redis(
+def test_only_the_api_tokens_worker_and_migration_reach_postgresql_and_redis(
     rendered: list[dict[str, Any]],
 ) -> None:
     """The data stores' NetworkPolicy admits only the service's own pods, on 5432 and 6379."""
@@ -208,13 +296,14 @@ def test_only_the_api_worker_and_migration_reach_postgresql_and_redis(
 
     assert set(selected["values"]) == {"postgresql", "redis"}
     assert policy["spec"]["policyTypes"] == ["Ingress"]
-    assert set(components) == {"api", "worker", "migrate"}
+    assert set(components) == {"api", "tokens", "worker", "migrate"}
     assert {p["port"] for p in rule["ports"]} == {5432, 6379}
 
 
 def test_the_production_overlay_sets_namespace_image_scale_and_outbound_urls() -> None:
-    """Everything lands in the restricted namespace, on the released image, with more API
-    replicas and https registry and gateway URLs that prod mode accepts."""
+    """Everything lands in the restricted namespace, on the released image, with more API and
+    tokens replicas, the Ingress's host (with TLS) as the public URL, and https registry and
+    gateway URLs that prod mode accepts."""
     from app.settings_rules import url_problem
 
     docs = render(PRODUCTION)
@@ -228,6 +317,10 @@ def test_the_production_overlay_sets_namespace_image_scale_and_outbound_urls() -
     }
     assert images == {"registry.example.com/realname:0.1.0"}
     assert one(docs, "HorizontalPodAutoscaler", "realname-api")["spec"]["minReplicas"] == 3
+    assert one(docs, "HorizontalPodAutoscaler", "realname-tokens")["spec"]["minReplicas"] == 3
+    ingress = one(docs, "Ingress", "realname")["spec"]
+    assert [rule["host"] for rule in ingress["rules"]] == ingress["tls"][0]["hosts"]
+    assert config["REALNAME_PUBLIC_URL"] == f"https://{ingress['rules'][0]['host']}"
     for name in ("REALNAME_REGISTRY_URL", "REALNAME_SMS_GATEWAY_URL"):
         assert url_problem(name, config[name], []) is None
     assert config["REALNAME_TRUSTED_PROXIES"]

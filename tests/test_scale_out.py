@@ -12,7 +12,7 @@ import contextlib
 import itertools
 import os
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 
 import httpx
@@ -62,9 +62,11 @@ def two_processes(
     tmp_path: Path,
     *,
     b_runs_worker: bool = True,
+    b_args: Sequence[str] = (),
     prefix: str | None = None,
 ) -> Iterator[tuple[Service, Service]]:
-    """Processes A and B on one database and one Redis (a key prefix of this test's own)."""
+    """Processes A and B on one database and one Redis (a key prefix of this test's own);
+    ``b_args`` are B's extra `realname serve` arguments."""
     prefix = prefix or f"scale{uuid.uuid4().hex}"
     env = {
         **FAST,
@@ -78,7 +80,7 @@ def two_processes(
     services: list[Service] = []
     try:
         services.append(launch(settings, log_path=tmp_path / "a.log", **env))
-        services.append(launch(settings, log_path=tmp_path / "b.log", **b_env))
+        services.append(launch(settings, log_path=tmp_path / "b.log", args=b_args, **b_env))
         for service in services:
             service.wait_ready()
         yield services[0], services[1]
@@ -282,6 +284,32 @@ async def test_revocation_through_a_is_seen_at_once_by_b_which_cached_the_token_
                 assert r.status_code == 200, r.text
                 answer = (await cb.post("/v1/tokens/introspect", json={"token": token})).json()
                 assert answer == {"active": False}, revoke
+
+
+async def test_a_tokens_process_sees_revocations_through_an_all_process_at_once_and_vice_versa(
+    settings: Settings, scale_database: str, scale_engine: AsyncEngine, tmp_path: Path
+) -> None:
+    """T (`serve --role tokens`) serves introspection from its cache and is subscribed like any
+    API process: a token revoked through A (the whole API) is inactive on T's very next
+    introspection, and one revoked through T on A's; T answers registrations 404."""
+    _, key = await new_client(settings, scale_engine, level="L1")
+    with two_processes(settings, scale_database, tmp_path, b_args=("--role", "tokens")) as (a, t):
+        async with api(a.base, key) as ca, api(t.base, key) as ct:
+            refused = await ct.post("/v1/verifications", json=new_person())
+            assert (refused.status_code, refused.json()["code"]) == (404, "not_found")
+            assert metric((await ct.get("/metrics")).text, "realname_cache_invalidation_subscribed")
+            for revoker, reader in ((ca, ct), (ct, ca)):
+                _, token = await verified_token(ca)
+                before = cache_hits((await reader.get("/metrics")).text, "token_state")
+                for _ in range(3):
+                    answer = await reader.post("/v1/tokens/introspect", json={"token": token})
+                    assert answer.json()["active"] is True, answer.text
+                after = cache_hits((await reader.get("/metrics")).text, "token_state")
+                assert after - before >= 2, "the reader did not serve the repeats from its cache"
+                revoked = await revoker.post("/v1/tokens/revoke", data={"token": token})
+                assert revoked.status_code == 200, revoked.text
+                answer = await reader.post("/v1/tokens/introspect", json={"token": token})
+                assert answer.json() == {"active": False}, str(revoker.base_url)
 
 
 async def test_api_key_revoked_through_another_process_is_refused_at_once_by_b_which_cached_it(

@@ -16,7 +16,10 @@ from app.routers.idempotency import idempotent
 from app.schemas.tokens import Introspection, Jwks, TokenIn, TokenOut
 from app.services import emergency, keys, tokens
 
+#: The token path: introspection, revocation and the JWKS (what a ``tokens`` process serves).
 router = APIRouter(tags=["tokens"])
+#: Issuing a token for a verified verification (the whole API only).
+issuance = APIRouter(tags=["tokens"])
 
 FORM = "application/x-www-form-urlencoded"
 #: The routes that take RFC 6749 form bodies (the middleware lets that media type through).
@@ -86,7 +89,7 @@ async def token_request(request: Request) -> TokenIn:
 TokenRequest = Annotated[TokenIn, Depends(token_request)]
 
 
-@router.post(
+@issuance.post(
     "/v1/verifications/{verification_id}/tokens",
     status_code=201,
     response_model=TokenOut,
