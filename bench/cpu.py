@@ -72,12 +72,17 @@ def _is_ours(pid: int, name: str, database: str | None) -> bool:
     return database is not None and f" {database} " in title
 
 
+#: The server's process (with its children), or several servers' processes.
+ServerPids = int | tuple[int, ...] | None
+
+
 def _cpu_by_pid(
-    server_pid: int | None, database: str | None
+    server_pid: ServerPids, database: str | None
 ) -> tuple[dict[int, float], dict[int, float]]:
-    """CPU seconds so far of the server tree's processes and of the database processes."""
+    """CPU seconds so far of the server trees' processes and of the database processes."""
     table = _process_table()
-    server = tree_pids(server_pid, table) if server_pid else set()
+    roots = (server_pid,) if isinstance(server_pid, int) else server_pid or ()
+    server = {pid for root in roots for pid in tree_pids(root, table)}
     db = {p for p, (_, _, name) in table.items() if _is_ours(p, name, database)}
     return {p: table[p][1] for p in server}, {p: table[p][1] for p in db}
 
@@ -118,7 +123,7 @@ class CpuShare:
 class CpuMeter:
     """Snapshot now; :meth:`share` later gives the split of the interval."""
 
-    def __init__(self, server_pid: int | None, database: str | None = None) -> None:
+    def __init__(self, server_pid: ServerPids, database: str | None = None) -> None:
         self.server_pid = server_pid
         self.database = database
         self.cores = os.cpu_count() or 1

@@ -89,6 +89,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--concurrency", type=int, default=64, help="connections (fast paths)")
     parser.add_argument(
+        "--token-workers",
+        type=int,
+        default=1,
+        help="processes of a `realname serve --role tokens` beside the server, which the mixed "
+        "scenario's introspections (and their unloaded baseline) go to; 0: none, all to the server",
+    )
+    parser.add_argument(
         "--registration-concurrency", type=int, default=16, help="connections (registrations)"
     )
     parser.add_argument(
@@ -229,6 +236,15 @@ class Run:
         server = realname_server(env, port, args.workers, self.workdir / "serve.log")
         self.servers.append(server)
         await server.start(port, args.workers)
+        token_target, token_pid = None, None
+        if args.token_workers:
+            token_port = free_port()
+            tokens = realname_server(
+                env, token_port, args.token_workers, self.workdir / "tokens.log", role="tokens"
+            )
+            self.servers.append(tokens)
+            await tokens.start(token_port, args.token_workers)
+            token_target, token_pid = Target(HOST, token_port), tokens.pid
         b = Bench(
             Target(HOST, port),
             keys,
@@ -240,6 +256,8 @@ class Run:
             people=People(args.seed),
             profiler=self.profiler,
             database_url=self.db.url,
+            token_target=token_target,
+            token_pid=token_pid,
         )
         self.bench = b
         steps: list[tuple[str, str, Callable[[], Awaitable[Measured]]]] = [
@@ -272,6 +290,14 @@ class Run:
             f"  registrations {regs.summary.rps:.1f}/s; introspection p99 "
             f"{intro.summary.p99_ms:.1f} ms"
         )
+        log(f"webhook delivery: revocations at {args.mixed_rate:g}/s to a local receiver")
+        hooks = await b.webhooks(d.mixed_baseline)
+        server.check_alive("webhook delivery")
+        self.results["webhook_delivery"] = hooks
+        log(
+            f"  {hooks.summary.rps:.1f} events/s, p50 {hooks.summary.p50_ms:.1f} ms, "
+            f"p99 {hooks.summary.p99_ms:.1f} ms, {hooks.summary.errors} errors"
+        )
         self.problems = dict(b.pools.problems)
         self.drain = dict(b.pools.drain_seconds)
         self.profiles.update(b.profiles)
@@ -294,6 +320,7 @@ class Run:
             "finished_at": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
             "machine": f"{os.cpu_count()} cores ({_cpu_model()})",
             "workers": a.workers,
+            "token_workers": a.token_workers,
             "postgres": postgres,
             "profile": _profile_text(self.profile),
             "concurrency": a.concurrency,
@@ -345,7 +372,8 @@ def build_report(
     )
     for key, cost in report.costs.items():
         basis = report.costs.get("argon2 (per hash)" if "registration" in key else "trivial")
-        if key in ("trivial", "argon2 (per hash)", "sdk_verification") or basis is None:
+        unrelated = ("trivial", "argon2 (per hash)", "sdk_verification", "webhook_delivery")
+        if key in unrelated or basis is None:
             continue
         if basis.total_cpu_ms and cost.total_cpu_ms:
             cost.cpu_ratio = basis.total_cpu_ms / cost.total_cpu_ms
@@ -445,6 +473,16 @@ def build_report(
                 f"p99 x{factor:.1f}" if factor is not None else None,
                 f"p99 <= x{MIXED_P99_MAX_FACTOR:.0f}",
                 factor is not None and factor <= MIXED_P99_MAX_FACTOR,
+            )
+        )
+    hooks = results.get("webhook_delivery")
+    if hooks is not None:
+        rows.append(
+            Row(
+                "webhook delivery (events/s; ms from commit to arrival)",
+                f"{a.mixed_rate:g}/s open",
+                hooks.summary,
+                hooks.cpu,
             )
         )
 

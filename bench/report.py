@@ -188,8 +188,14 @@ def render_markdown(report: Report) -> str:
     parts = [
         f"### Latest run: {meta.get('finished_at', '?')}",
         "",
-        f"{meta.get('machine', '')}. `realname serve --workers {meta.get('workers', '?')}` on "
-        f"PostgreSQL {meta.get('postgres', '?')} (same machine), Redis rate limits; "
+        f"{meta.get('machine', '')}. `realname serve --workers {meta.get('workers', '?')}`"
+        + (
+            f" and `realname serve --role tokens --workers {meta['token_workers']}` (the mixed "
+            "rows' introspections)"
+            if meta.get("token_workers")
+            else ""
+        )
+        + f" on PostgreSQL {meta.get('postgres', '?')} (same machine), Redis rate limits; "
         f"argon2id {meta.get('profile', '?')}. Wall time {_num(meta.get('wall_seconds'), 0)} s.",
         "",
         render_table(report.rows),

@@ -26,6 +26,7 @@ from bench.loadgen import Check, Outcome, Request, Target, closed_loop, encode_r
 from bench.pgstats import DbCost
 from bench.profile import Frames, Profiler
 from bench.stats import Summary, summarise
+from bench.webhooks import webhook_delivery
 from realname_sdk import TokenVerifier
 
 _CODE = re.compile(r"(?<![0-9])([0-9]{6})(?![0-9])")
@@ -130,8 +131,14 @@ class Bench:
         people: People | None = None,
         profiler: Profiler | None = None,
         database_url: str | None = None,
+        token_target: Target | None = None,
+        token_pid: int | None = None,
     ) -> None:
         self.target = target
+        #: A ``realname serve --role tokens`` beside the server: the mixed scenario's (and its
+        #: unloaded baseline's) introspections go there, as a load balancer would send them.
+        self.token_target = token_target
+        self.token_pid = token_pid
         self.keys = keys
         self.d = durations
         self.concurrency = concurrency
@@ -145,6 +152,12 @@ class Bench:
         self.database_name = database_url.rpartition("/")[2] if database_url else None
         #: Top frames of each profiled scenario (``--profile``).
         self.profiles: dict[str, Frames] = {}
+
+    @property
+    def server_pids(self) -> int | tuple[int, ...] | None:
+        """The server processes whose CPU counts as the server's."""
+        pids = tuple(p for p in (self.server_pid, self.token_pid) if p is not None)
+        return pids or None
 
     # -- request building -------------------------------------------------------------------------
     def request(
@@ -178,7 +191,7 @@ class Bench:
         url = self.database_url
         before = await pgstats.snapshot(url) if url else None
         await self._profile_start(name)
-        meter = CpuMeter(self.server_pid, self.database_name)
+        meter = CpuMeter(self.server_pids, self.database_name)
         try:
             outcome = await run()
             cpu = meter.share()
@@ -416,22 +429,48 @@ class Bench:
         if not tokens:
             raise RuntimeError("no token to verify")
         loop = asyncio.get_running_loop()
-        meter = CpuMeter(self.server_pid, self.database_name)
+        meter = CpuMeter(self.server_pids, self.database_name)
         outcome, cpu_seconds = await loop.run_in_executor(None, verify_offline, self.target, tokens)
         result = measured(outcome, meter.share())
         if outcome.latencies:
             result.own_cpu_ms = round(1000 * cpu_seconds / len(outcome.latencies), 4)
         return result
 
+    async def webhooks(self, seconds: float) -> Measured:
+        """Revocations of L1's older tokens at ``mixed_rate``/s (open loop), each a
+        ``token.revoked`` event delivered to a local receiver: events/s delivered, and the time
+        from each event's commit to its arrival. Runs last: the tokens are gone afterwards."""
+        key = self.keys["L1"]
+        # Oldest first: the newest were introspected, but no scenario needs them any more.
+        tokens = [token for k, token in self.pools.tokens if k == key]
+        run, meter = await webhook_delivery(
+            self.target,
+            key,
+            tokens,
+            rate=self.mixed_rate,
+            duration=seconds,
+            server_pids=self.server_pids,
+            database_name=self.database_name,
+        )
+        return measured(run.outcome, meter.share())
+
     # -- mixed ------------------------------------------------------------------------------------
     async def introspection_at_rate(self, seconds: float) -> Measured:
         """Introspection at ``mixed_rate`` requests/s (open loop), nothing else running."""
         reqs = self._introspections()
         check = status_and(200, b'"active":true')
+        if self.token_target is not None:  # its caches have not seen these tokens yet
+            await closed_loop(
+                self.token_target,
+                iter(reqs * 2),
+                concurrency=16,
+                duration=self.d.warmup,
+                check=check,
+            )
         return await self._timed(
             "introspection_unloaded",
             lambda: open_loop(
-                self.target,
+                self.token_target or self.target,
                 itertools.cycle(reqs),
                 rate=self.mixed_rate,
                 duration=seconds,
@@ -455,7 +494,7 @@ class Bench:
         reqs = self._introspections()
         count = self._max_registrations(self.d.mixed, ceiling_rps)
         await self._profile_start("mixed")
-        meter = CpuMeter(self.server_pid, self.database_name)
+        meter = CpuMeter(self.server_pids, self.database_name)
         regs, intro = await asyncio.gather(
             closed_loop(
                 self.target,
@@ -465,7 +504,7 @@ class Bench:
                 check=reg_check,
             ),
             open_loop(
-                self.target,
+                self.token_target or self.target,
                 itertools.cycle(reqs),
                 rate=self.mixed_rate,
                 duration=self.d.mixed,

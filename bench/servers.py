@@ -216,10 +216,13 @@ class ServerProcess:
             await proc.wait()
 
 
-def realname_server(env: dict[str, str], port: int, workers: int, log_path: Path) -> ServerProcess:
+def realname_server(
+    env: dict[str, str], port: int, workers: int, log_path: Path, role: str = "all"
+) -> ServerProcess:
     argv = [REALNAME, "serve", "--host", "127.0.0.1", "--port", str(port)]
-    argv += ["--workers", str(workers)]
-    return ServerProcess("realname serve", argv, env, log_path)
+    argv += ["--workers", str(workers), "--role", role]
+    name = "realname serve" if role == "all" else f"realname serve --role {role}"
+    return ServerProcess(name, argv, env, log_path)
 
 
 def trivial_server(database_url: str, port: int, workers: int, log_path: Path) -> ServerProcess:
