@@ -36,7 +36,9 @@ from typing import Any
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import col, select
 
 from app.db import insert_ignoring_conflicts
@@ -217,9 +219,28 @@ async def record(
         hash="",
     )
     event.hash = compute_hash(head.hash, event, keys) or ""
-    head.seq, head.hash = event.chain_seq, event.hash
-    session.add(event)
+    if session.get_bind().dialect.name != "postgresql":
+        head.seq, head.hash = event.chain_seq, event.hash
+        session.add(event)
+        await session.flush()
+        return event
+    # One round trip: the event's INSERT moves its chain's head in a data-modifying CTE. The
+    # caller's pending changes are flushed first, as a flush of the event would have done.
     await session.flush()
+    moved = (
+        update(AuditHead)
+        .where(col(AuditHead.id) == head.id)
+        .values(seq=event.chain_seq, hash=event.hash)
+        .returning(col(AuditHead.id))
+        .cte("moved_head")
+    )
+    table = AuditEvent.__table__  # type: ignore[attr-defined]
+    values = {c.name: getattr(event, c.name) for c in table.columns if c.name != "seq"}
+    added = table.insert().values(values).returning(table.c.seq).add_cte(moved)
+    event.seq = (await session.execute(added)).scalar_one()
+    # The head row already says so: keep the loaded head in step without a second UPDATE.
+    set_committed_value(head, "seq", event.chain_seq)
+    set_committed_value(head, "hash", event.hash)
     return event
 
 
