@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hmac
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Annotated
 from urllib.parse import unquote_plus
 
@@ -36,14 +37,21 @@ async def get_runtime(request: Request) -> Runtime:  # async: no thread-pool hop
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 
 
-async def get_lazy_session(runtime: RuntimeDep, request: Request) -> AsyncIterator[LazySession]:
+@asynccontextmanager
+async def request_session(runtime: Runtime, request: Request) -> AsyncIterator[LazySession]:
     """At most one transaction per request, begun when first needed (a request answered from
-    memory checks out no connection) and committed before the response is sent."""
+    memory checks out no connection) and committed when the block ends."""
     async with LazySession.scope(runtime.sessions) as lazy:
         yield lazy
     if lazy.opened:
         route = request.scope.get("route")
         faults.reached(f"committed {request.method} {getattr(route, 'path', request.url.path)}")
+
+
+async def get_lazy_session(runtime: RuntimeDep, request: Request) -> AsyncIterator[LazySession]:
+    """The request's :func:`request_session`, committed before the response is sent."""
+    async with request_session(runtime, request) as lazy:
+        yield lazy
 
 
 LazySessionDep = Annotated[LazySession, Depends(get_lazy_session, scope="function")]
@@ -123,6 +131,29 @@ async def get_client(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
     basic: Annotated[HTTPBasicCredentials | None, Depends(_basic)],
+) -> Client:
+    """The client the request's API key (Bearer, or RFC 6749 Basic) belongs to."""
+    return await _authenticate(session, runtime, request, credentials, basic)
+
+
+#: What :func:`get_client` declares in OpenAPI, for routes that call :func:`client_of`.
+CLIENT_SECURITY: list[dict[str, list[str]]] = [{"ApiKey": []}, {"ClientBasic": []}]
+
+
+async def client_of(request: Request, runtime: Runtime, session: LazySession) -> Client:
+    """:func:`get_client` as a plain call, for a route that resolves no dependencies (the
+    token path's hottest: each dependency FastAPI solves costs more than the lookup)."""
+    return await _authenticate(
+        session, runtime, request, await _bearer(request), await _basic(request)
+    )
+
+
+async def _authenticate(
+    session: LazySession,
+    runtime: Runtime,
+    request: Request,
+    credentials: HTTPAuthorizationCredentials | None,
+    basic: HTTPBasicCredentials | None,
 ) -> Client:
     challenge = {"WWW-Authenticate": 'Bearer, Basic realm="realname"'}
     if credentials is not None:
