@@ -78,6 +78,10 @@ class Settings(BaseSettings):
     password_hash_parallelism: int = Field(default=4, ge=1)
     #: Concurrent argon2 hashes; each takes its memory cost. Defaults to the number of cores.
     hash_workers: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1)
+    #: Registrations (``POST /v1/verifications``) in flight at once in one process; the next is
+    #: refused at once with 503 ``overloaded`` and ``Retry-After``. Unset: 8 x ``hash_workers``
+    #: (the wait in front of the hash pool stays under about 8 hashes' time); 0: no limit.
+    registration_max_in_flight: int | None = Field(default=None, ge=0)
 
     # -- hot-path caches (app/hotcache.py) --------------------------------------------------------
     #: How long an API key's lookup is reused (with Redis; revocations through the service reach
@@ -350,6 +354,13 @@ class Settings(BaseSettings):
     def issuer(self) -> str:
         """The ``iss`` of service tokens and the ``issuer`` of the discovery document."""
         return self.token_issuer or self.public_url.rstrip("/")
+
+    @property
+    def registration_in_flight_limit(self) -> int:
+        """``registration_max_in_flight``, or 8 per hash worker when unset (0: no limit)."""
+        if self.registration_max_in_flight is not None:
+            return self.registration_max_in_flight
+        return 8 * self.hash_workers
 
     @property
     def is_sqlite(self) -> bool:
