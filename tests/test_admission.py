@@ -344,8 +344,10 @@ async def test_other_routes_are_not_counted(
 
 
 def test_the_default_limit_follows_the_hash_workers() -> None:
-    """Unset, the limit is 8 per hash worker; 0 is kept (no limit)."""
-    assert Settings(hash_workers=3, _env_file=None).registration_in_flight_limit == 24
+    """Unset, the limit is 8 per hash worker, at most 12 (the database pool's connections
+    beside other requests'); an explicit value, 0 (no limit) included, is kept."""
+    assert Settings(hash_workers=1, _env_file=None).registration_in_flight_limit == 8
+    assert Settings(hash_workers=4, _env_file=None).registration_in_flight_limit == 12
     explicit = Settings(hash_workers=3, registration_max_in_flight=5, _env_file=None)
     assert explicit.registration_in_flight_limit == 5
     off = Settings(registration_max_in_flight=0, _env_file=None)
