@@ -51,6 +51,9 @@ DB_MAX_OVERFLOW = 5
 #: Connections of the pool that admission control leaves to requests other than registrations
 #: (a registration holds one while it hashes).
 DB_CONNECTIONS_BESIDE_REGISTRATIONS = 3
+#: By default at most this many registrations in flight per pool connection they may use: one
+#: working, one waiting for the connection (a wait longer than the pool timeout would fail).
+REGISTRATIONS_PER_CONNECTION = 2
 
 
 class Settings(BaseSettings):
@@ -89,8 +92,8 @@ class Settings(BaseSettings):
     hash_workers: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1)
     #: Registrations (``POST /v1/verifications``) in flight at once in one process; the next is
     #: refused at once with 503 ``overloaded`` and ``Retry-After``. Unset: 8 x ``hash_workers``
-    #: (the wait in front of the hash pool stays near 8 hashes' time), at most 12 (what the
-    #: database pool serves beside other requests); 0: no limit.
+    #: (the wait in front of the hash pool stays near 8 hashes' time), at most 24 (two per
+    #: database connection left beside other requests); 0: no limit.
     registration_max_in_flight: int | None = Field(default=None, ge=0)
 
     # -- hot-path caches (app/hotcache.py) --------------------------------------------------------
@@ -367,13 +370,14 @@ class Settings(BaseSettings):
 
     @property
     def registration_in_flight_limit(self) -> int:
-        """``registration_max_in_flight``; unset, 8 per hash worker, and no more than the
-        database pool can serve beside the other requests (a registration holds a connection
-        while it hashes, and one that waits for a connection too long fails). 0: no limit."""
+        """``registration_max_in_flight``; unset, 8 per hash worker, and at most two per
+        connection of the database pool left beside the other requests (a registration holds a
+        connection while it hashes, and one that waits for a connection too long fails): 24.
+        0: no limit."""
         if self.registration_max_in_flight is not None:
             return self.registration_max_in_flight
-        pool = DB_POOL_SIZE + DB_MAX_OVERFLOW - DB_CONNECTIONS_BESIDE_REGISTRATIONS
-        return min(8 * self.hash_workers, pool)
+        connections = DB_POOL_SIZE + DB_MAX_OVERFLOW - DB_CONNECTIONS_BESIDE_REGISTRATIONS
+        return min(8 * self.hash_workers, REGISTRATIONS_PER_CONNECTION * connections)
 
     @property
     def is_sqlite(self) -> bool:

@@ -344,10 +344,10 @@ async def test_other_routes_are_not_counted(
 
 
 def test_the_default_limit_follows_the_hash_workers() -> None:
-    """Unset, the limit is 8 per hash worker, at most 12 (the database pool's connections
-    beside other requests'); an explicit value, 0 (no limit) included, is kept."""
-    assert Settings(hash_workers=1, _env_file=None).registration_in_flight_limit == 8
-    assert Settings(hash_workers=4, _env_file=None).registration_in_flight_limit == 12
+    """Unset, the limit is 8 per hash worker, at most 24 (two per database connection left
+    beside other requests); an explicit value, 0 (no limit) included, is kept."""
+    assert Settings(hash_workers=2, _env_file=None).registration_in_flight_limit == 16
+    assert Settings(hash_workers=8, _env_file=None).registration_in_flight_limit == 24
     explicit = Settings(hash_workers=3, registration_max_in_flight=5, _env_file=None)
     assert explicit.registration_in_flight_limit == 5
     off = Settings(registration_max_in_flight=0, _env_file=None)
