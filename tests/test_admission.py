@@ -21,6 +21,7 @@ from app.admission import Gate
 from app.runtime import Runtime
 from app.settings import Settings
 from bench.identities import People
+from realname_sdk import AsyncRealnameClient
 from tests.conftest import auth
 
 #: What a registration may write; a refused one must leave every count as it was.
@@ -54,8 +55,8 @@ class HeldHasher:
 class WatchedGate(Gate):
     """The service's gate, telling the test when places are taken."""
 
-    def __init__(self, limit: int) -> None:
-        super().__init__("registration", limit)
+    def __init__(self, limit: int, *, retry_after: int = 1) -> None:
+        super().__init__("registration", limit, retry_after=retry_after)
         self.changed = asyncio.Event()
 
     def try_enter(self) -> bool:
@@ -341,6 +342,41 @@ async def test_other_routes_are_not_counted(
         assert (await http.get("/v1/verifications", headers=auth(api_key))).status_code == 200
     finally:
         gate.leave()
+
+
+class FreedAfterOneRefusal(WatchedGate):
+    """A full gate whose place (taken by the test) is given back once it has refused once."""
+
+    def try_enter(self) -> bool:
+        admitted = super().try_enter()
+        if not admitted and self.refused == 1:
+            self.leave()
+        return admitted
+
+
+async def test_the_sdk_retries_an_overloaded_registration(
+    http: httpx.AsyncClient,
+    api_key: str,
+    runtime: Runtime,
+    monkeypatch: pytest.MonkeyPatch,
+    person: Bodies,
+) -> None:
+    """The SDK waits out an overloaded answer's Retry-After and sends the registration again
+    (same Idempotency-Key); it is created once."""
+    gate = FreedAfterOneRefusal(1, retry_after=0)
+    monkeypatch.setattr(runtime, "registrations", gate)
+    assert gate.try_enter()  # full, until the first refusal
+    body = person()
+    async with AsyncRealnameClient(str(http.base_url), api_key, http_client=http) as client:
+        created = await client.create_verification(
+            external_user_id=body["external_user_id"],
+            real_name=body["real_name"],
+            id_number=body["id_number"],
+            phone=body["phone"],
+        )
+    assert created.id.startswith("ver_")
+    assert (gate.refused, gate.in_flight) == (1, 0)
+    assert (await counts(runtime))["verifications"] == 1
 
 
 def test_the_default_limit_follows_the_hash_workers() -> None:
