@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import (
 
 from app.errors import ProblemError
 from app.hotcache import run_after_commit
-from app.settings import Settings
+from app.settings import DB_MAX_OVERFLOW, DB_POOL_SIZE, Settings
 
 
 def create_engine(settings: Settings, **kwargs: Any) -> AsyncEngine:
@@ -38,9 +38,8 @@ def create_engine(settings: Settings, **kwargs: Any) -> AsyncEngine:
         },
     )
     kwargs.setdefault("pool_timeout", settings.db_connect_timeout_seconds)
-    kwargs.setdefault("pool_size", 10)
-    # Per process: keep workers x (pool + overflow) under PostgreSQL's max_connections.
-    kwargs.setdefault("max_overflow", 5)
+    kwargs.setdefault("pool_size", DB_POOL_SIZE)
+    kwargs.setdefault("max_overflow", DB_MAX_OVERFLOW)
     kwargs.setdefault("pool_pre_ping", True)
     # Each statement sees what committed before it: introspection's cache relies on a database
     # read after its epoch read seeing every revocation committed before that (app/hotcache.py).

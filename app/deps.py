@@ -37,6 +37,28 @@ async def get_runtime(request: Request) -> Runtime:  # async: no thread-pool hop
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 
 
+async def admit_registration(runtime: RuntimeDep) -> AsyncIterator[None]:
+    """Admission control (``app.admission``): hold one of this process's places for
+    registrations until the answer is sent, or refuse at once with 503 ``overloaded`` and
+    ``Retry-After`` when none is free. A route dependency, so it runs before authentication,
+    body validation, the idempotency claim and any database work: a refused request has stored
+    nothing, and its retry (with the same ``Idempotency-Key``) is a first attempt."""
+    gate = runtime.registrations
+    if not gate.try_enter():
+        raise ProblemError(
+            "overloaded",
+            "Too many registrations in progress; retry after the time in Retry-After",
+            headers={"Retry-After": str(gate.retry_after)},
+        )
+    try:
+        yield
+    finally:
+        gate.leave()
+
+
+AdmitRegistration = Depends(admit_registration)
+
+
 @asynccontextmanager
 async def request_session(runtime: Runtime, request: Request) -> AsyncIterator[LazySession]:
     """At most one transaction per request, begun when first needed (a request answered from

@@ -83,6 +83,7 @@ ERROR_CODES: dict[str, tuple[int, str]] = {
     "not_suspended": (409, "Issuance is not suspended for that scope"),
     "not_quarantined": (409, "That provider is not in quarantine"),
     "service_unavailable": (503, "The service is temporarily unavailable"),
+    "overloaded": (503, "The service is at capacity for this request; retry shortly"),
     "internal_error": (500, "Internal error"),
 }
 

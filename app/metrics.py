@@ -86,6 +86,18 @@ RATE_LIMITED = Counter(
     ["limit"],
     registry=REGISTRY,
 )
+ADMISSION_REFUSALS = Counter(
+    "realname_admission_refusals_total",
+    "Requests refused at once (503 overloaded) because this process had its most in flight",
+    ["gate"],
+    registry=REGISTRY,
+)
+ADMISSION_IN_FLIGHT = Gauge(
+    "realname_admission_in_flight",
+    "Requests of a gate in flight in this process (REALNAME_REGISTRATION_MAX_IN_FLIGHT caps it)",
+    ["gate"],
+    registry=REGISTRY,
+)
 BULK_ACCESS_BLOCKED = Counter(
     "realname_admin_bulk_access_blocked_total",
     "Admins stopped by the bulk-access guard, by what they were about to be shown",

@@ -11,6 +11,7 @@ from __future__ import annotations
 import httpx
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from app.admission import Gate
 from app.crypto import Argon2Pool, Argon2Profile
 from app.db import create_engine, create_sessionmaker
 from app.hotcache import (
@@ -112,6 +113,7 @@ def build_runtime(settings: Settings, *, engine: AsyncEngine | None = None) -> R
             trust_env=False,
         ),
         key_last_use=TtlMap("api_key_last_use", LAST_USE_EVERY.total_seconds(), maxsize=100_000),
+        registrations=Gate("registration", settings.registration_in_flight_limit),
     )
 
     async def wake_worker() -> None:

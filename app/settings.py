@@ -48,6 +48,18 @@ def _decode_key(raw: str) -> bytes:
         raise SettingsError("a key setting must be URL-safe base64 (or hex)") from None
 
 
+#: Each process's PostgreSQL pool: connections kept, and opened beyond them under load
+#: (``app.db``). Per process: keep workers x (pool + overflow) under ``max_connections``.
+DB_POOL_SIZE = 10
+DB_MAX_OVERFLOW = 5
+#: Connections of the pool that admission control leaves to requests other than registrations
+#: (a registration holds one while it hashes).
+DB_CONNECTIONS_BESIDE_REGISTRATIONS = 3
+#: By default at most this many registrations in flight per pool connection they may use: one
+#: working, one waiting for the connection (a wait longer than the pool timeout would fail).
+REGISTRATIONS_PER_CONNECTION = 2
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="REALNAME_",
@@ -82,6 +94,11 @@ class Settings(BaseSettings):
     password_hash_parallelism: int = Field(default=4, ge=1)
     #: Concurrent argon2 hashes; each takes its memory cost. Defaults to the number of cores.
     hash_workers: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1)
+    #: Registrations (``POST /v1/verifications``) in flight at once in one process; the next is
+    #: refused at once with 503 ``overloaded`` and ``Retry-After``. Unset: 8 x ``hash_workers``
+    #: (the wait in front of the hash pool stays near 8 hashes' time), at most 24 (two per
+    #: database connection left beside other requests); 0: no limit.
+    registration_max_in_flight: int | None = Field(default=None, ge=0)
 
     # -- hot-path caches (app/hotcache.py) --------------------------------------------------------
     #: How long an API key's lookup is reused (with Redis; revocations through the service reach
@@ -361,6 +378,17 @@ class Settings(BaseSettings):
     def issuer(self) -> str:
         """The ``iss`` of service tokens and the ``issuer`` of the discovery document."""
         return self.token_issuer or self.public_url.rstrip("/")
+
+    @property
+    def registration_in_flight_limit(self) -> int:
+        """``registration_max_in_flight``; unset, 8 per hash worker, and at most two per
+        connection of the database pool left beside the other requests (a registration holds a
+        connection while it hashes, and one that waits for a connection too long fails): 24.
+        0: no limit."""
+        if self.registration_max_in_flight is not None:
+            return self.registration_max_in_flight
+        connections = DB_POOL_SIZE + DB_MAX_OVERFLOW - DB_CONNECTIONS_BESIDE_REGISTRATIONS
+        return min(8 * self.hash_workers, REGISTRATIONS_PER_CONNECTION * connections)
 
     @property
     def is_sqlite(self) -> bool:

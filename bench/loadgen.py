@@ -159,6 +159,9 @@ class Outcome:
     seconds: float = 0.0
     #: ``(request.tag, body)`` of accepted answers, when the run was asked to keep them.
     kept: list[tuple[object, bytes]] = field(default_factory=list)
+    #: Latencies (seconds) of answers the run's ``shed`` check took for load shedding (503
+    #: ``overloaded``): neither accepted nor errors.
+    shed: list[float] = field(default_factory=list)
 
     def error(self, what: str) -> None:
         self.errors += 1
@@ -166,15 +169,27 @@ class Outcome:
             self.error_samples.append(what)
 
     def record(
-        self, req: Request, status: int, body: bytes, latency: float, check: Check, keep: bool
-    ) -> None:
+        self,
+        req: Request,
+        status: int,
+        body: bytes,
+        latency: float,
+        check: Check,
+        keep: bool,
+        shed: Check | None = None,
+    ) -> bool:
+        """Count one answer; True when ``shed`` took it for load shedding."""
         self.statuses[str(status)] += 1
         if check(status, body):
             self.latencies.append(latency)
             if keep:
                 self.kept.append((req.tag, body))
+        elif shed is not None and shed(status, body):
+            self.shed.append(latency)
+            return True
         else:
             self.error(f"{status} {body[:300].decode('utf-8', 'replace')}")
+        return False
 
     def failed(self, exc: BaseException) -> None:
         self.statuses[type(exc).__name__] += 1
@@ -190,11 +205,15 @@ async def closed_loop(
     check: Check,
     keep_bodies: bool = False,
     answer_within: float = 30.0,
+    shed: Check | None = None,
+    pause_after_shed: float = 0.0,
 ) -> Outcome:
     """Send ``requests`` on ``concurrency`` connections until they run out or ``duration`` ends.
 
     Connections are opened before the clock starts. ``seconds`` runs from the start until the
-    last in-flight answer arrived.
+    last in-flight answer arrived. An answer that ``shed`` accepts (a refusal to shed load) is
+    counted apart, and its connection waits ``pause_after_shed`` seconds (the answer's
+    ``Retry-After``, as a client honouring it would) before its next request.
     """
     out = Outcome()
     conns: list[_Connection | None] = list(
@@ -222,7 +241,8 @@ async def closed_loop(
                 conn = conns[slot] = None
                 await asyncio.sleep(0.05)  # no hot loop against a server that is down
                 continue
-            out.record(req, status, body, perf() - began, check, keep_bodies)
+            if out.record(req, status, body, perf() - began, check, keep_bodies, shed):
+                await asyncio.sleep(min(pause_after_shed, max(deadline - perf(), 0.0)))
 
     try:
         await asyncio.gather(*(worker(i) for i in range(concurrency)))

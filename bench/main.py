@@ -27,7 +27,13 @@ from bench.identities import People
 from bench.loadgen import Target
 from bench.profile import Frames, Profiler, find_py_spy
 from bench.report import Cost, Goal, Report, Row, write_results
-from bench.scenarios import Bench, Durations, Measured
+from bench.scenarios import (
+    ADMISSION_CONNECTIONS,
+    OVERLOADED_RETRY_AFTER,
+    Bench,
+    Durations,
+    Measured,
+)
 from bench.servers import (
     ScratchDatabase,
     ServerProcess,
@@ -290,6 +296,16 @@ class Run:
             f"  registrations {regs.summary.rps:.1f}/s; introspection p99 "
             f"{intro.summary.p99_ms:.1f} ms"
         )
+        for conns in ADMISSION_CONNECTIONS:
+            log(f"admission control: registrations L1, {conns} connections")
+            key = f"registration_l1_{conns}_conns"
+            self.results[key] = await b.admission(conns, hash_rate)
+            server.check_alive(f"admission control at {conns} connections")
+            s = self.results[key].summary
+            log(
+                f"  accepted {s.rps:.1f}/s, p99 {s.p99_ms:.1f} ms; shed {s.shed_share:.0%} "
+                f"(p99 {s.shed_p99_ms:.1f} ms); {s.errors} errors"
+            )
         log(f"webhook delivery: revocations at {args.mixed_rate:g}/s to a local receiver")
         hooks = await b.webhooks(d.mixed_baseline)
         server.check_alive("webhook delivery")
@@ -486,6 +502,22 @@ def build_report(
             )
         )
 
+    for n in ADMISSION_CONNECTIONS:
+        m = results.get(f"registration_l1_{n}_conns")
+        if m is not None:
+            ratio = m.summary.rps / hash_rate if hash_rate else None
+            report.curve.append(
+                Row(
+                    "registration L1",
+                    f"{n} conns",
+                    m.summary,
+                    m.cpu,
+                    argon_name,
+                    hash_rate,
+                    ratio,
+                )
+            )
+
     goals = report.goals
     for row, lvl in zip(reg, ("L1", "L2"), strict=True):
         if row is not None and row.ratio is not None:
@@ -593,7 +625,17 @@ def build_report(
             + ", ".join(f"{s:.0f} s after the {lvl} run" for lvl, s in drain.items())
             + " (polled every 0.5 s)."
         )
-    disturbed = [r.scenario for r in rows if r.cpu is not None and r.cpu.other > DISTURBED_PCT]
+    if report.curve:
+        report.notes.append(
+            "Admission control: a 503 `overloaded` answer is load shed, counted apart (neither "
+            "accepted nor an error); the connection that got it waits its Retry-After "
+            f"({OVERLOADED_RETRY_AFTER:g} s), as the SDK does, then sends a new registration."
+        )
+    disturbed = [
+        f"{r.scenario} ({r.load})" if r in report.curve else r.scenario
+        for r in rows + report.curve
+        if r.cpu is not None and r.cpu.other > DISTURBED_PCT
+    ]
     if disturbed:
         report.notes.insert(
             0,

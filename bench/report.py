@@ -84,6 +84,8 @@ class Report:
     extra: dict[str, Any] = field(default_factory=dict)
     #: What one request cost (CPU, database work), by scenario key.
     costs: dict[str, Cost] = field(default_factory=dict)
+    #: Admission control: registration past saturation at several connection counts.
+    curve: list[Row] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -92,6 +94,7 @@ class Report:
             "goals": [asdict(g) for g in self.goals],
             "notes": self.notes,
             "costs": {k: asdict(v) for k, v in self.costs.items()},
+            "curve": [r.as_dict() for r in self.curve],
             "extra": self.extra,
         }
 
@@ -140,6 +143,36 @@ def render_table(rows: list[Row]) -> str:
                     _ratio(r),
                     r.target or "",
                     _met(r.met),
+                    r.cpu.short() if r.cpu else "-",
+                ]
+            )
+            + " |"
+        )
+    return "\n".join(lines)
+
+
+def render_curve(rows: list[Row]) -> str:
+    """The admission-control curve: what was accepted (rate, latency) and what was shed."""
+    lines = [
+        "| scenario | load | accepted req/s | ratio | accepted p50 ms | accepted p99 ms "
+        "| answered 503 overloaded | 503 p99 ms | errors | CPU % bench/server/db/other |",
+        "|" + "---|" * 10,
+    ]
+    for r in rows:
+        s = r.summary
+        lines.append(
+            "| "
+            + " | ".join(
+                [
+                    r.scenario,
+                    r.load,
+                    _num(s.rps),
+                    _ratio(r),
+                    _num(s.p50_ms),
+                    _num(s.p99_ms),
+                    f"{100 * s.shed_share:.0f}%",
+                    _num(s.shed_p99_ms) if s.shed else "-",
+                    str(s.errors),
                     r.cpu.short() if r.cpu else "-",
                 ]
             )
@@ -201,6 +234,14 @@ def render_markdown(report: Report) -> str:
         render_table(report.rows),
         "",
     ]
+    if report.curve:
+        parts += [
+            "Admission control: registration L1 past saturation (ratio: accepted req/s over "
+            "the argon2id ceiling):",
+            "",
+            render_curve(report.curve),
+            "",
+        ]
     if report.costs:
         parts += [
             "Cost per successful request (CPU from /proc; PostgreSQL counters of the bench "

@@ -30,6 +30,10 @@ from bench.webhooks import webhook_delivery
 from realname_sdk import TokenVerifier
 
 _CODE = re.compile(r"(?<![0-9])([0-9]{6})(?![0-9])")
+#: Connections of the admission-control curve (registration L1 past saturation).
+ADMISSION_CONNECTIONS = (16, 64, 256)
+#: What the service's refusals ask a client to wait (``Retry-After``), and the curve's clients do.
+OVERLOADED_RETRY_AFTER = 1.0
 #: How many of the newest tokens the introspection scenarios ask about.
 INTROSPECTED_TOKENS = 1000
 #: How many tokens the SDK's offline verification is timed on.
@@ -41,6 +45,11 @@ def status_is(expected: int) -> Check:
         return status == expected
 
     return check
+
+
+def overloaded(status: int, body: bytes) -> bool:
+    """A registration refused by admission control: load shed, not an error."""
+    return status == 503 and b'"code":"overloaded"' in body
 
 
 def status_and(expected: int, needle: bytes) -> Check:
@@ -78,6 +87,7 @@ def measured(outcome: Outcome, cpu: CpuShare, db: DbCost | None = None) -> Measu
         errors=outcome.errors,
         statuses=dict(outcome.statuses),
         error_samples=outcome.error_samples,
+        shed_s=outcome.shed,
     )
     return Measured(summary, cpu, outcome, db)
 
@@ -94,6 +104,8 @@ class Durations:
     introspection: float = 15.0
     mixed_baseline: float = 10.0
     mixed: float = 20.0
+    #: Each point of the admission-control curve.
+    admission: float = 8.0
 
     def scaled(self, factor: float) -> Durations:
         return Durations(**{k: max(v * factor, 1.0) for k, v in self.__dict__.items()})
@@ -269,6 +281,30 @@ class Bench:
         await self._collect(level, [v for v in made if v])
         self.pools.drain_seconds[level] = round(time.monotonic() - began, 1)
         return result
+
+    async def admission(self, connections: int, ceiling_rps: float) -> Measured:
+        """Registrations (L1) at ``connections`` connections, closed loop: past saturation the
+        service sheds load (503 ``overloaded``), counted apart from accepted answers and
+        errors; a shed connection waits the answer's ``Retry-After``, as the SDK does."""
+        seconds = self.d.admission
+        # Lazily built; shed requests use people up too (one per connection per Retry-After).
+        per_second = ceiling_rps * 3 + connections / OVERLOADED_RETRY_AFTER
+        count = int((self.d.warmup + seconds + 2) * per_second) + 500
+        people = self.registrations("L1", count)
+
+        def run(duration: float) -> Awaitable[Outcome]:
+            return closed_loop(
+                self.target,
+                people,
+                concurrency=connections,
+                duration=duration,
+                check=status_is(201),
+                shed=overloaded,
+                pause_after_shed=OVERLOADED_RETRY_AFTER,
+            )
+
+        await run(self.d.warmup)
+        return await self._timed(f"registration_l1_{connections}_conns", lambda: run(seconds))
 
     async def _collect(self, level: str, ids: list[str]) -> None:
         """After registrations: L1 ones must reach verified, L2 ones a code in the inbox."""

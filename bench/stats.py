@@ -40,6 +40,16 @@ class Summary:
     mean_ms: float
     statuses: dict[str, int] = field(default_factory=dict)
     error_samples: list[str] = field(default_factory=list)
+    #: Answers that shed load (503 ``overloaded``), where a run counts them: neither ok nor
+    #: errors; their latency percentiles.
+    shed: int = 0
+    shed_p50_ms: float = math.nan
+    shed_p99_ms: float = math.nan
+
+    @property
+    def shed_share(self) -> float:
+        """Shed answers as a share of all answers (0 when none)."""
+        return self.shed / self.requests if self.requests else 0.0
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -52,12 +62,15 @@ def summarise(
     errors: int = 0,
     statuses: dict[str, int] | None = None,
     error_samples: list[str] | None = None,
+    shed_s: Sequence[float] = (),
 ) -> Summary:
-    """Summarise completed requests. ``rps`` counts successful requests only."""
+    """Summarise completed requests. ``rps`` counts successful requests only; ``shed_s`` are
+    the latencies of answers that shed load (counted apart, neither ok nor errors)."""
     ms = [v * 1000 for v in latencies_s]
+    shed_ms = [v * 1000 for v in shed_s]
     ok = len(ms)
     return Summary(
-        requests=ok + errors,
+        requests=ok + errors + len(shed_ms),
         ok=ok,
         errors=errors,
         seconds=round(seconds, 3),
@@ -69,4 +82,7 @@ def summarise(
         mean_ms=sum(ms) / ok if ok else math.nan,
         statuses=dict(statuses or {}),
         error_samples=list(error_samples or []),
+        shed=len(shed_ms),
+        shed_p50_ms=percentile(shed_ms, 50),
+        shed_p99_ms=percentile(shed_ms, 99),
     )

@@ -10,13 +10,24 @@ import pytest
 from stdnum.cn import ric
 
 import bench.main
+import bench.scenarios
 from app.identity import parse_id_number, parse_name, parse_phone
 from bench.cpu import CpuShare
 from bench.identities import People, check_char, registration_body
-from bench.loadgen import encode_request
+from bench.loadgen import Outcome, Request, encode_request
 from bench.pgstats import DbCost
 from bench.profile import top_frames
-from bench.report import README_END, README_START, Cost, Goal, Report, Row, write_results
+from bench.report import (
+    README_END,
+    README_START,
+    Cost,
+    Goal,
+    Report,
+    Row,
+    render_markdown,
+    write_results,
+)
+from bench.scenarios import overloaded, status_is
 from bench.stats import percentile, summarise
 
 
@@ -108,3 +119,48 @@ def test_request_encoding_profiles_and_options() -> None:
     assert ("main (a.py)", 4) in frames.inclusive_top
     assert bench.main._non_defaults(bench.main.parse_args([])) == []
     assert bench.main._non_defaults(bench.main.parse_args(["--scale", "0.5"])) == ["--scale=0.5"]
+
+
+def test_shed_answers_are_counted_apart_and_shown_on_the_curve() -> None:
+    """In the admission-control rows a 503 overloaded is load shed, neither accepted nor an
+    error, and the curve table shows accepted rate and latency beside the shed share."""
+    out = Outcome()
+    req = Request(b"", None)
+    shed_body = b'{"status":503,"code":"overloaded"}'
+    assert out.record(req, 503, shed_body, 0.002, status_is(201), False, overloaded)
+    assert not out.record(req, 201, b"{}", 0.4, status_is(201), False, overloaded)
+    assert not out.record(req, 503, b'{"code":"service_unavailable"}', 0.1, status_is(201), False)
+    assert (out.shed, out.latencies, out.errors) == ([0.002], [0.4], 1)
+    cpu = CpuShare(bench=1, server=80, database=10, other=2, idle=7)
+    out.seconds = 1.0
+    measured = bench.scenarios.measured(out, cpu)
+    assert (measured.summary.requests, measured.summary.ok, measured.summary.shed) == (3, 1, 1)
+    assert measured.summary.shed_share == pytest.approx(1 / 3)
+    args = bench.main.parse_args([])
+    report = bench.main.build_report(
+        {},
+        summarise([0.02] * 100, 1.0),
+        cpu,
+        {"registration_l1_64_conns": measured},
+        {},
+        args,
+        10.0,
+        bench.scenarios.Durations(),
+    )
+    assert [r.load for r in report.curve] == ["64 conns"]
+    markdown = render_markdown(report)
+    row = next(line for line in markdown.splitlines() if line.startswith("| registration L1"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells == [
+        "registration L1",
+        "64 conns",
+        "1.0",
+        "1%",
+        "400.0",
+        "400.0",
+        "33%",
+        "2.0",
+        "1",
+        "1/80/10/2",
+    ]
+    assert "registration_l1_64_conns" in report.costs

@@ -9,7 +9,7 @@ from fastapi import APIRouter, BackgroundTasks, Query
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import flush_erased_pages
-from app.deps import CurrentClient, RuntimeDep, SessionDep
+from app.deps import AdmitRegistration, CurrentClient, RuntimeDep, SessionDep
 from app.errors import problems
 from app.identity import Subject
 from app.models import Client, Status
@@ -78,6 +78,9 @@ async def _prepare_registration(
     status_code=201,
     response_model=VerificationOut,
     summary="Start verifying an end user's real-name identity (resident ID or network identity)",
+    # First of all (before authentication, the body and the idempotency claim): a registration
+    # past this process's limit is refused at once and nothing of it is stored.
+    dependencies=[AdmitRegistration],
     responses=problems(
         "invalid_real_name",
         "network_identity_not_enabled",
@@ -98,6 +101,7 @@ async def _prepare_registration(
         "unsupported_media_type",
         "malformed_json",
         "issuance_suspended",
+        "overloaded",
     ),
 )
 @idempotent(

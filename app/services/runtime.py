@@ -14,6 +14,7 @@ from typing import Protocol
 import httpx
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from app.admission import Gate
 from app.crypto import Argon2Pool, Suite
 from app.hotcache import (
     ApiKeyStates,
@@ -70,6 +71,8 @@ class Runtime:
     key_last_use: TtlMap
     #: This process's subscription to pushed cache invalidations (app.hotcache).
     invalidations: Invalidations
+    #: Admission control of registrations in this process (REALNAME_REGISTRATION_MAX_IN_FLIGHT).
+    registrations: Gate
     #: The in-process outbox worker, when this process runs one (set by its entry point).
     worker: WorkerHandle | None = None
 
