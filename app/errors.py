@@ -280,10 +280,13 @@ def is_input_refusal(exc: BaseException) -> bool:
 
 
 def is_database_outage(exc: BaseException) -> bool:
-    """True for errors that mean the database cannot be reached (answered with 503, not 500)."""
+    """True for errors that mean the database cannot be reached (answered with 503, not 500),
+    a connection pool with none free within its timeout included."""
     from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+    from sqlalchemy.exc import TimeoutError as PoolTimeout
 
-    if isinstance(exc, OperationalError | InterfaceError | ConnectionError | TimeoutError):
+    outages = (OperationalError, InterfaceError, PoolTimeout, ConnectionError, TimeoutError)
+    if isinstance(exc, outages):
         return True
     if not isinstance(exc, DBAPIError):
         return False

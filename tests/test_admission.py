@@ -326,6 +326,31 @@ async def test_an_exception_in_the_route_gives_its_place_back(
     assert r.status_code == 201, r.text
 
 
+async def test_a_connection_pool_with_none_free_is_answered_503(
+    http: httpx.AsyncClient,
+    api_key: str,
+    runtime: Runtime,
+    limit: Callable[[int], WatchedGate],
+    person: Bodies,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Waiting past the pool's timeout for a database connection (SQLAlchemy's pool
+    TimeoutError) is answered 503 service_unavailable with Retry-After, never 500, and the
+    place is given back."""
+    from sqlalchemy.exc import TimeoutError as PoolTimeout
+
+    gate = limit(2)
+
+    async def exhausted(secret: bytes | str) -> str:
+        raise PoolTimeout("QueuePool limit of size 15 overflow 0 reached, connection timed out")
+
+    monkeypatch.setattr(runtime.identity_hasher, "hash", exhausted)
+    r = await http.post("/v1/verifications", json=person(), headers=auth(api_key))
+    assert (r.status_code, r.json()["code"]) == (503, "service_unavailable")
+    assert r.headers["retry-after"] == "1"
+    assert gate.in_flight == 0
+
+
 async def test_other_routes_are_not_counted(
     http: httpx.AsyncClient,
     api_key: str,
