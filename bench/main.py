@@ -97,9 +97,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--token-workers",
         type=int,
-        default=1,
-        help="processes of a `realname serve --role tokens` beside the server, which the mixed "
-        "scenario's introspections (and their unloaded baseline) go to; 0: none, all to the server",
+        default=None,
+        help="processes of a `realname serve --role tokens` beside the server, which every "
+        "introspection scenario goes to, as a load balancer would route /v1/tokens/* (default: "
+        "--workers); 0: none, everything to the server",
     )
     parser.add_argument(
         "--registration-concurrency", type=int, default=16, help="connections (registrations)"
@@ -175,6 +176,10 @@ class Run:
 
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
+        #: Processes of the token-path server (0: none).
+        self.token_workers: int = (
+            args.workers if args.token_workers is None else max(0, args.token_workers)
+        )
         self.profile = Argon2Profile(args.memory_kib, args.time_cost, args.parallelism)
         self.durations = Durations().scaled(args.scale)
         self.db = ScratchDatabase(args.database_url)
@@ -243,13 +248,13 @@ class Run:
         self.servers.append(server)
         await server.start(port, args.workers)
         token_target, token_pid = None, None
-        if args.token_workers:
+        if self.token_workers:
             token_port = free_port()
             tokens = realname_server(
-                env, token_port, args.token_workers, self.workdir / "tokens.log", role="tokens"
+                env, token_port, self.token_workers, self.workdir / "tokens.log", role="tokens"
             )
             self.servers.append(tokens)
-            await tokens.start(token_port, args.token_workers)
+            await tokens.start(token_port, self.token_workers)
             token_target, token_pid = Target(HOST, token_port), tokens.pid
         b = Bench(
             Target(HOST, port),
@@ -336,7 +341,7 @@ class Run:
             "finished_at": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
             "machine": f"{os.cpu_count()} cores ({_cpu_model()})",
             "workers": a.workers,
-            "token_workers": a.token_workers,
+            "token_workers": self.token_workers,
             "postgres": postgres,
             "profile": _profile_text(self.profile),
             "concurrency": a.concurrency,

@@ -223,8 +223,8 @@ def render_markdown(report: Report) -> str:
         "",
         f"{meta.get('machine', '')}. `realname serve --workers {meta.get('workers', '?')}`"
         + (
-            f" and `realname serve --role tokens --workers {meta['token_workers']}` (the mixed "
-            "rows' introspections)"
+            f" and `realname serve --role tokens --workers {meta['token_workers']}` (every "
+            "introspection row)"
             if meta.get("token_workers")
             else ""
         )

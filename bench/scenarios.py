@@ -147,8 +147,8 @@ class Bench:
         token_pid: int | None = None,
     ) -> None:
         self.target = target
-        #: A ``realname serve --role tokens`` beside the server: the mixed scenario's (and its
-        #: unloaded baseline's) introspections go there, as a load balancer would send them.
+        #: A ``realname serve --role tokens`` beside the server: the introspection scenarios go
+        #: there, as a load balancer would send ``/v1/tokens/*`` to it.
         self.token_target = token_target
         self.token_pid = token_pid
         self.keys = keys
@@ -224,10 +224,12 @@ class Bench:
         duration: float,
         *,
         keep_bodies: bool = False,
+        target: Target | None = None,
     ) -> Measured:
         """Warm up on ``reqs`` (cycled, closed loop), then time ``duration`` of the same."""
+        target = target or self.target
         await closed_loop(
-            self.target,
+            target,
             itertools.cycle(reqs),
             concurrency=self.concurrency,
             duration=self.d.warmup,
@@ -236,7 +238,7 @@ class Bench:
         return await self._timed(
             name,
             lambda: closed_loop(
-                self.target,
+                target,
                 itertools.cycle(reqs),
                 concurrency=self.concurrency,
                 duration=duration,
@@ -448,15 +450,16 @@ class Bench:
         through them several times, so each server process has seen most of them)."""
         reqs = self._introspections()
         check = status_and(200, b'"active":true')
+        target = self.token_target or self.target
         # Each token over several connections: each server process sees most of them.
         await closed_loop(
-            self.target,
+            target,
             iter(reqs * 4),
             concurrency=self.concurrency,
             duration=self.d.introspection,
             check=check,
         )
-        return await self._cycled("introspection", reqs, check, self.d.introspection)
+        return await self._cycled("introspection", reqs, check, self.d.introspection, target=target)
 
     async def sdk_verification(self) -> Measured:
         """Offline verification in the SDK: ``TokenVerifier.verify`` with the JWKS fetched once
