@@ -6,6 +6,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import time
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 
 from app.crypto import Argon2Profile
@@ -37,11 +38,16 @@ def _hash_until(
 
 
 def measure_argon2(
-    profile: Argon2Profile, seconds: float, processes: int | None = None
+    profile: Argon2Profile,
+    seconds: float,
+    processes: int | None = None,
+    at_start: Callable[[], object] | None = None,
 ) -> tuple[Summary, float]:
     """Hashes per second across ``processes`` (default: every core) for ``seconds``; the
     latencies are those of single hashes. Also returns the CPU seconds the counted hashes took
-    (a cost per hash that other load on the machine barely changes)."""
+    (a cost per hash that other load on the machine barely changes). ``at_start`` is called
+    when the counted window opens (after the processes' start-up and warm-up hashes), so that
+    a CPU meter started there sees the hashing alone."""
     processes = processes or os.cpu_count() or 1
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=processes, mp_context=context) as pool:
@@ -50,6 +56,9 @@ def measure_argon2(
         start_at = time.time() + 1.0
         end_at = start_at + seconds
         futures = [pool.submit(_hash_until, profile, start_at, end_at) for _ in range(processes)]
+        if at_start is not None:
+            time.sleep(max(0.0, start_at - time.time()))
+            at_start()
         results = [f.result(timeout=seconds + 60) for f in futures]
     durations = [d for got, _ in results for d in got]
     return summarise(durations, seconds), sum(cpu for _, cpu in results)

@@ -218,7 +218,16 @@ class Run:
         log(f"ceiling: argon2id ({_profile_text(self.profile)}) on every core, {d.ceiling:.0f} s")
         loop = asyncio.get_running_loop()
         meter = CpuMeter(None)
-        argon2, hash_cpu = await loop.run_in_executor(None, measure_argon2, self.profile, d.ceiling)
+        meters: list[CpuMeter] = []
+        argon2, hash_cpu = await loop.run_in_executor(
+            None,
+            measure_argon2,
+            self.profile,
+            d.ceiling,
+            None,
+            lambda: meters.append(CpuMeter(None)),
+        )
+        meter = meters[0] if meters else meter  # the counted window only, not the start-up
         self.argon2 = argon2
         self.argon2_cpu = meter.share(server_seconds=hash_cpu)  # "server": the hashing processes
         hash_rate = argon2.rps
