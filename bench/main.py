@@ -238,7 +238,16 @@ class Run:
         trivial = trivial_server(self.db.url, port, args.workers, self.workdir / "trivial.log")
         self.servers.append(trivial)
         await trivial.start(port, args.workers)
-        tb = Bench(Target(HOST, port), {}, d, concurrency=args.concurrency, server_pid=trivial.pid)
+        # The trivial app's PostgreSQL backends (its primary-key SELECT) are the database's share,
+        # not other programs'.
+        tb = Bench(
+            Target(HOST, port),
+            {},
+            d,
+            concurrency=args.concurrency,
+            server_pid=trivial.pid,
+            database_url=self.db.url,
+        )
         log(f"ceiling: trivial GET, {args.concurrency} connections")
         self.results["trivial"] = await tb.trivial("trivial", ["/trivial"])
         log(f"  {self.results['trivial'].summary.rps:.0f} req/s")
