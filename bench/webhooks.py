@@ -23,7 +23,7 @@ import httpx
 from standardwebhooks import Webhook
 
 from bench.cpu import CpuMeter, ServerPids
-from bench.loadgen import Outcome, Request, Target, open_loop
+from bench.loadgen import Outcome, Request, Target, encode_request, open_loop
 
 #: How long after the last revocation the bench waits for outstanding deliveries.
 DRAIN_SECONDS = 60.0
@@ -177,8 +177,6 @@ async def webhook_delivery(
 
 
 def _revoke(target: Target, key: str, token: str) -> bytes:
-    from bench.loadgen import encode_request
-
     body = json.dumps({"token": token}).encode()
     return encode_request(
         "POST",
