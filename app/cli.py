@@ -124,9 +124,7 @@ def cmd_incident_report(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     import os
 
-    import uvicorn
-
-    from app import migrate
+    from app import migrate, serving
 
     if args.role is not None:
         # The app is built by uvicorn (in each worker process) from the environment: --role
@@ -136,9 +134,8 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     logger.info("serving", extra={"role": role, "workers": args.workers})
     if settings.env == "dev":
         migrate.upgrade(settings)
-    uvicorn.run(
+    serving.run(
         "app.main:create_app",
-        factory=True,
         host=args.host,
         port=args.port,
         workers=args.workers,
