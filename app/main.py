@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -58,6 +59,10 @@ def create_app(
         owned = runtime is None
         rt = app.state.runtime = runtime or build_runtime(settings)
         rt.start()
+        if owned:
+            # What start-up built lives as long as the process: kept out of the collector's
+            # sweeps, a full collection under load walks only what requests made since.
+            gc.freeze()
         worker_task = None
         if owned and role == "all" and rt.settings.run_worker:
             rt.worker = worker = Worker(rt)
@@ -89,11 +94,13 @@ def create_app(
     app.add_middleware(
         ServiceMiddleware, max_body_bytes=settings.max_body_bytes, form_paths=tokens.FORM_PATHS
     )
-    app.include_router(health.router)
     if role == "tokens":
+        # Routes are matched in order: the token path first, as this process answers little else.
         app.include_router(tokens.router)
+        app.include_router(health.router)
         app.include_router(discovery.router)
         return app
+    app.include_router(health.router)
     app.include_router(policies.router)
     app.include_router(verifications.router)
     app.include_router(codes.router)

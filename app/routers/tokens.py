@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from typing import Annotated, Any
+from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.exceptions import RequestValidationError
@@ -30,6 +31,8 @@ router = APIRouter(tags=["tokens"])
 issuance = APIRouter(tags=["tokens"])
 
 FORM = "application/x-www-form-urlencoded"
+#: As many fields as Starlette's form parser accepts.
+MAX_FORM_FIELDS = 1000
 #: The routes that take RFC 6749 form bodies (the middleware lets that media type through).
 FORM_PATHS = frozenset({"/v1/tokens/introspect", "/v1/tokens/revoke"})
 _TOKEN_FORM_SCHEMA = TokenIn.model_json_schema()
@@ -58,11 +61,17 @@ async def token_request(request: Request) -> TokenIn:
     ``token_type_hint``; other fields ignored, none repeated) or, as before, a JSON object."""
     ctype = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
     if ctype == FORM:
-        await request.body()  # kept on the request: the Idempotency-Key check reads it too
-        form = await request.form()
+        # Kept on the request: the Idempotency-Key check reads it too. Parsed as Starlette's
+        # form parser would (names and values decoded from Latin-1, then percent-decoded as
+        # UTF-8), without its streaming parser: these bodies are a few hundred bytes.
+        raw = (await request.body()).decode("latin-1")
+        try:
+            pairs = parse_qsl(raw, keep_blank_values=True, max_num_fields=MAX_FORM_FIELDS)
+        except ValueError:
+            raise _form_problem(f"More than {MAX_FORM_FIELDS} form fields") from None
         fields: dict[str, Any] = {}
         for name in ("token", "token_type_hint"):
-            values = form.getlist(name)
+            values = [value for key, value in pairs if key == name]
             if len(values) > 1:
                 raise _form_problem(f"'{name}' must not be repeated")
             if values:
