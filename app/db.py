@@ -6,11 +6,12 @@ CLI) commits, so each request or job is one transaction.
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
-from sqlalchemy import event, text
+from sqlalchemy import event, exc, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -40,11 +41,47 @@ def create_engine(settings: Settings, **kwargs: Any) -> AsyncEngine:
     kwargs.setdefault("pool_timeout", settings.db_connect_timeout_seconds)
     kwargs.setdefault("pool_size", DB_POOL_SIZE)
     kwargs.setdefault("max_overflow", DB_MAX_OVERFLOW)
-    kwargs.setdefault("pool_pre_ping", True)
     # Each statement sees what committed before it: introspection's cache relies on a database
     # read after its epoch read seeing every revocation committed before that (app/hotcache.py).
     kwargs.setdefault("isolation_level", "READ COMMITTED")
-    return create_async_engine(url, **kwargs)
+    engine = create_async_engine(url, **kwargs)
+    ping_when_idle(engine)
+    return engine
+
+
+#: A pooled connection idle longer than this is pinged before it is handed out again.
+PING_AFTER_IDLE_SECONDS = 1.0
+
+
+def ping_when_idle(engine: AsyncEngine, idle_seconds: float = PING_AFTER_IDLE_SECONDS) -> None:
+    """Pessimistic disconnect handling for connections that sat idle: a connection checked out
+    again within ``idle_seconds`` of its return (any busy service) is used as it is, one idle
+    longer is pinged first, and a dead one is replaced before the request sees it.
+
+    ``pool_pre_ping`` pings on every checkout: with asyncpg a ping is two round trips (``BEGIN``,
+    ``ROLLBACK``), as many as the rest of a token issue's reads. What it guards against (a
+    PostgreSQL restart, a failover, a proxy's idle timeout) leaves connections idle, or breaks
+    them in use, and then SQLAlchemy recycles the whole pool (every connection older than the
+    failure) at their next checkout."""
+    sync_engine = engine.sync_engine
+    driver_error = sync_engine.dialect.loaded_dbapi.Error
+
+    @event.listens_for(sync_engine, "checkin")
+    def _returned(dbapi_connection: Any, record: Any) -> None:
+        record.info["returned_at"] = time.monotonic()
+
+    @event.listens_for(sync_engine, "checkout")
+    def _handed_out(dbapi_connection: Any, record: Any, proxy: Any) -> None:
+        returned_at = record.info.pop("returned_at", None)
+        if returned_at is None or time.monotonic() - returned_at < idle_seconds:
+            return
+        try:
+            sync_engine.dialect.do_ping(dbapi_connection)
+        except driver_error as error:
+            if sync_engine.dialect.is_disconnect(error, dbapi_connection, None):
+                # The pool discards this connection and checks out another (a new one if need be).
+                raise exc.DisconnectionError() from error
+            raise
 
 
 def _serialise_sqlite_writes(engine: AsyncEngine) -> None:

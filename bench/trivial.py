@@ -20,6 +20,9 @@ from fastapi import FastAPI, HTTPException
 from sqlalchemy import Column, Integer, MetaData, Table, Text, select
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from app.db import ping_when_idle
+from app.settings import DB_MAX_OVERFLOW, DB_POOL_SIZE
+
 DATABASE_ENV = "BENCH_TRIVIAL_DATABASE_URL"
 
 metadata = MetaData()
@@ -37,10 +40,10 @@ def create_app() -> FastAPI:
             # The service's PostgreSQL pool settings (app.db.create_engine).
             engine = create_async_engine(
                 url.replace("postgresql://", "postgresql+asyncpg://", 1),
-                pool_size=10,
-                max_overflow=20,
-                pool_pre_ping=True,
+                pool_size=DB_POOL_SIZE,
+                max_overflow=DB_MAX_OVERFLOW,
             )
+            ping_when_idle(engine)
         try:
             yield
         finally:
