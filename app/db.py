@@ -129,7 +129,12 @@ def insert_ignoring_conflicts(
 ) -> Any:
     """``INSERT … ON CONFLICT (conflict_columns) DO NOTHING`` in the session's dialect: one
     statement where a savepoint, an insert and a release would take three."""
-    dialect = session.get_bind().dialect.name
+    return insert_ignoring(session.get_bind().dialect.name, model, conflict_columns)
+
+
+def insert_ignoring(dialect: str, model: Any, conflict_columns: list[str]) -> Any:
+    """:func:`insert_ignoring_conflicts` for a dialect by name (for statements built once);
+    ``model`` may be a table."""
     if dialect == "postgresql":
         return postgresql.insert(model).on_conflict_do_nothing(index_elements=conflict_columns)
     if dialect == "sqlite":

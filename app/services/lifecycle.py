@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import functools
 import sys
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -22,7 +23,7 @@ from datetime import datetime, timedelta
 from types import MappingProxyType
 from typing import Any, Final
 
-from sqlalchemy import update
+from sqlalchemy import bindparam, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import col, select
@@ -221,6 +222,22 @@ def verified_until(settings: Settings) -> datetime:
     return utcnow() + timedelta(days=settings.verified_validity_days)
 
 
+@functools.cache
+def _guarded_move(columns: tuple[str, ...]) -> Any:
+    """:func:`transition`'s guarded ``UPDATE`` of ``columns``, built once per set of columns:
+    bound parameters ``verification_id``, ``expected`` (the statuses it may move from) and
+    ``new_<column>``."""
+    table = Verification.__table__  # type: ignore[attr-defined]
+    return (
+        update(table)
+        .where(
+            table.c.id == bindparam("verification_id"),
+            table.c.status.in_(bindparam("expected", expanding=True)),
+        )
+        .values({name: bindparam(f"new_{name}") for name in columns})
+    )
+
+
 async def transition(
     session: AsyncSession,
     verification: Verification,
@@ -254,13 +271,12 @@ async def transition(
     if to == Status.VERIFIED and valid_until is not None:
         values["expires_at"] = valid_until
     result = await session.execute(
-        update(Verification)
-        .where(
-            col(Verification.id) == verification.id,
-            col(Verification.status).in_([s.value for s in expected]),
-        )
-        .values(**values)
-        .execution_options(synchronize_session=False)
+        _guarded_move(tuple(values)),
+        {
+            "verification_id": verification.id,
+            "expected": [s.value for s in expected],
+            **{f"new_{k}": v for k, v in values.items()},
+        },
     )
     if result.rowcount != 1:  # type: ignore[attr-defined]
         raise StaleState(verification.id)

@@ -6,17 +6,18 @@ an argon2id hash, masked values and a transient sealed copy for the checks. Noth
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import literal
+from sqlalchemy import bindparam
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import and_, col, or_, select
 
 from app.crypto import reseal
-from app.db import insert_ignoring_conflicts
+from app.db import insert_ignoring, insert_ignoring_conflicts
 from app.errors import ProblemError
 from app.identity import (
     BlindIndex,
@@ -174,6 +175,49 @@ def resolve_level(client: Client, requested: str | None) -> str:
     return level
 
 
+_IDENTITY_COLUMNS = (
+    "id",
+    "id_type",
+    "id_number_bidx",
+    "bidx_version",
+    "bidx_suite",
+    "adult_on_sealed",
+    "created_at",
+)
+
+
+@functools.cache
+def _identity_statements(dialect: str, candidates: int) -> tuple[Any, Any]:
+    """:func:`identity_for`'s two statements for ``candidates`` blind indexes, built once: the
+    insert of a person none of whose indexes exists, and the lookup by any of them. Bound
+    parameters: ``suite_<i>``, ``version_<i>``, ``digest_<i>`` and ``new_<column>``."""
+    known = or_(
+        *(
+            and_(
+                Identity.bidx_suite == bindparam(f"suite_{i}"),
+                Identity.bidx_version == bindparam(f"version_{i}"),
+                Identity.id_number_bidx == bindparam(f"digest_{i}"),
+            )
+            for i in range(candidates)
+        )
+    )
+    table = Identity.__table__  # type: ignore[attr-defined]
+    columns = table.c
+    fresh = select(
+        *(bindparam(f"new_{name}", type_=columns[name].type) for name in _IDENTITY_COLUMNS)
+    ).where(~select(Identity.id).where(known).exists())
+    insert_new = (
+        # The table, not the entity: an ORM insert given parameters would be a bulk insert.
+        insert_ignoring(dialect, table, ["bidx_version", "id_number_bidx"])
+        .from_select(list(_IDENTITY_COLUMNS), fresh)
+        .returning(table.c.id)
+    )
+    lookup = select(
+        Identity.id, Identity.bidx_suite, Identity.bidx_version, Identity.id_number_bidx
+    ).where(known)
+    return insert_new, lookup
+
+
 async def identity_for(
     session: AsyncSession,
     runtime: Runtime,
@@ -195,16 +239,12 @@ async def identity_for(
     """
     candidates = runtime.blind.candidates(field, value)
     current = candidates[0]
-    known = or_(
-        *(
-            and_(
-                Identity.bidx_suite == c.suite,
-                Identity.bidx_version == c.version,
-                Identity.id_number_bidx == c.digest,
-            )
-            for c in candidates
-        )
-    )
+    insert_new, lookup = _identity_statements(session.get_bind().dialect.name, len(candidates))
+    known = {
+        f"{part}_{i}": getattr(c, part)
+        for i, c in enumerate(candidates)
+        for part in ("suite", "version", "digest")
+    }
     # A new person costs one statement: the insert happens only when no index of theirs exists
     # under any suite or key version, and a concurrent registration of the same person loses
     # to the unique index (and reads the winner's row below).
@@ -218,24 +258,12 @@ async def identity_for(
         "adult_on_sealed": seal_adult_on(runtime.master_key, identity_id, adult_on, runtime.suite),
         "created_at": utcnow(),
     }
-    columns = Identity.__table__.c  # type: ignore[attr-defined]
-    fresh = select(*(literal(v, type_=columns[k].type) for k, v in row.items())).where(
-        ~select(Identity.id).where(known).exists()
-    )
     created = await session.execute(
-        insert_ignoring_conflicts(session, Identity, ["bidx_version", "id_number_bidx"])
-        .from_select(list(row), fresh)
-        .returning(col(Identity.id))
+        insert_new, {**known, **{f"new_{k}": v for k, v in row.items()}}
     )
     if created.first() is not None:
         return identity_id
-    rows = (
-        await session.execute(
-            select(
-                Identity.id, Identity.bidx_suite, Identity.bidx_version, Identity.id_number_bidx
-            ).where(known)
-        )
-    ).all()
+    rows = (await session.execute(lookup, known)).all()
     found = {(r[1], r[2], r[3]): str(r[0]) for r in rows}
     for candidate in candidates:  # current suite and version first
         found_id = found.get((candidate.suite, candidate.version, candidate.digest))
