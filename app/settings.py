@@ -48,10 +48,14 @@ def _decode_key(raw: str) -> bytes:
         raise SettingsError("a key setting must be URL-safe base64 (or hex)") from None
 
 
-#: Each process's PostgreSQL pool: connections kept, and opened beyond them under load
-#: (``app.db``). Per process: keep workers x (pool + overflow) under ``max_connections``.
-DB_POOL_SIZE = 10
-DB_MAX_OVERFLOW = 5
+#: Each process's PostgreSQL pool (``app.db``): connections are opened as load needs them, up
+#: to the pool's size, and then kept; past that, requests wait for one. No overflow: an
+#: overflow connection is closed when it is returned to a full pool, so under a steady load a
+#: pool with overflow opens and closes connections all the time (30 per 1,000 code checks at 64
+#: connections), and each new one costs a PostgreSQL backend, the driver's set-up queries and
+#: every statement prepared again. Per process: keep workers x pool under ``max_connections``.
+DB_POOL_SIZE = 15
+DB_MAX_OVERFLOW = 0
 #: Connections of the pool that admission control leaves to requests other than registrations
 #: (a registration holds one while it hashes).
 DB_CONNECTIONS_BESIDE_REGISTRATIONS = 3
