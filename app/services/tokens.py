@@ -12,7 +12,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import jwt
-from sqlalchemy import exists, false, update
+from sqlalchemy import bindparam, exists, false, update
 from sqlalchemy import select as sa_select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
@@ -107,6 +107,32 @@ async def _refuse(session: AsyncSession, verification: Verification, detail: str
     )
 
 
+def _issuing(key_usable: Any) -> Any:
+    return (
+        select(Verification, Identity, key_usable.label("key_usable"))
+        .outerjoin(Identity, col(Identity.id) == col(Verification.identity_id))
+        .where(col(Verification.id) == bindparam("verification_id"))
+        .where(col(Verification.client_id) == bindparam("client_id"))
+        .with_for_update(of=Verification)
+        .execution_options(populate_existing=True)
+    )
+
+
+# :func:`issue`'s statements, built once (bound parameters: ``verification_id``, ``client_id``
+# and the cached signing key's ``kid``; the new token's columns).
+_ISSUING = _issuing(false())
+_ISSUING_WITH_KEY = _issuing(
+    exists().where(col(SigningKey.kid) == bindparam("kid"), col(SigningKey.withdrawn_at).is_(None))
+)
+_TOKENS = ServiceToken.__table__  # type: ignore[attr-defined]
+_NEW_TOKEN = _TOKENS.insert().values(
+    {
+        name: bindparam(name)
+        for name in ("jti", "client_id", "verification_id", "kid", "issued_at", "expires_at")
+    }
+)
+
+
 async def issue(
     session: AsyncSession, runtime: Runtime, client: Client, verification_id: str
 ) -> Issued:
@@ -115,23 +141,14 @@ async def issue(
     # Only a key this process holds already: reading (or creating) the active key waits until
     # the checks have passed, so that a refused request never leaves a key it rolled back.
     cached = runtime.keyring.cached_active()
-    usable = (
-        exists().where(col(SigningKey.kid) == cached.kid, col(SigningKey.withdrawn_at).is_(None))
-        if cached is not None
-        else false()
-    )
     # One statement: the verification under its row lock (so a revocation racing this issue
     # is either seen or sees the token), its identity, and whether the cached signing key is
     # still there and not withdrawn (by a revocation of every token in another process).
+    params = {"verification_id": verification_id, "client_id": client.id}
+    if cached is not None:
+        params["kid"] = cached.kid
     row = (
-        await session.execute(
-            select(Verification, Identity, usable.label("key_usable"))
-            .outerjoin(Identity, col(Identity.id) == col(Verification.identity_id))
-            .where(col(Verification.id) == verification_id)
-            .where(col(Verification.client_id) == client.id)
-            .with_for_update(of=Verification)
-            .execution_options(populate_existing=True)
-        )
+        await session.execute(_ISSUING_WITH_KEY if cached is not None else _ISSUING, params)
     ).first()
     if row is None:
         raise ProblemError("not_found", "No such verification")
@@ -172,17 +189,18 @@ async def issue(
     token = jwt.encode(
         claims, key.private, algorithm="EdDSA", headers={"kid": key.kid, "typ": ACCESS_TOKEN_TYP}
     )
-    session.add(
-        ServiceToken(
-            jti=jti,
-            client_id=client.id,
-            verification_id=verification.id,
-            kid=key.kid,
-            issued_at=now,
-            expires_at=expires_at,
-        )
+    await session.flush()  # a signing key made above goes first
+    await session.execute(
+        _NEW_TOKEN,
+        {
+            "jti": jti,
+            "client_id": client.id,
+            "verification_id": verification.id,
+            "kid": key.kid,
+            "issued_at": now,
+            "expires_at": expires_at,
+        },
     )
-    await session.flush()
     await audit.record(
         session,
         action="token.issued",

@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import and_, col, or_, select
 
 from app.crypto import reseal
-from app.db import insert_ignoring, insert_ignoring_conflicts
+from app.db import insert_ignoring
 from app.errors import ProblemError
 from app.identity import (
     BlindIndex,
@@ -316,19 +316,41 @@ async def _refresh_identity(
     await session.flush()
 
 
+_BINDING_COLUMNS = ("client_id", "identity_id", "external_user_id", "created_at")
+
+
+@functools.cache
+def _new_binding(dialect: str) -> Any:
+    """:func:`_bind`'s insert of a (client, person) binding unless one exists, built once."""
+    table = ClientIdentity.__table__  # type: ignore[attr-defined]
+    return (
+        insert_ignoring(dialect, table, ["client_id", "identity_id"])
+        .values({name: bindparam(name) for name in _BINDING_COLUMNS})
+        .returning(table.c.id)
+    )
+
+
+#: The user's verifications that are still live, other than ``new_id``: built once.
+_USERS_LIVE = select(Verification).where(
+    col(Verification.client_id) == bindparam("client_id"),
+    col(Verification.external_user_id) == bindparam("external_user_id"),
+    col(Verification.status).in_([s.value for s in LIVE_STATUSES]),
+    col(Verification.id) != bindparam("new_id"),
+)
+
+
 async def _bind(
     session: AsyncSession, client: Client, identity_id: str, external_user_id: str
 ) -> None:
     """One person, one user per client: refuse while another user of the client holds them."""
     created = await session.execute(
-        insert_ignoring_conflicts(session, ClientIdentity, ["client_id", "identity_id"])
-        .values(
-            client_id=client.id,
-            identity_id=identity_id,
-            external_user_id=external_user_id,
-            created_at=utcnow(),
-        )
-        .returning(col(ClientIdentity.id))
+        _new_binding(session.get_bind().dialect.name),
+        {
+            "client_id": client.id,
+            "identity_id": identity_id,
+            "external_user_id": external_user_id,
+            "created_at": utcnow(),
+        },
     )
     if created.first() is not None:
         return  # a new binding, locked by this transaction until it commits
@@ -377,12 +399,8 @@ async def _start_correction(session: AsyncSession, client: Client, new: Verifica
     """
     previous = (
         await session.execute(
-            select(Verification).where(
-                Verification.client_id == client.id,
-                Verification.external_user_id == new.external_user_id,
-                col(Verification.status).in_([s.value for s in LIVE_STATUSES]),
-                Verification.id != new.id,
-            )
+            _USERS_LIVE,
+            {"client_id": client.id, "external_user_id": new.external_user_id, "new_id": new.id},
         )
     ).scalars()
     for old in list(previous):
