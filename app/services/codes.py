@@ -21,7 +21,7 @@ import secrets
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import bindparam, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
@@ -59,15 +59,19 @@ def subject_phone(runtime: Runtime, verification: Verification) -> str:
     ).phone
 
 
+_CURRENT_CODE = (
+    select(SmsCode)
+    .where(col(SmsCode.verification_id) == bindparam("verification_id"))
+    .where(col(SmsCode.superseded).is_(False))
+    .order_by(col(SmsCode.created_at).desc())
+    .limit(1)
+)
+
+
 async def current_code(session: AsyncSession, verification_id: str) -> SmsCode | None:
     """The newest code that is neither superseded nor consumed."""
     return (
-        await session.execute(
-            select(SmsCode)
-            .where(SmsCode.verification_id == verification_id, col(SmsCode.superseded).is_(False))
-            .order_by(col(SmsCode.created_at).desc())
-            .limit(1)
-        )
+        await session.execute(_CURRENT_CODE, {"verification_id": verification_id})
     ).scalar_one_or_none()
 
 
@@ -256,20 +260,13 @@ async def submit(
     now = utcnow()
     # Count the attempt first; the guarded UPDATE also locks the row against racing tries. A
     # right code within its time is counted and used up in the same statement.
-    values: dict[str, Any] = {"attempts": col(SmsCode.attempts) + 1}
+    values: dict[str, Any] = {}
     if right and now < _aware(current.expires_at):
         values["consumed_at"] = now
     counted = (
         await session.execute(
-            update(SmsCode)
-            .where(
-                col(SmsCode.id) == current.id,
-                col(SmsCode.consumed_at).is_(None),
-                col(SmsCode.superseded).is_(False),
-                col(SmsCode.attempts) < col(SmsCode.max_attempts),
-            )
-            .values(**values)
-            .returning(col(SmsCode.attempts), col(SmsCode.max_attempts), col(SmsCode.expires_at))
+            _COUNT_TRY_CONSUMING if "consumed_at" in values else _COUNT_TRY,
+            {"code_id": current.id, "now": now},
         )
     ).first()
     if counted is None:
@@ -303,6 +300,29 @@ async def submit(
         raise ProblemError("verification_not_awaiting_code") from None
     await runtime.limits.reset_failed_codes(verification.client_id, identity_id)
     return checks
+
+
+def _count_try(consume: bool) -> Any:
+    """The guarded ``UPDATE`` that counts a try (and with ``consume``, uses the code up)."""
+    table = SmsCode.__table__  # type: ignore[attr-defined]
+    values: dict[str, Any] = {"attempts": table.c.attempts + 1}
+    if consume:
+        values["consumed_at"] = bindparam("now")
+    return (
+        update(table)
+        .where(
+            table.c.id == bindparam("code_id"),
+            table.c.consumed_at.is_(None),
+            table.c.superseded.is_(False),
+            table.c.attempts < table.c.max_attempts,
+        )
+        .values(values)
+        .returning(table.c.attempts, table.c.max_attempts, table.c.expires_at)
+    )
+
+
+_COUNT_TRY = _count_try(consume=False)
+_COUNT_TRY_CONSUMING = _count_try(consume=True)
 
 
 async def _lock(session: AsyncSession, runtime: Runtime, verification: Verification) -> None:

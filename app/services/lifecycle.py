@@ -222,6 +222,15 @@ def verified_until(settings: Settings) -> datetime:
     return utcnow() + timedelta(days=settings.verified_validity_days)
 
 
+#: The user's other verified verifications (retired by the one that just passed): built once.
+_USERS_OTHER_VERIFIED = select(Verification).where(
+    col(Verification.client_id) == bindparam("client_id"),
+    col(Verification.external_user_id) == bindparam("external_user_id"),
+    col(Verification.status) == Status.VERIFIED.value,
+    col(Verification.id) != bindparam("verification_id"),
+)
+
+
 @functools.cache
 def _guarded_move(columns: tuple[str, ...]) -> Any:
     """:func:`transition`'s guarded ``UPDATE`` of ``columns``, built once per set of columns:
@@ -312,12 +321,12 @@ async def transition(
         # One verified verification per user: the one that just passed retires the others.
         corrected = (
             await session.execute(
-                select(Verification).where(
-                    Verification.client_id == verification.client_id,
-                    Verification.external_user_id == verification.external_user_id,
-                    Verification.status == Status.VERIFIED,
-                    Verification.id != verification.id,
-                )
+                _USERS_OTHER_VERIFIED,
+                {
+                    "client_id": verification.client_id,
+                    "external_user_id": verification.external_user_id,
+                    "verification_id": verification.id,
+                },
             )
         ).scalars()
         for old in list(corrected):

@@ -579,12 +579,11 @@ async def present(
     return out
 
 
+_CHECKS_OF = select(Check).where(col(Check.verification_id) == bindparam("verification_id"))
+
+
 async def checks_of(session: AsyncSession, verification_id: str) -> list[Check]:
-    rows = (
-        (await session.execute(select(Check).where(Check.verification_id == verification_id)))
-        .scalars()
-        .all()
-    )
+    rows = (await session.execute(_CHECKS_OF, {"verification_id": verification_id})).scalars().all()
     order = {t: i for i, t in enumerate(LEVEL_CHECKS["L3"])}
     return sorted(rows, key=lambda c: order.get(c.type, 99))
 
