@@ -260,13 +260,10 @@ async def submit(
     now = utcnow()
     # Count the attempt first; the guarded UPDATE also locks the row against racing tries. A
     # right code within its time is counted and used up in the same statement.
-    values: dict[str, Any] = {}
-    if right and now < _aware(current.expires_at):
-        values["consumed_at"] = now
+    consume = right and now < _aware(current.expires_at)
     counted = (
         await session.execute(
-            _COUNT_TRY_CONSUMING if "consumed_at" in values else _COUNT_TRY,
-            {"code_id": current.id, "now": now},
+            _COUNT_TRY_CONSUMING if consume else _COUNT_TRY, {"code_id": current.id, "now": now}
         )
     ).first()
     if counted is None:
@@ -278,7 +275,7 @@ async def submit(
         await _lock(session, runtime, verification)
         raise ProblemError("attempts_exhausted", commit=True)
     attempts, max_attempts, expires_at = counted
-    if "consumed_at" not in values and now >= _aware(expires_at):
+    if not consume and now >= _aware(expires_at):
         raise ProblemError("code_expired", "The code has expired: ask for a new one", commit=True)
     if not right:
         await runtime.limits.record_failed_code(verification.client_id, identity_id)
