@@ -106,7 +106,7 @@ def test_each_worker_listens_on_its_own_socket(two_workers: tuple[str, int, int]
     assert not _socket_inodes(supervisor) & _tcp_sockets(port, LISTEN)
 
 
-def test_connections_opened_at_once_reach_both_workers(two_workers: tuple[str, int, int]) -> None:
+def test_connections_are_spread_over_both_workers(two_workers: tuple[str, int, int]) -> None:
     """32 keep-alive connections (a client pool, a load balancer's) are spread over both
     workers by the kernel, and every one is answered."""
     base, port, supervisor = two_workers
