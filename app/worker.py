@@ -42,6 +42,7 @@ from app.services import (
     lifecycle,
     network_identity,
     operator_notices,
+    outbox,
 )
 from app.services.events import WEBHOOK_JOB
 from app.services.runtime import Runtime
@@ -286,9 +287,9 @@ class Worker:
         try:
             if job.kind == "run_checks":
                 assert job.verification_id is not None
-                queued = await checks.process(self.runtime, job.verification_id)
-                await self._finish(job)
-                return queued
+                # Done in the transaction that records the results: a job it queued (the
+                # code's SMS) is never seen, or run, before this one is done.
+                return await checks.process(self.runtime, job.verification_id, job_id=job.id)
             if job.kind == network_identity.JOB_KIND:
                 assert job.verification_id is not None
                 await network_identity.process(self.runtime, job.verification_id)
@@ -403,11 +404,7 @@ class Worker:
 
     async def _finish(self, job: OutboxJob, *, error: str | None = None) -> None:
         async with session_scope(self.runtime.sessions) as session:
-            await session.execute(
-                update(OutboxJob)
-                .where(col(OutboxJob.id) == job.id)
-                .values(done_at=utcnow(), payload=None, locked_until=None, last_error=error)
-            )
+            await outbox.finish(session, job.id, error=error)
 
     async def _retry(self, job: OutboxJob, error: str) -> None:
         delay = min(2 ** max(job.attempts - 1, 0), 300)

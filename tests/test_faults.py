@@ -29,6 +29,8 @@ from app.models._types import utcnow
 from app.runtime import Runtime
 from app.services import audit
 from app.settings import Settings
+from app.worker import Worker
+from tests.conftest import auth
 from tests.support import (
     Service,
     free_port,
@@ -173,6 +175,43 @@ async def test_crash_after_verification_commit_replays_the_same_verification(
             await inbox_code(c, committed[0])
     assert await verification_ids(runtime, str(body["external_user_id"])) == committed
     assert_audit_chain_verifies(runtime.settings)
+
+
+@pytest.mark.usefixtures("queued_checks")
+async def test_the_checks_job_is_done_in_the_transaction_that_queues_the_code(
+    runtime: Runtime,
+    make_client: MakeClient,
+    http: httpx.AsyncClient,
+    worker: Worker,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The checks job is marked done by the transaction that records the checks and queues
+    the code's SMS, not by one after it: a worker that can write nothing more once that
+    transaction has committed (a crash) leaves the SMS job and no checks job to run again
+    (a second run would race the SMS job the first one queued)."""
+    _, key = await make_client("test", level="L2")
+    r = await http.post("/v1/verifications", json=new_person(), headers=auth(key))
+    vid = r.json()["id"]
+    job = await worker.claim()
+    assert job is not None
+    assert (job.kind, job.verification_id) == ("run_checks", vid)
+
+    async def crashed(*_: object, **__: object) -> None:
+        raise RuntimeError("the process died here")
+
+    monkeypatch.setattr(Worker, "_finish", crashed)
+    monkeypatch.setattr(Worker, "_retry", crashed)
+    await worker._handle(job)
+    async with session_scope(runtime.sessions) as session:
+        jobs = {
+            j.kind: j
+            for j in (
+                await session.execute(select(OutboxJob).where(OutboxJob.verification_id == vid))
+            ).scalars()
+        }
+    assert jobs["run_checks"].done_at is not None
+    assert jobs["run_checks"].locked_until is None
+    assert jobs["send_sms"].done_at is None
 
 
 @pytest.mark.usefixtures("queued_checks")

@@ -178,17 +178,24 @@ async def run_now(
     return await _apply(session, runtime, verification, checks, answers, subject, client)
 
 
-async def process(runtime: Runtime, verification_id: str) -> bool:
+async def process(runtime: Runtime, verification_id: str, *, job_id: str | None = None) -> bool:
     """Run the pending automated checks in level order, then record and transition. True when
-    that queued a job due now (the code's SMS)."""
+    that queued a job due now (the code's SMS). ``job_id``: the outbox job this run is, marked
+    done in the transaction that records the results (so that a job this run queues is never
+    seen before it is done), or on its own when there is nothing to run."""
     loaded = await _load(runtime, verification_id)
     if loaded is None:
+        if job_id is not None:
+            async with session_scope(runtime.sessions) as session:
+                await outbox.finish(session, job_id)
         return False
     verification, client, checks, subject = loaded
     async with runtime.sessions() as session:
         quarantine = await emergency.quarantined(session)
     results = await _ask_all(runtime, client, verification.id, checks, subject, quarantine)
     async with session_scope(runtime.sessions) as session:
+        if job_id is not None:
+            await outbox.finish(session, job_id)
         try:
             return await _record(session, runtime, verification_id, results, subject)
         except lifecycle.StaleState:
