@@ -12,7 +12,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -71,9 +71,9 @@ def _listeners(supervisor: int, port: int) -> dict[int, set[str]]:
     return {pid: inodes for pid, inodes in held.items() if inodes}
 
 
-def _wait_for(condition: object, within: float = 30) -> None:
+def _wait_for(condition: Callable[[], bool], within: float = 30) -> None:
     deadline = time.monotonic() + within
-    while not callable(condition) or not condition():
+    while not condition():
         if time.monotonic() > deadline:
             raise AssertionError("timed out")
         time.sleep(0.1)
