@@ -186,6 +186,7 @@ def request_models(runtime: Runtime) -> list[tuple[str, type[BaseModel]]]:
     """Every pydantic model a route of the app parses a request body or query string with,
     plus the forms of the admin UI (which parse through the same models)."""
     from app.schemas.admin import ClientIn, ErasureIn, ReasonIn, SignInIn
+    from app.schemas.codes import CodeSubmit
     from app.schemas.tokens import TokenIn
 
     found: dict[str, type[BaseModel]] = {}
@@ -205,8 +206,9 @@ def request_models(runtime: Runtime) -> list[tuple[str, type[BaseModel]]]:
 
     for _, route in api_routes(runtime):
         visit(route.dependant, route.path)
-    # Parsed by hand (the UI's forms; the token endpoints, which take RFC form bodies and JSON).
-    for parsed in (SignInIn, ReasonIn, ErasureIn, ClientIn, TokenIn):
+    # Parsed by hand (the UI's forms; the token endpoints, which take RFC form bodies and JSON;
+    # the code check, which reads its body once the client is authenticated).
+    for parsed in (SignInIn, ReasonIn, ErasureIn, ClientIn, TokenIn, CodeSubmit):
         found[parsed.__name__] = parsed
     nested: dict[str, type[BaseModel]] = {}
     for model in found.values():

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from typing import Annotated, Any
 from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.deps import (
     CLIENT_SECURITY,
@@ -20,7 +19,9 @@ from app.deps import (
     request_session,
 )
 from app.errors import ProblemError, problems
-from app.routers.idempotency import idempotent
+from app.models import Client
+from app.routers.idempotency import KeyHeader, answer_for_client, idempotent
+from app.routers.params import json_body
 from app.schemas.tokens import Introspection, Jwks, TokenIn, TokenOut
 from app.services import emergency, keys, tokens
 from app.services.runtime import Runtime
@@ -91,16 +92,7 @@ async def token_request(request: Request) -> TokenIn:
             raise _form_problem(detail, errors) from None
     if ctype != "application/json" and not ctype.endswith("+json"):
         raise ProblemError("unsupported_media_type", f"Send the token as {FORM} (or JSON)")
-    try:
-        data = json.loads(await request.body())
-    except ValueError:
-        raise ProblemError("malformed_json") from None
-    try:
-        return TokenIn.model_validate(data)
-    except ValidationError as exc:
-        raise RequestValidationError(
-            [{**e, "loc": ("body", *e["loc"])} for e in exc.errors()]
-        ) from None
+    return await json_body(request, TokenIn)
 
 
 TokenRequest = Annotated[TokenIn, Depends(token_request)]
@@ -114,21 +106,25 @@ TokenRequest = Annotated[TokenIn, Depends(token_request)]
     responses=problems(
         "verification_not_verified", "not_found", "unauthorized", "issuance_suspended"
     ),
+    openapi_extra={"security": CLIENT_SECURITY},
 )
-@idempotent
 async def issue_token(
-    verification_id: str, client: CurrentClient, session: SessionDep, runtime: RuntimeDep
-) -> Any:
-    await emergency.ensure_issuing(
-        session, client.id, runtime.settings.issuance_retry_after_seconds
-    )
-    issued = await tokens.issue(session, runtime, client, verification_id)
-    return TokenOut(
-        access_token=issued.token,
-        expires_in=issued.expires_in,
-        verification_id=issued.verification_id,
-        level=issued.level,
-    )
+    verification_id: str, request: Request, idempotency_key: KeyHeader = None
+) -> Response:
+    async def issue(client: Client, session: AsyncSession, runtime: Runtime) -> Response:
+        await emergency.ensure_issuing(
+            session, client.id, runtime.settings.issuance_retry_after_seconds
+        )
+        issued = await tokens.issue(session, runtime, client, verification_id)
+        answer = TokenOut(
+            access_token=issued.token,
+            expires_in=issued.expires_in,
+            verification_id=issued.verification_id,
+            level=issued.level,
+        )
+        return Response(answer.model_dump_json(), 201, media_type="application/json")
+
+    return await answer_for_client(request, idempotency_key, issue)
 
 
 @router.post(
