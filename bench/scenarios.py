@@ -201,6 +201,8 @@ class Bench:
 
     async def _timed(self, name: str, run: Callable[[], Awaitable[Outcome]]) -> Measured:
         url = self.database_url
+        if url:
+            await pgstats.analyze(url)
         before = await pgstats.snapshot(url) if url else None
         await self._profile_start(name)
         meter = CpuMeter(self.server_pids, self.database_name)
