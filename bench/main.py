@@ -258,6 +258,11 @@ class Run:
             "trivial_db", [f"/trivial/db/{k}" for k in keys_order]
         )
         log(f"  {self.results['trivial_db'].summary.rps:.0f} req/s")
+        log(f"reference: a token issue's transaction on the driver alone, {args.concurrency} conns")
+        self.results["trivial_tx"] = await tb.trivial(
+            "trivial_tx", [f"/trivial/tx/{k}" for k in keys_order], method="POST", expect=201
+        )
+        log(f"  {self.results['trivial_tx'].summary.rps:.0f} req/s")
         self.profiles.update(tb.profiles)
         await trivial.stop()
 
@@ -416,18 +421,22 @@ def build_report(
             continue
         if basis.total_cpu_ms and cost.total_cpu_ms:
             cost.cpu_ratio = basis.total_cpu_ms / cost.total_cpu_ms
-    if (ref := results.get("trivial_db")) is not None:
-        rows.append(
-            Row(
-                "reference: trivial PK SELECT",
-                conns,
-                ref.summary,
-                ref.cpu,
-                "trivial GET",
-                trivial_rps,
-                ref.summary.rps / trivial_rps if trivial_rps else None,
+    for key, label in (
+        ("trivial_db", "reference: trivial PK SELECT"),
+        ("trivial_tx", "reference: token issue's transaction, raw asyncpg"),
+    ):
+        if (ref := results.get(key)) is not None:
+            rows.append(
+                Row(
+                    label,
+                    conns,
+                    ref.summary,
+                    ref.cpu,
+                    "trivial GET",
+                    trivial_rps,
+                    ref.summary.rps / trivial_rps if trivial_rps else None,
+                )
             )
-        )
 
     def against(
         key: str, label: str, load: str, ceiling: str, rate: float | None, minimum: float | None

@@ -250,10 +250,12 @@ class Bench:
         )
 
     # -- ceilings ---------------------------------------------------------------------------------
-    async def trivial(self, name: str, paths: list[str]) -> Measured:
+    async def trivial(
+        self, name: str, paths: list[str], *, method: str = "GET", expect: int = 200
+    ) -> Measured:
         """Closed loop on the trivial app at the scenarios' concurrency, cycling ``paths``."""
-        reqs = [self.request("GET", p, None) for p in paths]
-        return await self._cycled(name, reqs, status_is(200), self.d.ceiling)
+        reqs = [self.request(method, p, None) for p in paths]
+        return await self._cycled(name, reqs, status_is(expect), self.d.ceiling)
 
     # -- registration -----------------------------------------------------------------------------
     async def registration(self, level: str, ceiling_rps: float) -> Measured:

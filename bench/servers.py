@@ -65,8 +65,10 @@ class ScratchDatabase:
         await self._admin(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
 
 
-async def create_kv_table(url: str, rows: int) -> None:
-    """``bench_kv(id, value)`` with ``rows`` rows, for the trivial app's primary-key SELECT."""
+async def create_kv_table(url: str, rows: int, heads: int = 8) -> None:
+    """``bench_kv(id, value)`` with ``rows`` rows, for the trivial app's primary-key SELECT; and
+    for its token-issue-shaped transaction, ``heads`` chain heads, a grant table and a log
+    (indexed as ``service_tokens`` and ``audit_events`` are)."""
     conn = await asyncpg.connect(url, timeout=10)
     try:
         await conn.execute("CREATE TABLE bench_kv (id integer PRIMARY KEY, value text NOT NULL)")
@@ -74,7 +76,22 @@ async def create_kv_table(url: str, rows: int) -> None:
             "INSERT INTO bench_kv (id, value) VALUES ($1, $2)",
             [(i, f"value-{i}") for i in range(rows)],
         )
-        await conn.execute("ANALYZE bench_kv")
+        await conn.execute(
+            "CREATE TABLE bench_head (id integer PRIMARY KEY, seq bigint NOT NULL,"
+            " hash text NOT NULL);"
+            "CREATE TABLE bench_grant (jti text PRIMARY KEY, kv integer NOT NULL,"
+            " issued_at timestamptz NOT NULL);"
+            "CREATE INDEX ON bench_grant (kv); CREATE INDEX ON bench_grant (issued_at);"
+            "CREATE TABLE bench_log (seq bigserial PRIMARY KEY, head integer NOT NULL,"
+            " head_seq bigint NOT NULL, hash text NOT NULL, prev_hash text NOT NULL,"
+            " kv integer NOT NULL, data text NOT NULL, at timestamptz NOT NULL);"
+            "CREATE UNIQUE INDEX ON bench_log (head, head_seq); CREATE INDEX ON bench_log (kv);"
+        )
+        await conn.executemany(
+            "INSERT INTO bench_head (id, seq, hash) VALUES ($1, 0, $2)",
+            [(i, "0" * 64) for i in range(1, heads + 1)],
+        )
+        await conn.execute("ANALYZE")
     finally:
         await conn.close()
 
