@@ -4,6 +4,8 @@ transactions and new connections each request cost. Cheap, and true for any code
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 import asyncpg
@@ -33,15 +35,34 @@ class DbCounters:
     tables: dict[str, tuple[int, int, int, int]] = field(default_factory=dict)
 
 
-async def analyze(url: str) -> None:
-    """Refresh the planner's statistics of the bench database, as autovacuum's analyze keeps a
-    production database's: the bench fills tables from empty within minutes (faster than
-    autovacuum's once-a-minute look, and some servers run with it off), and plans made for
-    empty tables scan whole indexes (``status = 'verified'`` read every verified row)."""
+#: How often :func:`analyzing` refreshes the statistics while a scenario runs.
+ANALYZE_EVERY_SECONDS = 5.0
+
+
+@contextlib.asynccontextmanager
+async def analyzing(url: str, every: float = ANALYZE_EVERY_SECONDS) -> AsyncIterator[None]:
+    """Keep the planner's statistics fresh while the block runs, as autovacuum's analyze keeps
+    a production database's: the bench fills tables from empty within seconds (far faster than
+    autovacuum's once-a-minute look, and some servers run with it off). Plans made for an empty
+    table scan it whole once it holds thousands of rows (``identities`` read row by row,
+    ``status = 'verified'`` read every verified verification); a production table grows by a
+    small fraction between two analyses."""
+    # One connection for the whole block, opened before it: not a new session in its counters.
     conn = await asyncpg.connect(url, timeout=10)
+    await conn.execute("ANALYZE")
+
+    async def keep() -> None:
+        while True:
+            await asyncio.sleep(every)
+            await conn.execute("ANALYZE")
+
+    task = asyncio.create_task(keep())
     try:
-        await conn.execute("ANALYZE")
+        yield
     finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
         await conn.close()
 
 

@@ -8,6 +8,7 @@ sandbox inbox (code check, then tokens too).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import re
@@ -201,16 +202,16 @@ class Bench:
 
     async def _timed(self, name: str, run: Callable[[], Awaitable[Outcome]]) -> Measured:
         url = self.database_url
-        if url:
-            await pgstats.analyze(url)
-        before = await pgstats.snapshot(url) if url else None
-        await self._profile_start(name)
-        meter = CpuMeter(self.server_pids, self.database_name)
-        try:
-            outcome = await run()
-            cpu = meter.share()
-        finally:
-            await self._profile_stop(name)
+        fresh = pgstats.analyzing(url) if url else contextlib.nullcontext()
+        async with fresh:
+            before = await pgstats.snapshot(url) if url else None
+            await self._profile_start(name)
+            meter = CpuMeter(self.server_pids, self.database_name)
+            try:
+                outcome = await run()
+                cpu = meter.share()
+            finally:
+                await self._profile_stop(name)
         cost = None
         if url and before is not None:
             await pgstats.settle()
