@@ -66,8 +66,13 @@ async def request_session(runtime: Runtime, request: Request) -> AsyncIterator[L
     async with LazySession.scope(runtime.sessions) as lazy:
         yield lazy
     if lazy.opened:
-        route = request.scope.get("route")
-        faults.reached(f"committed {request.method} {getattr(route, 'path', request.url.path)}")
+        committed(request)
+
+
+def committed(request: Request) -> None:
+    """The request's writes have committed; its answer is not sent yet (a fault point)."""
+    route = request.scope.get("route")
+    faults.reached(f"committed {request.method} {getattr(route, 'path', request.url.path)}")
 
 
 async def get_lazy_session(runtime: RuntimeDep, request: Request) -> AsyncIterator[LazySession]:

@@ -10,20 +10,23 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.batching import GroupCommit
 from app.deps import (
     CLIENT_SECURITY,
     CurrentClient,
     RuntimeDep,
     SessionDep,
     client_of,
+    committed,
     request_session,
 )
 from app.errors import ProblemError, problems
+from app.logging import request_id_var
 from app.models import Client
 from app.routers.idempotency import KeyHeader, answer_for_client, idempotent
 from app.routers.params import json_body
 from app.schemas.tokens import Introspection, Jwks, TokenIn, TokenOut
-from app.services import emergency, keys, tokens
+from app.services import keys, tokens
 from app.services.runtime import Runtime
 
 #: The token path: introspection, revocation and the JWKS (what a ``tokens`` process serves).
@@ -111,20 +114,42 @@ TokenRequest = Annotated[TokenIn, Depends(token_request)]
 async def issue_token(
     verification_id: str, request: Request, idempotency_key: KeyHeader = None
 ) -> Response:
+    if idempotency_key is None:
+        # Concurrent issues share a transaction (a group commit): the key is authenticated
+        # here, the token signed and written with the others that arrived meanwhile.
+        runtime: Runtime = request.app.state.runtime
+        async with request_session(runtime, request) as lazy:
+            client = await client_of(request, runtime, lazy)
+        asked = tokens.IssueRequest(client, verification_id, request_id_var.get())
+        issued = await _issues(request, runtime).submit(asked)
+        committed(request)
+        return _token_answer(issued)
+
     async def issue(client: Client, session: AsyncSession, runtime: Runtime) -> Response:
-        await emergency.ensure_issuing(
-            session, client.id, runtime.settings.issuance_retry_after_seconds
-        )
-        issued = await tokens.issue(session, runtime, client, verification_id)
-        answer = TokenOut(
-            access_token=issued.token,
-            expires_in=issued.expires_in,
-            verification_id=issued.verification_id,
-            level=issued.level,
-        )
-        return Response(answer.model_dump_json(), 201, media_type="application/json")
+        return _token_answer(await tokens.issue(session, runtime, client, verification_id))
 
     return await answer_for_client(request, idempotency_key, issue)
+
+
+def _issues(request: Request, runtime: Runtime) -> GroupCommit[tokens.IssueRequest, tokens.Issued]:
+    """This app's group commit of token issues (made on first use)."""
+    group: GroupCommit[tokens.IssueRequest, tokens.Issued] | None = getattr(
+        request.app.state, "token_issues", None
+    )
+    if group is None:
+        group = GroupCommit(lambda asked: tokens.issue_batch(runtime, asked))
+        request.app.state.token_issues = group
+    return group
+
+
+def _token_answer(issued: tokens.Issued) -> Response:
+    answer = TokenOut(
+        access_token=issued.token,
+        expires_in=issued.expires_in,
+        verification_id=issued.verification_id,
+        level=issued.level,
+    )
+    return Response(answer.model_dump_json(), 201, media_type="application/json")
 
 
 @router.post(

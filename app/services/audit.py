@@ -24,6 +24,7 @@ calls) happens before any audit event is written.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 import json
@@ -120,19 +121,27 @@ _HEAD_UNLESS_HELD = _HEADS.where(col(AuditHead.id) == bindparam("chain")).with_f
 )
 _EVENTS = AuditEvent.__table__  # type: ignore[attr-defined]
 _EVENT_COLUMNS = tuple(c.name for c in _EVENTS.columns if c.name != "seq")
-#: PostgreSQL: an event's INSERT that moves its chain's head in a data-modifying CTE.
-_APPEND_MOVING_HEAD = (
-    _EVENTS.insert()
-    .values({name: bindparam(f"event_{name}") for name in _EVENT_COLUMNS})
-    .returning(_EVENTS.c.seq)
-    .add_cte(
-        update(AuditHead)
-        .where(col(AuditHead.id) == bindparam("head_id"))
-        .values(seq=bindparam("head_seq"), hash=bindparam("head_hash"))
-        .returning(col(AuditHead.id))
-        .cte("moved_head")
+
+
+@functools.lru_cache(maxsize=64)
+def _append_moving_head(count: int) -> Any:
+    """PostgreSQL: one INSERT of ``count`` events (parameters ``e{i}_{column}``) that moves
+    their chain's head in a data-modifying CTE, built once per ``count``."""
+    rows: list[dict[str, Any]] = [
+        {name: bindparam(f"e{i}_{name}") for name in _EVENT_COLUMNS} for i in range(count)
+    ]
+    return (
+        _EVENTS.insert()
+        .values(rows)
+        .returning(_EVENTS.c.seq, _EVENTS.c.chain_seq)
+        .add_cte(
+            update(AuditHead)
+            .where(col(AuditHead.id) == bindparam("head_id"))
+            .values(seq=bindparam("head_seq"), hash=bindparam("head_hash"))
+            .returning(col(AuditHead.id))
+            .cte("moved_head")
+        )
     )
-)
 
 
 class Chains:
@@ -206,6 +215,20 @@ async def lock_trail(session: AsyncSession) -> None:
     session.info[_HELD] = (_transaction_key(session), head)
 
 
+@dataclass(frozen=True)
+class Entry:
+    """One event to append (see :func:`record`)."""
+
+    action: str
+    subject_type: str
+    subject_id: str | None
+    actor_type: str
+    actor_id: str | None
+    data: Mapping[str, Any] | None = None
+    #: The request the event belongs to; None: the current request's (``request_id_var``).
+    request_id: str | None = None
+
+
 async def record(
     session: AsyncSession,
     *,
@@ -217,42 +240,62 @@ async def record(
     data: Mapping[str, Any] | None = None,
 ) -> AuditEvent:
     """Append one event to a chain inside the caller's transaction."""
-    payload = dict(data or {})
+    entry = Entry(action, subject_type, subject_id, actor_type, actor_id, data)
+    return (await record_all(session, [entry]))[0]
+
+
+async def record_all(session: AsyncSession, entries: Sequence[Entry]) -> list[AuditEvent]:
+    """Append ``entries``, in order, to one chain inside the caller's transaction: under one
+    head lock and, on PostgreSQL, in one statement (a group commit's events)."""
     keys = chain_keys(session)
-    if leaked := _FORBIDDEN_KEYS.intersection(payload):
-        raise ValueError(f"audit data may not carry personal fields: {sorted(leaked)}")
+    payloads = [dict(entry.data or {}) for entry in entries]
+    for payload in payloads:
+        if leaked := _FORBIDDEN_KEYS.intersection(payload):
+            raise ValueError(f"audit data may not carry personal fields: {sorted(leaked)}")
     head = await _lock_head(session)
-    event = AuditEvent(
-        chain=head.id,
-        chain_seq=head.seq + 1,
-        occurred_at=utcnow(),
-        actor_type=actor_type,
-        actor_id=actor_id,
-        action=action,
-        subject_type=subject_type,
-        subject_id=subject_id,
-        data=json.dumps(payload, sort_keys=True, separators=(",", ":")),
-        request_id=request_id_var.get(),
-        key_version=max(keys),
-        prev_hash=head.hash,
-        hash="",
-    )
-    event.hash = compute_hash(head.hash, event, keys) or ""
+    now, current_request = utcnow(), request_id_var.get()
+    written: list[AuditEvent] = []
+    prev_hash, seq = head.hash, head.seq
+    for entry, payload in zip(entries, payloads, strict=True):
+        seq += 1
+        event = AuditEvent(
+            chain=head.id,
+            chain_seq=seq,
+            occurred_at=now,
+            actor_type=entry.actor_type,
+            actor_id=entry.actor_id,
+            action=entry.action,
+            subject_type=entry.subject_type,
+            subject_id=entry.subject_id,
+            data=json.dumps(payload, sort_keys=True, separators=(",", ":")),
+            request_id=entry.request_id or current_request,
+            key_version=max(keys),
+            prev_hash=prev_hash,
+            hash="",
+        )
+        event.hash = prev_hash = compute_hash(prev_hash, event, keys) or ""
+        written.append(event)
+    if not written:
+        return written
     if session.get_bind().dialect.name != "postgresql":
-        head.seq, head.hash = event.chain_seq, event.hash
-        session.add(event)
+        head.seq, head.hash = seq, prev_hash
+        session.add_all(written)
         await session.flush()
-        return event
-    # One round trip: the event's INSERT moves its chain's head in a data-modifying CTE. The
-    # caller's pending changes are flushed first, as a flush of the event would have done.
+        return written
+    # One round trip: the events' INSERT moves their chain's head in a data-modifying CTE. The
+    # caller's pending changes are flushed first, as a flush of the events would have done.
     await session.flush()
-    params = {f"event_{name}": getattr(event, name) for name in _EVENT_COLUMNS}
-    params.update(head_id=head.id, head_seq=event.chain_seq, head_hash=event.hash)
-    event.seq = (await session.execute(_APPEND_MOVING_HEAD, params)).scalar_one()
+    params: dict[str, Any] = {"head_id": head.id, "head_seq": seq, "head_hash": prev_hash}
+    for i, event in enumerate(written):
+        params.update({f"e{i}_{name}": getattr(event, name) for name in _EVENT_COLUMNS})
+    rows = await session.execute(_append_moving_head(len(written)), params)
+    seqs = {chain_seq: row_seq for row_seq, chain_seq in rows}
+    for event in written:
+        event.seq = seqs[event.chain_seq]
     # The head row already says so: keep the loaded head in step without a second UPDATE.
-    set_committed_value(head, "seq", event.chain_seq)
-    set_committed_value(head, "hash", event.hash)
-    return event
+    set_committed_value(head, "seq", seq)
+    set_committed_value(head, "hash", prev_hash)
+    return written
 
 
 # -- reads -----------------------------------------------------------------------------------

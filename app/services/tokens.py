@@ -5,7 +5,7 @@ at once."""
 from __future__ import annotations
 
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
 from app.crypto import DEFAULT_SUITE, Suite, keyed_hash, seal, unseal
+from app.db import session_scope
 from app.errors import ProblemError
 from app.hotcache import TokenState, tokens_changed
 from app.models import (
@@ -111,15 +112,15 @@ def _issuing(key_usable: Any) -> Any:
     return (
         select(Verification, Identity, key_usable.label("key_usable"))
         .outerjoin(Identity, col(Identity.id) == col(Verification.identity_id))
-        .where(col(Verification.id) == bindparam("verification_id"))
-        .where(col(Verification.client_id) == bindparam("client_id"))
+        .where(col(Verification.id).in_(bindparam("verification_ids", expanding=True)))
+        .order_by(col(Verification.id))  # rows locked in one order by every issuing transaction
         .with_for_update(of=Verification)
         .execution_options(populate_existing=True)
     )
 
 
-# :func:`issue`'s statements, built once (bound parameters: ``verification_id``, ``client_id``
-# and the cached signing key's ``kid``; the new token's columns).
+# :func:`issue_all`'s statements, built once (bound parameters: the verifications' ids and the
+# cached signing key's ``kid``; the new tokens' columns).
 _ISSUING = _issuing(false())
 _ISSUING_WITH_KEY = _issuing(
     exists().where(col(SigningKey.kid) == bindparam("kid"), col(SigningKey.withdrawn_at).is_(None))
@@ -133,84 +134,171 @@ _NEW_TOKEN = _TOKENS.insert().values(
 )
 
 
+@dataclass(frozen=True)
+class IssueRequest:
+    """One token asked for: by ``client``, for its verification ``verification_id``, in the
+    request ``request_id`` (the audit event's)."""
+
+    client: Client
+    verification_id: str
+    request_id: str | None = None
+
+
 async def issue(
     session: AsyncSession, runtime: Runtime, client: Client, verification_id: str
 ) -> Issued:
     """Sign a token for the client's verification ``verification_id``: 404 not_found for a
-    missing one or another client's, 409 verification_not_verified unless it is verified."""
+    missing one or another client's, 409 verification_not_verified unless it is verified,
+    503 issuance_suspended while the operator suspends issuance."""
+    (outcome,) = await issue_all(session, runtime, [IssueRequest(client, verification_id)])
+    if isinstance(outcome, ProblemError):
+        raise outcome
+    return outcome
+
+
+async def _refusal(
+    session: AsyncSession,
+    runtime: Runtime,
+    asked: IssueRequest,
+    row: Any,
+    now: datetime,
+) -> ProblemError | None:
+    """Why ``asked`` gets no token (its verification's locked ``row``), or None."""
+    try:
+        await emergency.ensure_issuing(
+            session, asked.client.id, runtime.settings.issuance_retry_after_seconds
+        )
+        if row is None or row[0].client_id != asked.client.id:
+            raise ProblemError("not_found", "No such verification")
+        verification = row[0]
+        if verification.status != Status.VERIFIED:
+            await _refuse(
+                session,
+                verification,
+                f"The verification is {verification.status}; tokens need verified",
+            )
+        if verification.expires_at is not None and verification.expires_at <= now:
+            await _refuse(session, verification, "The verification has lapsed; verify again")
+        if await _correction_pending(session, verification):
+            await _refuse(session, verification, "A correction of this user's identity is pending")
+    except ProblemError as refused:
+        return refused
+    return None
+
+
+async def issue_all(
+    session: AsyncSession, runtime: Runtime, asked: Sequence[IssueRequest]
+) -> list[Issued | ProblemError]:
+    """:func:`issue` for each of ``asked`` in the session's one transaction (a group commit):
+    one locking read of every verification, one insert of the tokens, their audit events in
+    one append. Each gets its token or the problem that refuses it; the others go on."""
     # Only a key this process holds already: reading (or creating) the active key waits until
     # the checks have passed, so that a refused request never leaves a key it rolled back.
     cached = runtime.keyring.cached_active()
-    # One statement: the verification under its row lock (so a revocation racing this issue
-    # is either seen or sees the token), its identity, and whether the cached signing key is
-    # still there and not withdrawn (by a revocation of every token in another process).
-    params = {"verification_id": verification_id, "client_id": client.id}
+    # One statement: the verifications under their row locks (so a revocation racing an issue
+    # is either seen or sees the token), their identities, and whether the cached signing key
+    # is still there and not withdrawn (by a revocation of every token in another process).
+    params: dict[str, Any] = {"verification_ids": sorted({a.verification_id for a in asked})}
     if cached is not None:
         params["kid"] = cached.kid
-    row = (
-        await session.execute(_ISSUING_WITH_KEY if cached is not None else _ISSUING, params)
-    ).first()
-    if row is None:
-        raise ProblemError("not_found", "No such verification")
-    verification, identity, key_usable = row
-    now = utcnow()
-    if verification.status != Status.VERIFIED:
-        await _refuse(
-            session,
-            verification,
-            f"The verification is {verification.status}; tokens need verified",
+    rows = {
+        row[0].id: row
+        for row in await session.execute(
+            _ISSUING_WITH_KEY if cached is not None else _ISSUING, params
         )
-    if verification.expires_at is not None and verification.expires_at <= now:
-        await _refuse(session, verification, "The verification has lapsed; verify again")
-    if await _correction_pending(session, verification):
-        await _refuse(session, verification, "A correction of this user's identity is pending")
-    assert identity is not None
+    }
+    now = utcnow()
+    outcomes: list[Issued | ProblemError | None] = [
+        await _refusal(session, runtime, a, rows.get(a.verification_id), now) for a in asked
+    ]
+    granted = [i for i, outcome in enumerate(outcomes) if outcome is None]
+    if not granted:
+        return [o for o in outcomes if o is not None]
     settings = runtime.settings
+    key_usable = rows[asked[granted[0]].verification_id][2]
     if cached is None or not key_usable:
         runtime.keyring.forget_active()
         key = await runtime.keyring.signing_key(session)
     else:
         key = cached
-    jti = "tok_" + secrets.token_hex(16)
     expires_at = now + timedelta(seconds=settings.token_ttl_seconds)
-    claims = {
-        "iss": settings.issuer,
-        "aud": client.id,
-        "sub": subject_for(runtime.master_key, client.id, identity.id),
-        "iat": int(now.timestamp()),
-        "nbf": int(now.timestamp()),
-        "exp": int(expires_at.timestamp()),
-        "jti": jti,
-        "vid": verification.id,
-        "lvl": verification.level,
-        "adult": is_adult(adult_on_of(runtime.master_key, identity), settings.legal_timezone, now),
-        "client_id": client.id,
-    }
-    token = jwt.encode(
-        claims, key.private, algorithm="EdDSA", headers={"kid": key.kid, "typ": ACCESS_TOKEN_TYP}
-    )
-    await session.flush()  # a signing key made above goes first
-    await session.execute(
-        _NEW_TOKEN,
-        {
+    new_tokens: list[dict[str, Any]] = []
+    entries: list[audit.Entry] = []
+    for i in granted:
+        client = asked[i].client
+        verification, identity, _ = rows[asked[i].verification_id]
+        assert identity is not None
+        jti = "tok_" + secrets.token_hex(16)
+        claims = {
+            "iss": settings.issuer,
+            "aud": client.id,
+            "sub": subject_for(runtime.master_key, client.id, identity.id),
+            "iat": int(now.timestamp()),
+            "nbf": int(now.timestamp()),
+            "exp": int(expires_at.timestamp()),
             "jti": jti,
+            "vid": verification.id,
+            "lvl": verification.level,
+            "adult": is_adult(
+                adult_on_of(runtime.master_key, identity), settings.legal_timezone, now
+            ),
             "client_id": client.id,
-            "verification_id": verification.id,
-            "kid": key.kid,
-            "issued_at": now,
-            "expires_at": expires_at,
-        },
-    )
-    await audit.record(
-        session,
-        action="token.issued",
-        subject_type="verification",
-        subject_id=verification.id,
-        actor_type="client",
-        actor_id=client.id,
-        data={"jti": jti, "kid": key.kid, "level": verification.level},
-    )
-    return Issued(token, settings.token_ttl_seconds, jti, verification.id, verification.level)
+        }
+        token = jwt.encode(
+            claims,
+            key.private,
+            algorithm="EdDSA",
+            headers={"kid": key.kid, "typ": ACCESS_TOKEN_TYP},
+        )
+        outcomes[i] = Issued(
+            token, settings.token_ttl_seconds, jti, verification.id, verification.level
+        )
+        new_tokens.append(
+            {
+                "jti": jti,
+                "client_id": client.id,
+                "verification_id": verification.id,
+                "kid": key.kid,
+                "issued_at": now,
+                "expires_at": expires_at,
+            }
+        )
+        entries.append(
+            audit.Entry(
+                action="token.issued",
+                subject_type="verification",
+                subject_id=verification.id,
+                actor_type="client",
+                actor_id=client.id,
+                data={"jti": jti, "kid": key.kid, "level": verification.level},
+                request_id=asked[i].request_id,
+            )
+        )
+    await session.flush()  # a signing key made above goes first
+    await session.execute(_NEW_TOKEN, new_tokens if len(new_tokens) > 1 else new_tokens[0])
+    await audit.record_all(session, entries)
+    return [o for o in outcomes if o is not None]
+
+
+async def issue_batch(
+    runtime: Runtime, asked: Sequence[IssueRequest]
+) -> list[Issued | BaseException]:
+    """A group commit's write (app.batching): ``asked`` in one transaction; should that
+    transaction fail as a whole (a lost connection, a deadlock), each again in its own, so that
+    one request's trouble is no other's answer."""
+    try:
+        async with session_scope(runtime.sessions) as session:
+            return list(await issue_all(session, runtime, asked))
+    except Exception:
+        if len(asked) == 1:
+            raise
+    outcomes: list[Issued | BaseException] = []
+    for one in asked:
+        try:
+            outcomes.extend(await issue_batch(runtime, [one]))
+        except Exception as exc:
+            outcomes.append(exc)
+    return outcomes
 
 
 #: Where a read-only path gets its session from, only when it needs one (app.db.LazySession).
