@@ -24,7 +24,6 @@ calls) happens before any audit event is written.
 from __future__ import annotations
 
 import base64
-import functools
 import hashlib
 import hmac
 import json
@@ -123,25 +122,19 @@ _EVENTS = AuditEvent.__table__  # type: ignore[attr-defined]
 _EVENT_COLUMNS = tuple(c.name for c in _EVENTS.columns if c.name != "seq")
 
 
-@functools.lru_cache(maxsize=64)
-def _append_moving_head(count: int) -> Any:
-    """PostgreSQL: one INSERT of ``count`` events (parameters ``e{i}_{column}``) that moves
-    their chain's head in a data-modifying CTE, built once per ``count``."""
-    rows: list[dict[str, Any]] = [
-        {name: bindparam(f"e{i}_{name}") for name in _EVENT_COLUMNS} for i in range(count)
-    ]
-    return (
-        _EVENTS.insert()
-        .values(rows)
-        .returning(_EVENTS.c.seq, _EVENTS.c.chain_seq)
-        .add_cte(
-            update(AuditHead)
-            .where(col(AuditHead.id) == bindparam("head_id"))
-            .values(seq=bindparam("head_seq"), hash=bindparam("head_hash"))
-            .returning(col(AuditHead.id))
-            .cte("moved_head")
-        )
+#: PostgreSQL: an event's INSERT that moves its chain's head in a data-modifying CTE.
+_APPEND_MOVING_HEAD = (
+    _EVENTS.insert()
+    .values({name: bindparam(f"event_{name}") for name in _EVENT_COLUMNS})
+    .returning(_EVENTS.c.seq)
+    .add_cte(
+        update(AuditHead)
+        .where(col(AuditHead.id) == bindparam("head_id"))
+        .values(seq=bindparam("head_seq"), hash=bindparam("head_hash"))
+        .returning(col(AuditHead.id))
+        .cte("moved_head")
     )
+)
 
 
 class Chains:
@@ -277,21 +270,20 @@ async def record_all(session: AsyncSession, entries: Sequence[Entry]) -> list[Au
         written.append(event)
     if not written:
         return written
-    if session.get_bind().dialect.name != "postgresql":
+    if session.get_bind().dialect.name != "postgresql" or len(written) > 1:
+        # Through the session: the events in one INSERT (its "insertmanyvalues", compiled once),
+        # the head in one UPDATE. (A multi-row VALUES clause would be compiled on every call.)
         head.seq, head.hash = seq, prev_hash
         session.add_all(written)
         await session.flush()
         return written
-    # One round trip: the events' INSERT moves their chain's head in a data-modifying CTE. The
-    # caller's pending changes are flushed first, as a flush of the events would have done.
+    # One round trip: the event's INSERT moves its chain's head in a data-modifying CTE. The
+    # caller's pending changes are flushed first, as a flush of the event would have done.
     await session.flush()
-    params: dict[str, Any] = {"head_id": head.id, "head_seq": seq, "head_hash": prev_hash}
-    for i, event in enumerate(written):
-        params.update({f"e{i}_{name}": getattr(event, name) for name in _EVENT_COLUMNS})
-    rows = await session.execute(_append_moving_head(len(written)), params)
-    seqs = {chain_seq: row_seq for row_seq, chain_seq in rows}
-    for event in written:
-        event.seq = seqs[event.chain_seq]
+    (event,) = written
+    params = {f"event_{name}": getattr(event, name) for name in _EVENT_COLUMNS}
+    params.update(head_id=head.id, head_seq=seq, head_hash=prev_hash)
+    event.seq = (await session.execute(_APPEND_MOVING_HEAD, params)).scalar_one()
     # The head row already says so: keep the loaded head in step without a second UPDATE.
     set_committed_value(head, "seq", seq)
     set_committed_value(head, "hash", prev_hash)
