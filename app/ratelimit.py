@@ -186,8 +186,11 @@ class RateLimits:
     # -- failed codes per identity ----------------------------------------------------------------
     # Counted per (client, person): one client's users failing codes must not lock the same
     # person out at another client.
-    async def failed_codes_exhausted(self, client_id: str, identity_id: str) -> bool:
-        return not await self.limiter.test(self.failed_codes, "codes", client_id, identity_id)
+    async def failed_codes_of(self, client_id: str, identity_id: str) -> int:
+        """How many failed codes the person has in the window (one read, as ``test`` makes)."""
+        item = self.failed_codes
+        stats = await self.limiter.get_window_stats(item, "codes", client_id, identity_id)
+        return item.amount - stats.remaining
 
     async def record_failed_code(self, client_id: str, identity_id: str) -> None:
         await self.limiter.hit(self.failed_codes, "codes", client_id, identity_id)

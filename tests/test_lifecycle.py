@@ -161,6 +161,25 @@ async def test_wrong_code_says_attempts_left(
     assert code not in r.text
 
 
+async def test_a_right_code_clears_the_persons_failed_codes(
+    http: httpx.AsyncClient, l2_key: str, worker: Worker, runtime: Runtime
+) -> None:
+    """Failed codes count against the person until a right code: then none are left."""
+    v = await start(http, l2_key, worker)
+    code = await inbox_code(http, l2_key, v["id"])
+    wrong = f"{(int(code) + 1) % 1_000_000:06d}"
+    for _ in range(2):
+        assert (await submit(http, l2_key, v["id"], wrong)).status_code == 422
+    got = (await http.get(f"/v1/verifications/{v['id']}", headers=auth(l2_key))).json()
+    async with runtime.sessions() as session:
+        verification = await session.get(Verification, got["id"])
+    assert verification is not None
+    person = (verification.client_id, verification.identity_id or verification.id)
+    assert await runtime.limits.failed_codes_of(*person) == 2
+    assert (await submit(http, l2_key, v["id"], code)).status_code == 200
+    assert await runtime.limits.failed_codes_of(*person) == 0
+
+
 async def test_five_wrong_codes_lock_the_verification(
     http: httpx.AsyncClient, l2_key: str, worker: Worker
 ) -> None:
@@ -425,8 +444,9 @@ async def test_failed_codes_at_one_client_do_not_lock_another(runtime: Runtime) 
     """The per-person failed-code budget is per client: client A's failures leave B alone."""
     for _ in range(runtime.settings.failed_codes_per_identity):
         await runtime.limits.record_failed_code("cli_a", "idn_1")
-    assert await runtime.limits.failed_codes_exhausted("cli_a", "idn_1")
-    assert not await runtime.limits.failed_codes_exhausted("cli_b", "idn_1")
+    budget = runtime.limits.failed_codes.amount
+    assert await runtime.limits.failed_codes_of("cli_a", "idn_1") == budget
+    assert await runtime.limits.failed_codes_of("cli_b", "idn_1") == 0
 
 
 @pytest.mark.usefixtures("queued_checks")

@@ -246,7 +246,8 @@ async def submit(
     _require_awaiting(verification)
     await _expire_if_due(session, verification)
     identity_id = verification.identity_id or verification.id
-    if await runtime.limits.failed_codes_exhausted(verification.client_id, identity_id):
+    failed = await runtime.limits.failed_codes_of(verification.client_id, identity_id)
+    if failed >= runtime.limits.failed_codes.amount:
         raise ProblemError(
             "rate_limited",
             "Too many failed codes for this person",
@@ -295,7 +296,8 @@ async def submit(
         )
     except lifecycle.StaleState:
         raise ProblemError("verification_not_awaiting_code") from None
-    await runtime.limits.reset_failed_codes(verification.client_id, identity_id)
+    if failed:  # nothing to clear otherwise: one round trip to the limits' storage fewer
+        await runtime.limits.reset_failed_codes(verification.client_id, identity_id)
     return checks
 
 
