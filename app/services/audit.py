@@ -120,8 +120,6 @@ _HEAD_UNLESS_HELD = _HEADS.where(col(AuditHead.id) == bindparam("chain")).with_f
 )
 _EVENTS = AuditEvent.__table__  # type: ignore[attr-defined]
 _EVENT_COLUMNS = tuple(c.name for c in _EVENTS.columns if c.name != "seq")
-
-
 #: PostgreSQL: an event's INSERT that moves its chain's head in a data-modifying CTE.
 _APPEND_MOVING_HEAD = (
     _EVENTS.insert()
@@ -238,8 +236,9 @@ async def record(
 
 
 async def record_all(session: AsyncSession, entries: Sequence[Entry]) -> list[AuditEvent]:
-    """Append ``entries``, in order, to one chain inside the caller's transaction: under one
-    head lock and, on PostgreSQL, in one statement (a group commit's events)."""
+    """Append ``entries``, in order, to one chain inside the caller's transaction, under one
+    head lock (a group commit's events): one statement for one event on PostgreSQL, one
+    ``INSERT`` and the head's ``UPDATE`` for several."""
     keys = chain_keys(session)
     payloads = [dict(entry.data or {}) for entry in entries]
     for payload in payloads:
