@@ -67,10 +67,13 @@ class GroupCommit(Generic[Item, Result]):
         # arrived in between goes with it. Whatever arrives during its write may start another.
         self._starting = None
         while self._waiting:
-            batch = self._waiting[: self.max_batch]
+            taken = self._waiting[: self.max_batch]
             del self._waiting[: self.max_batch]
             self._start_writers()
-            await self._run(batch)
+            # A request cancelled while it waited (its client went away) is not written.
+            batch = [(item, future) for item, future in taken if not future.done()]
+            if batch:
+                await self._run(batch)
 
     async def _run(self, batch: list[tuple[Item, asyncio.Future[Result]]]) -> None:
         outcomes: Sequence[Result | BaseException]
@@ -82,8 +85,12 @@ class GroupCommit(Generic[Item, Result]):
             for _, future in batch:
                 future.cancel()
             raise
+        if len(outcomes) != len(batch):
+            outcomes = [RuntimeError("the batch's write answered the wrong number of items")] * len(
+                batch
+            )
         for (_, future), outcome in zip(batch, outcomes, strict=True):
-            if future.done():  # its request was cancelled (the client went away)
+            if future.done():  # its request was cancelled during the write
                 continue
             if isinstance(outcome, BaseException):
                 future.set_exception(outcome)

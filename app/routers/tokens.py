@@ -11,6 +11,7 @@ from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.batching import GroupCommit
+from app.db import LazySession
 from app.deps import (
     CLIENT_SECURITY,
     CurrentClient,
@@ -118,7 +119,7 @@ async def issue_token(
         # Concurrent issues share a transaction (a group commit): the key is authenticated
         # here, the token signed and written with the others that arrived meanwhile.
         runtime: Runtime = request.app.state.runtime
-        async with request_session(runtime, request) as lazy:
+        async with LazySession.scope(runtime.sessions) as lazy:  # opened only on a cache miss
             client = await client_of(request, runtime, lazy)
         asked = tokens.IssueRequest(client, verification_id, request_id_var.get())
         issued = await _issues(request, runtime).submit(asked)

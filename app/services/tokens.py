@@ -21,6 +21,7 @@ from app.crypto import DEFAULT_SUITE, Suite, keyed_hash, seal, unseal
 from app.db import session_scope
 from app.errors import ProblemError
 from app.hotcache import TokenState, tokens_changed
+from app.logging import request_id_var
 from app.models import (
     LIVE_STATUSES,
     Check,
@@ -108,23 +109,27 @@ async def _refuse(session: AsyncSession, verification: Verification, detail: str
     )
 
 
-def _issuing(key_usable: Any) -> Any:
+def _issuing(key_usable: Any, *, skip_locked: bool) -> Any:
     return (
         select(Verification, Identity, key_usable.label("key_usable"))
         .outerjoin(Identity, col(Identity.id) == col(Verification.identity_id))
         .where(col(Verification.id).in_(bindparam("verification_ids", expanding=True)))
-        .order_by(col(Verification.id))  # rows locked in one order by every issuing transaction
-        .with_for_update(of=Verification)
+        .order_by(col(Verification.id))
+        .with_for_update(of=Verification, skip_locked=skip_locked)
         .execution_options(populate_existing=True)
     )
 
 
 # :func:`issue_all`'s statements, built once (bound parameters: the verifications' ids and the
-# cached signing key's ``kid``; the new tokens' columns).
-_ISSUING = _issuing(false())
-_ISSUING_WITH_KEY = _issuing(
-    exists().where(col(SigningKey.kid) == bindparam("kid"), col(SigningKey.withdrawn_at).is_(None))
+# cached signing key's ``kid``; the new tokens' columns), by (key cached, rows held skipped).
+_KEY_USABLE = exists().where(
+    col(SigningKey.kid) == bindparam("kid"), col(SigningKey.withdrawn_at).is_(None)
 )
+_ISSUING = {
+    (cached, skip): _issuing(_KEY_USABLE if cached else false(), skip_locked=skip)
+    for cached in (False, True)
+    for skip in (False, True)
+}
 _TOKENS = ServiceToken.__table__  # type: ignore[attr-defined]
 _NEW_TOKEN = _TOKENS.insert().values(
     {
@@ -153,6 +158,7 @@ async def issue(
     (outcome,) = await issue_all(session, runtime, [IssueRequest(client, verification_id)])
     if isinstance(outcome, ProblemError):
         raise outcome
+    assert outcome is not None  # waited for its row
     return outcome
 
 
@@ -187,11 +193,17 @@ async def _refusal(
 
 
 async def issue_all(
-    session: AsyncSession, runtime: Runtime, asked: Sequence[IssueRequest]
-) -> list[Issued | ProblemError]:
+    session: AsyncSession, runtime: Runtime, asked: Sequence[IssueRequest], *, wait: bool = True
+) -> list[Issued | ProblemError | None]:
     """:func:`issue` for each of ``asked`` in the session's one transaction (a group commit):
     one locking read of every verification, one insert of the tokens, their audit events in
-    one append. Each gets its token or the problem that refuses it; the others go on."""
+    one append. Each gets its token or the problem that refuses it; the others go on.
+
+    Without ``wait``, a verification whose row another transaction holds (or that is not
+    there) is skipped, not waited for: its outcome is None, to be issued alone. A batch that
+    waited for one row while holding the others could close a cycle with a transaction that
+    holds that row and wants one of them (a right code retiring the user's older verified
+    verification, an erasure), and would hold up every request in it."""
     # Only a key this process holds already: reading (or creating) the active key waits until
     # the checks have passed, so that a refused request never leaves a key it rolled back.
     cached = runtime.keyring.cached_active()
@@ -201,19 +213,19 @@ async def issue_all(
     params: dict[str, Any] = {"verification_ids": sorted({a.verification_id for a in asked})}
     if cached is not None:
         params["kid"] = cached.kid
-    rows = {
-        row[0].id: row
-        for row in await session.execute(
-            _ISSUING_WITH_KEY if cached is not None else _ISSUING, params
-        )
-    }
+    statement = _ISSUING[cached is not None, not wait]
+    rows = {row[0].id: row for row in await session.execute(statement, params)}
     now = utcnow()
-    outcomes: list[Issued | ProblemError | None] = [
-        await _refusal(session, runtime, a, rows.get(a.verification_id), now) for a in asked
+    outcomes: list[Issued | ProblemError | None] = [None] * len(asked)
+    for i, one in enumerate(asked):
+        row = rows.get(one.verification_id)
+        if row is not None or wait:
+            outcomes[i] = await _refusal(session, runtime, one, row, now)
+    granted = [
+        i for i, one in enumerate(asked) if one.verification_id in rows and outcomes[i] is None
     ]
-    granted = [i for i, outcome in enumerate(outcomes) if outcome is None]
     if not granted:
-        return [o for o in outcomes if o is not None]
+        return outcomes
     settings = runtime.settings
     key_usable = rows[asked[granted[0]].verification_id][2]
     if cached is None or not key_usable:
@@ -277,28 +289,41 @@ async def issue_all(
     await session.flush()  # a signing key made above goes first
     await session.execute(_NEW_TOKEN, new_tokens if len(new_tokens) > 1 else new_tokens[0])
     await audit.record_all(session, entries)
-    return [o for o in outcomes if o is not None]
+    return outcomes
 
 
 async def issue_batch(
     runtime: Runtime, asked: Sequence[IssueRequest]
 ) -> list[Issued | BaseException]:
-    """A group commit's write (app.batching): ``asked`` in one transaction; should that
-    transaction fail as a whole (a lost connection, a deadlock), each again in its own, so that
-    one request's trouble is no other's answer."""
-    try:
-        async with session_scope(runtime.sessions) as session:
-            return list(await issue_all(session, runtime, asked))
-    except Exception:
-        if len(asked) == 1:
-            raise
-    outcomes: list[Issued | BaseException] = []
-    for one in asked:
+    """A group commit's write (app.batching): ``asked`` in one transaction that waits for no
+    row held elsewhere; those requests, and all of them should that transaction fail before
+    its commit (a lost connection), are then issued one at a time, each in its own. A failed
+    commit is every request's error: whether it took effect is unknown, and issuing again
+    could give one request two tokens."""
+    # Events of the batch as a whole (a signing key made for it) go under its first request.
+    request_id_var.set(asked[0].request_id)
+    outcomes: list[Issued | ProblemError | None] = [None] * len(asked)
+    if len(asked) > 1:
+        written = False
         try:
-            outcomes.extend(await issue_batch(runtime, [one]))
-        except Exception as exc:
-            outcomes.append(exc)
-    return outcomes
+            async with session_scope(runtime.sessions) as session:
+                outcomes = await issue_all(session, runtime, asked, wait=False)
+                written = True
+        except Exception:
+            if written:
+                raise
+    answers: list[Issued | BaseException] = []
+    for one, outcome in zip(asked, outcomes, strict=True):
+        if outcome is None:
+            try:
+                async with session_scope(runtime.sessions) as session:
+                    request_id_var.set(one.request_id)
+                    outcome = await issue(session, runtime, one.client, one.verification_id)
+            except Exception as exc:
+                answers.append(exc)
+                continue
+        answers.append(outcome)
+    return answers
 
 
 #: Where a read-only path gets its session from, only when it needs one (app.db.LazySession).
